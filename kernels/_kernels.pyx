@@ -1,0 +1,26 @@
+# edgecore._kernels: every numeric kernel and the plan runner, in one compile unit.
+#
+# Design (see setup.py for why this is one extension):
+#   * each family lives in its own .pxi, included below; forward and backward of a family
+#     sit side by side in its file;
+#   * a family exposes `cdef ... noexcept nogil` cores taking raw pointers and sizes, and a
+#     thin checked `def` wrapper over typed memoryviews (`const float[...]` inputs so frozen,
+#     read-only weights are accepted) that validates every shape before releasing the GIL;
+#   * the plan runner (runner.pxi) calls the cores directly: the planner validated shapes
+#     once, at compile time;
+#   * no kernel allocates: scratch comes from the arena, sized by `<kernel>_scratch_floats`.
+# Non-goals: threading (single-threaded by design for now), dtypes other than float32.
+
+from libc.math cimport INFINITY
+
+include "common.pxi"
+include "activations.pxi"
+include "gemm.pxi"
+include "conv2d.pxi"
+include "dwconv2d.pxi"
+include "pooling.pxi"
+include "softmax.pxi"
+include "elementwise.pxi"
+include "normalization.pxi"
+include "layout.pxi"
+include "runner.pxi"

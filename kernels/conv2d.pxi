@@ -1,0 +1,202 @@
+# Conv2D (NHWC, HWIO weights, groups) as im2col + GEMM.
+#
+# The im2col matrix is built one block of output rows at a time in arena scratch, so its
+# size is bounded by conv2d_scratch_floats() (a few hundred KiB) instead of growing with the
+# image: a full VGG16 3x3 layer at 224x224 would otherwise need 115 MB of scratch.  Row
+# order of the im2col matrix is (ky, kx, ci), which is the HWIO kernel reshaped to
+# (KH*KW*Cin_g, Cout_g), so packing the kernel needs no transpose.
+# 1x1 stride-1 unpadded convolutions skip im2col entirely: NHWC already is the (N*H*W, C)
+# row-major matrix GEMM wants.
+
+from libc.string cimport memcpy, memset
+
+
+cdef struct ConvGeom:
+    Py_ssize_t n, h, w, c           # input x_nhwc
+    Py_ssize_t kh, kw               # kernel
+    Py_ssize_t sh, sw, dh, dw       # strides, dilation
+    Py_ssize_t pad_top, pad_left    # leading padding (Keras 'same' puts the odd pixel last)
+    Py_ssize_t oh, ow, co           # output y_nhwc
+    Py_ssize_t groups
+
+
+cdef inline bint conv2d_is_pointwise(const ConvGeom* g) noexcept nogil:
+    return (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.pad_top == 0
+            and g.pad_left == 0 and g.groups == 1 and g.oh == g.h and g.ow == g.w)
+
+
+cdef inline Py_ssize_t conv2d_k(const ConvGeom* g) noexcept nogil:
+    return g.kh * g.kw * (g.c // g.groups)
+
+
+cdef inline Py_ssize_t conv2d_scratch_floats(const ConvGeom* g) noexcept nogil:
+    """Arena scratch one conv2d_forward call needs (0 for pointwise)."""
+    if conv2d_is_pointwise(g):
+        return 0
+    return _gemm_block_rows(conv2d_k(g)) * conv2d_k(g)
+
+
+cdef inline Py_ssize_t conv2d_packed_weight_floats(const ConvGeom* g) noexcept nogil:
+    return g.groups * gemm_packed_floats(conv2d_k(g), g.co // g.groups)
+
+
+cdef inline Py_ssize_t conv2d_packed_bias_floats(const ConvGeom* g) noexcept nogil:
+    return g.groups * gemm_packed_bias_floats(g.co // g.groups)
+
+
+cdef void conv2d_im2col_rows(float* cols, const float* x_nhwc, const ConvGeom* g,
+                             Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t c0) noexcept nogil:
+    """cols[r, (ky, kx, ci)] for output rows row0..row0+rows of group channels c0.."""
+    cdef Py_ssize_t cg = g.c // g.groups
+    cdef Py_ssize_t r, b, oy, ox, ky, kx, iy, ix, rem
+    cdef float* dst = cols
+    for r in range(row0, row0 + rows):
+        b = r // (g.oh * g.ow)
+        rem = r - b * g.oh * g.ow
+        oy = rem // g.ow
+        ox = rem - oy * g.ow
+        for ky in range(g.kh):
+            iy = oy * g.sh - g.pad_top + ky * g.dh
+            for kx in range(g.kw):
+                ix = ox * g.sw - g.pad_left + kx * g.dw
+                if 0 <= iy < g.h and 0 <= ix < g.w:
+                    memcpy(dst, x_nhwc + ((b * g.h + iy) * g.w + ix) * g.c + c0,
+                           cg * sizeof(float))
+                else:
+                    memset(dst, 0, cg * sizeof(float))
+                dst += cg
+
+
+cdef void conv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_packed,
+                         const float* bias_packed, const ConvGeom* g, const Activation* act,
+                         float* scratch) noexcept nogil:
+    """y = act(conv(x, w) + bias); overwrites y.  bias_packed may be NULL.
+
+    w_packed: per group, the (K, Cout_g) kernel packed by f32_gemm_pack_b, groups back to
+    back; bias_packed likewise.  scratch: conv2d_scratch_floats(g) floats.
+    """
+    cdef Py_ssize_t m = g.n * g.oh * g.ow
+    cdef Py_ssize_t k = conv2d_k(g)
+    cdef Py_ssize_t cog = g.co // g.groups
+    cdef Py_ssize_t block, blk, m0, mb, grp
+    cdef const float* wg
+    cdef const float* bg
+    if conv2d_is_pointwise(g):
+        f32_gemm_forward(y_nhwc, g.co, x_nhwc, g.c, w_packed, bias_packed, m, g.co, k, act)
+        return
+    block = _gemm_block_rows(k)
+    for grp in range(g.groups):
+        wg = w_packed + grp * gemm_packed_floats(k, cog)
+        bg = bias_packed + grp * gemm_packed_bias_floats(cog) if bias_packed != NULL else NULL
+        for blk in range((m + block - 1) // block):
+            m0 = blk * block
+            mb = min(block, m - m0)
+            conv2d_im2col_rows(scratch, x_nhwc, g, m0, mb, grp * (g.c // g.groups))
+            f32_gemm_forward(y_nhwc + m0 * g.co + grp * cog, g.co, scratch, k, wg, bg,
+                             mb, cog, k, act)
+
+
+# --- checked Python entry points -----------------------------------------------------
+
+cdef ConvGeom _conv_geom(tuple x_shape, tuple w_shape, tuple strides, tuple dilation,
+                         tuple pads, Py_ssize_t groups) except *:
+    """Validate and build the geometry; pads = (top, bottom, left, right)."""
+    cdef ConvGeom g
+    _require(len(x_shape) == 4 and len(w_shape) == 4, "conv2d: x must be NHWC and w HWIO")
+    _require(len(strides) == 2 and len(dilation) == 2 and len(pads) == 4,
+             f"conv2d: strides {strides} and dilation {dilation} need 2 values, pads {pads} 4")
+    g.n, g.h, g.w, g.c = x_shape
+    g.kh, g.kw = w_shape[0], w_shape[1]
+    g.sh, g.sw = strides
+    g.dh, g.dw = dilation
+    g.pad_top, g.pad_left = pads[0], pads[2]
+    g.groups = groups
+    g.co = w_shape[3]
+    _require(min(g.n, g.h, g.w, g.c, g.kh, g.kw, g.co) > 0, f"conv2d: empty shape {x_shape} {w_shape}")
+    _require(min(g.sh, g.sw, g.dh, g.dw, g.groups) > 0, "conv2d: strides/dilation/groups must be >= 1")
+    _require(min(pads) >= 0, "conv2d: negative padding")
+    _require(g.c % groups == 0 and g.co % groups == 0 and w_shape[2] * groups == g.c,
+             f"conv2d: {g.c} input / {g.co} output channels do not split into {groups} groups "
+             f"of kernel depth {w_shape[2]}")
+    g.oh = (g.h + pads[0] + pads[1] - (g.kh - 1) * g.dh - 1) // g.sh + 1
+    g.ow = (g.w + pads[2] + pads[3] - (g.kw - 1) * g.dw - 1) // g.sw + 1
+    _require(g.oh > 0 and g.ow > 0, f"conv2d: kernel larger than padded input {x_shape}")
+    return g
+
+
+def conv2d_output_hw(Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, strides,
+                     dilation, pads):
+    return ((h + pads[0] + pads[1] - (kh - 1) * dilation[0] - 1) // strides[0] + 1,
+            (w + pads[2] + pads[3] - (kw - 1) * dilation[1] - 1) // strides[1] + 1)
+
+
+def conv2d_pack_weights(const float[:, :, :, ::1] w_hwio, Py_ssize_t groups, float[::1] out):
+    """Pack an HWIO kernel (in = Cin/groups) per group for conv2d_forward."""
+    cdef Py_ssize_t kh = w_hwio.shape[0], kw = w_hwio.shape[1], ci = w_hwio.shape[2]
+    cdef Py_ssize_t co = w_hwio.shape[3]
+    cdef Py_ssize_t k = kh * kw * ci, cog, grp
+    _require(groups > 0 and co % groups == 0, f"conv2d_pack_weights: {co} filters, {groups} groups")
+    cog = co // groups
+    _require(out.shape[0] == groups * gemm_packed_floats(k, cog),
+             f"conv2d_pack_weights: out has {out.shape[0]} floats, needs {groups * gemm_packed_floats(k, cog)}")
+    with nogil:
+        for grp in range(groups):
+            f32_gemm_pack_b(&out[grp * gemm_packed_floats(k, cog)], &w_hwio[0, 0, 0, grp * cog],
+                            co, k, cog)
+
+
+def conv2d_packed_sizes(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ci_per_group, Py_ssize_t co,
+                        Py_ssize_t groups):
+    """(weight floats, bias floats) of the packed kernel for the current GEMM variant."""
+    cdef Py_ssize_t cog = co // groups
+    return (groups * gemm_packed_floats(kh * kw * ci_per_group, cog),
+            groups * gemm_packed_bias_floats(cog))
+
+
+def conv2d_pack_bias(const float[::1] bias, Py_ssize_t groups, float[::1] out):
+    cdef Py_ssize_t co = bias.shape[0], cog, grp
+    _require(groups > 0 and co % groups == 0, "conv2d_pack_bias: filters do not split into groups")
+    cog = co // groups
+    _require(out.shape[0] == groups * gemm_packed_bias_floats(cog), "conv2d_pack_bias: size mismatch")
+    with nogil:
+        for grp in range(groups):
+            f32_gemm_pack_bias(&out[grp * gemm_packed_bias_floats(cog)], &bias[grp * cog], cog)
+
+
+def conv2d_scratch_size(x_shape, w_shape, strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0),
+                        Py_ssize_t groups=1):
+    cdef ConvGeom g = _conv_geom(tuple(x_shape), tuple(w_shape), tuple(strides),
+                                 tuple(dilation), tuple(pads), groups)
+    return conv2d_scratch_floats(&g)
+
+
+def conv2d(const float[:, :, :, ::1] x_nhwc, w_shape, const float[::1] w_packed,
+           float[:, :, :, ::1] y_nhwc, float[::1] scratch, strides=(1, 1), dilation=(1, 1),
+           pads=(0, 0, 0, 0), Py_ssize_t groups=1, bias_packed=None, int act=0,
+           float alpha=0.0, float max_value=INFINITY, float threshold=0.0):
+    """y = act(conv2d(x, w) + bias) with w packed by conv2d_pack_weights.
+
+    pads = (top, bottom, left, right) as Keras computes them (see layers/convolutional.py).
+    """
+    cdef Activation a_ = _checked_activation(act, alpha, max_value, threshold)
+    cdef ConvGeom g = _conv_geom((x_nhwc.shape[0], x_nhwc.shape[1], x_nhwc.shape[2], x_nhwc.shape[3]), tuple(w_shape), tuple(strides),
+                                 tuple(dilation), tuple(pads), groups)
+    cdef const float[::1] biasv
+    cdef const float* biasp = NULL
+    cdef float* scratchp = NULL
+    _require((y_nhwc.shape[0], y_nhwc.shape[1], y_nhwc.shape[2], y_nhwc.shape[3]) == (g.n, g.oh, g.ow, g.co),
+             f"conv2d: y is {tuple(y_nhwc.shape)[:4]}, expected {(g.n, g.oh, g.ow, g.co)}")
+    _require(w_packed.shape[0] == conv2d_packed_weight_floats(&g), "conv2d: packed kernel size mismatch")
+    _require(scratch.shape[0] >= conv2d_scratch_floats(&g),
+             f"conv2d: scratch has {scratch.shape[0]} floats, needs {conv2d_scratch_floats(&g)}")
+    if bias_packed is not None:
+        biasv = bias_packed
+        _require(biasv.shape[0] == conv2d_packed_bias_floats(&g), "conv2d: packed bias size mismatch")
+        biasp = &biasv[0]
+    _require(not _overlaps(&y_nhwc[0, 0, 0, 0], y_nhwc.size * 4, &x_nhwc[0, 0, 0, 0],
+                           x_nhwc.size * 4), "conv2d: y must not overlap x")
+    if scratch.shape[0] > 0:
+        scratchp = &scratch[0]
+    with nogil:
+        conv2d_forward(&y_nhwc[0, 0, 0, 0], &x_nhwc[0, 0, 0, 0], &w_packed[0], biasp, &g, &a_,
+                       scratchp)

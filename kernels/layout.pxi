@@ -1,0 +1,228 @@
+# Data movement: zero padding / cropping, concatenation, nearest and bilinear upsampling,
+# transposition.  No arithmetic except bilinear interpolation.
+#
+# Everything is NHWC (or flat) and contiguous, so most kernels are memcpy over whole pixel
+# rows or channel vectors.  Bilinear upsampling is exactly tf.image.resize(method='bilinear',
+# antialias=False), i.e. TF's ResizeBilinear with half_pixel_centers=True, which both Keras 2
+# (tf_keras backend.resize_images) and Keras 3 (ops.image.resize) UpSampling2D use: source
+# coordinate (o + 0.5) * in/out - 0.5 in float32, rows/cols clamped to the image, and TF's
+# lerp order top = tl + (tr - tl) * lx, bottom likewise, out = top + (bottom - top) * ly.
+# Non-goals: align_corners, antialiasing, bicubic, reflect padding.
+
+from libc.math cimport floorf, ceilf
+from libc.string cimport memcpy, memset
+
+
+cdef void window_copy_forward(float* y_nhwc, const float* x_nhwc, Py_ssize_t n, Py_ssize_t h,
+                              Py_ssize_t w, Py_ssize_t c, Py_ssize_t oh, Py_ssize_t ow,
+                              Py_ssize_t top, Py_ssize_t left) noexcept nogil:
+    """y[b, i, j, :] = x[b, i - top, j - left, :] where that is inside x, else 0; overwrites
+    y (n, oh, ow, c).  ZeroPadding2D (top, left >= 0) and Cropping2D (top, left <= 0) in one
+    kernel; y must not overlap x."""
+    cdef Py_ssize_t b, i, iy
+    cdef Py_ssize_t j0 = min(max(left, 0), ow)           # first column taken from x
+    cdef Py_ssize_t j1 = min(max(w + left, j0), ow)      # one past the last
+    cdef float* yr
+    for b in range(n):
+        for i in range(oh):
+            yr = y_nhwc + (b * oh + i) * ow * c
+            iy = i - top
+            if iy < 0 or iy >= h:
+                memset(yr, 0, ow * c * sizeof(float))
+                continue
+            memset(yr, 0, j0 * c * sizeof(float))
+            memcpy(yr + j0 * c, x_nhwc + ((b * h + iy) * w + j0 - left) * c,
+                   (j1 - j0) * c * sizeof(float))
+            memset(yr + j1 * c, 0, (ow - j1) * c * sizeof(float))
+
+
+cdef void concat_forward(float* y, const float* x, Py_ssize_t outer, Py_ssize_t inner_x,
+                         Py_ssize_t inner_y, Py_ssize_t offset) noexcept nogil:
+    """Copy x viewed as (outer, inner_x) into columns [offset, offset + inner_x) of y viewed
+    as (outer, inner_y); other columns untouched.  Concatenate = one call per input."""
+    cdef Py_ssize_t o
+    for o in range(outer):
+        memcpy(y + o * inner_y + offset, x + o * inner_x, inner_x * sizeof(float))
+
+
+cdef void upsample_nearest_forward(float* y_nhwc, const float* x_nhwc, Py_ssize_t n,
+                                   Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, Py_ssize_t fh,
+                                   Py_ssize_t fw) noexcept nogil:
+    """UpSampling2D(interpolation='nearest'): each pixel repeated fh x fw times; overwrites y
+    (n, h*fh, w*fw, c).  The first copy of each output row is built pixel by pixel, the
+    other fh - 1 are copies of it."""
+    cdef Py_ssize_t b, iy, ix, f, row = w * fw * c
+    cdef float* yr
+    cdef const float* xp
+    for b in range(n):
+        for iy in range(h):
+            yr = y_nhwc + (b * h + iy) * fh * row
+            for ix in range(w):
+                xp = x_nhwc + ((b * h + iy) * w + ix) * c
+                for f in range(fw):
+                    memcpy(yr + (ix * fw + f) * c, xp, c * sizeof(float))
+            for f in range(1, fh):
+                memcpy(yr + f * row, yr, row * sizeof(float))
+
+
+cdef inline void _bilinear_coord(Py_ssize_t o, float scale, Py_ssize_t size, Py_ssize_t* i0,
+                                 Py_ssize_t* i1, float* lerp) noexcept nogil:
+    """TF's half-pixel source coordinate of output index o, in float32 as TF computes it."""
+    cdef float src = (<float>o + <float>0.5) * scale - <float>0.5
+    cdef float fl = floorf(src)
+    i0[0] = max(<Py_ssize_t>fl, 0)
+    i1[0] = min(<Py_ssize_t>ceilf(src), size - 1)
+    lerp[0] = src - fl
+
+
+cdef void upsample_bilinear_forward(float* y_nhwc, const float* x_nhwc, Py_ssize_t n,
+                                    Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, Py_ssize_t oh,
+                                    Py_ssize_t ow) noexcept nogil:
+    """tf.image.resize(x, (oh, ow), 'bilinear', antialias=False); overwrites y (n, oh, ow,
+    c), which must not overlap x."""
+    cdef float sy = <float>h / <float>oh, sx = <float>w / <float>ow
+    cdef Py_ssize_t b, oy, ox, j, y0, y1, x0, x1
+    cdef float ly, lx, top, bot
+    cdef const float* tl
+    cdef const float* tr
+    cdef const float* bl
+    cdef const float* br
+    cdef float* yp
+    for b in range(n):
+        for oy in range(oh):
+            _bilinear_coord(oy, sy, h, &y0, &y1, &ly)
+            for ox in range(ow):
+                _bilinear_coord(ox, sx, w, &x0, &x1, &lx)
+                tl = x_nhwc + ((b * h + y0) * w + x0) * c
+                tr = x_nhwc + ((b * h + y0) * w + x1) * c
+                bl = x_nhwc + ((b * h + y1) * w + x0) * c
+                br = x_nhwc + ((b * h + y1) * w + x1) * c
+                yp = y_nhwc + ((b * oh + oy) * ow + ox) * c
+                for j in range(c):
+                    top = tl[j] + (tr[j] - tl[j]) * lx
+                    bot = bl[j] + (br[j] - bl[j]) * lx
+                    yp[j] = top + (bot - top) * ly
+
+
+cdef void transpose_forward(float* y, const float* x, int rank, const Py_ssize_t* x_shape,
+                            const int* perm) noexcept nogil:
+    """y = x.transpose(perm) (rank <= 6, y contiguous); overwrites y, which must not overlap
+    x.  Axes are collapsed as in binary_forward, so Permute keeping channels last copies
+    whole channel vectors with memcpy; otherwise the innermost axis is a strided gather."""
+    cdef Py_ssize_t xs[_MAX_RANK]
+    cdef Py_ssize_t ys_shape[_MAX_RANK]
+    cdef Py_ssize_t ys_src[_MAX_RANK]       # x stride of each y axis
+    cdef Py_ssize_t dims[_MAX_RANK]
+    cdef Py_ssize_t sx[_MAX_RANK]
+    cdef Py_ssize_t unused[_MAX_RANK]
+    cdef Py_ssize_t idx[_MAX_RANK]
+    cdef Py_ssize_t step = 1, rows = 1, row, xo = 0, inner, s_in, i
+    cdef int r, k
+    for k in range(rank - 1, -1, -1):
+        xs[k] = step
+        step *= x_shape[k]
+    for k in range(rank):
+        ys_shape[k] = x_shape[perm[k]]
+        ys_src[k] = xs[perm[k]]
+    r = _collapse_axes(rank, ys_shape, ys_src, ys_src, dims, sx, unused)
+    inner = dims[r - 1]
+    s_in = sx[r - 1]
+    for k in range(r - 1):
+        rows *= dims[k]
+        idx[k] = 0
+    for row in range(rows):
+        if s_in == 1:
+            memcpy(y + row * inner, x + xo, inner * sizeof(float))
+        else:
+            for i in range(inner):
+                y[row * inner + i] = x[xo + i * s_in]
+        k = r - 2       # odometer over the outer axes
+        while k >= 0:
+            idx[k] += 1
+            xo += sx[k]
+            if idx[k] < dims[k]:
+                break
+            xo -= sx[k] * dims[k]
+            idx[k] = 0
+            k -= 1
+
+
+# --- checked Python entry points ---------------------------------------------------------
+
+cdef void _check_nhwc_pair(const float[:, :, :, ::1] x, float[:, :, :, ::1] y,
+                           str name) except *:
+    _require(min(x.shape[0], x.shape[1], x.shape[2], x.shape[3]) > 0
+             and min(y.shape[0], y.shape[1], y.shape[2], y.shape[3]) > 0,
+             f"{name}: empty x {tuple(x.shape)[:4]} or y {tuple(y.shape)[:4]}")
+    _require(y.shape[0] == x.shape[0] and y.shape[3] == x.shape[3],
+             f"{name}: y {tuple(y.shape)[:4]} must keep the batch and channels of x {tuple(x.shape)[:4]}")
+    _require(not _overlap(&y[0, 0, 0, 0], y.nbytes, &x[0, 0, 0, 0], x.nbytes),
+             f"{name}: y overlaps x")
+
+
+def window_copy(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, Py_ssize_t top,
+                Py_ssize_t left):
+    """y[b, i, j] = x[b, i - top, j - left] inside x, else 0; overwrites y.  The output
+    size is y's: ZeroPadding2D is (top, left) >= 0, Cropping2D is (-crop_top, -crop_left)."""
+    _check_nhwc_pair(x, y, "window_copy")
+    with nogil:
+        window_copy_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], x.shape[0], x.shape[1],
+                            x.shape[2], x.shape[3], y.shape[1], y.shape[2], top, left)
+
+
+def concat(const float[::1] x, float[::1] y, Py_ssize_t outer, Py_ssize_t offset):
+    """Write x, viewed as (outer, len(x) // outer), into columns [offset, ...) of y viewed
+    as (outer, len(y) // outer); other columns of y are untouched."""
+    cdef Py_ssize_t inner_x, inner_y
+    _require(outer > 0 and x.shape[0] > 0 and x.shape[0] % outer == 0
+             and y.shape[0] % outer == 0,
+             f"concat: {x.shape[0]} and {y.shape[0]} elements do not split into {outer} rows")
+    inner_x = x.shape[0] // outer
+    inner_y = y.shape[0] // outer
+    _require(0 <= offset and offset + inner_x <= inner_y,
+             f"concat: columns [{offset}, {offset + inner_x}) do not fit rows of {inner_y}")
+    _require(not _overlap(&y[0], y.nbytes, &x[0], x.nbytes), "concat: y overlaps x")
+    with nogil:
+        concat_forward(&y[0], &x[0], outer, inner_x, inner_y, offset)
+
+
+def upsample_nearest(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, Py_ssize_t fh,
+                     Py_ssize_t fw):
+    """UpSampling2D(size=(fh, fw), interpolation='nearest'); overwrites y."""
+    _check_nhwc_pair(x, y, "upsample_nearest")
+    _require(fh > 0 and fw > 0, f"upsample_nearest: factors ({fh}, {fw}) must be >= 1")
+    _require(y.shape[1] == x.shape[1] * fh and y.shape[2] == x.shape[2] * fw,
+             f"upsample_nearest: y is {tuple(y.shape)[:4]}, expected "
+             f"{(x.shape[0], x.shape[1] * fh, x.shape[2] * fw, x.shape[3])}")
+    with nogil:
+        upsample_nearest_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], x.shape[0], x.shape[1],
+                                 x.shape[2], x.shape[3], fh, fw)
+
+
+def upsample_bilinear(const float[:, :, :, ::1] x, float[:, :, :, ::1] y):
+    """tf.image.resize(x, y.shape[1:3], 'bilinear') (UpSampling2D bilinear); overwrites y."""
+    _check_nhwc_pair(x, y, "upsample_bilinear")
+    with nogil:
+        upsample_bilinear_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], x.shape[0], x.shape[1],
+                                  x.shape[2], x.shape[3], y.shape[1], y.shape[2])
+
+
+def transpose(const float[::1] x, float[::1] y, x_shape, perm):
+    """y = x.reshape(x_shape).transpose(perm), flat and contiguous; overwrites y."""
+    cdef Py_ssize_t c_shape[_MAX_RANK]
+    cdef int c_perm[_MAX_RANK]
+    cdef Py_ssize_t total = 1
+    cdef int rank = len(x_shape), k
+    _require(1 <= rank <= _MAX_RANK, f"transpose: rank {rank} not in 1..{_MAX_RANK}")
+    _require(sorted(perm) == list(range(rank)),
+             f"transpose: {tuple(perm)} is not a permutation of {rank} axes")
+    for k in range(rank):
+        _require(x_shape[k] >= 1, f"transpose: empty shape {tuple(x_shape)}")
+        c_shape[k] = x_shape[k]
+        c_perm[k] = perm[k]
+        total *= x_shape[k]
+    _require(x.shape[0] == total and y.shape[0] == total,
+             f"transpose: x has {x.shape[0]} and y {y.shape[0]} elements, shape {tuple(x_shape)} needs {total}")
+    _require(not _overlap(&y[0], y.nbytes, &x[0], x.nbytes), "transpose: y overlaps x")
+    with nogil:
+        transpose_forward(&y[0], &x[0], rank, c_shape, c_perm)

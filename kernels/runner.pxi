@@ -1,0 +1,171 @@
+# The plan runner: executes a compiled plan's op table in one nogil loop.
+#
+# A plan (edgecore/plan/planner.py) is an int64 table with one row per op and a float32
+# table beside it.  Columns of the int row:
+#   0 opcode   1 y   2 x0   3 x1   4 w   5 b   6 scratch   7 activation code
+#   8..        op parameters (sizes, strides, geometry), documented per opcode below
+# Float row: 0 alpha, 1 max_value, 2 threshold (the fused activation), 3.. op parameters.
+# Operands 1..6 are refs: -1 for none, else (base << 40) | float offset, base 0 = the
+# activation arena, 1 = the weights buffer.  The planner validated every shape and size
+# when it built the table, so the loop calls the kernel cores without checks; run_plan
+# only checks that the table and buffers are the ones the plan was made for.
+
+from libc.string cimport memcpy
+
+DEF REF_SHIFT = 40
+DEF ROW_INTS_ = 32
+DEF ROW_FLOATS_ = 8
+DEF P = 8    # first parameter column
+DEF FP = 3   # first float parameter column
+
+ROW_INTS = ROW_INTS_
+ROW_FLOATS = ROW_FLOATS_
+ROW_PARAM_INTS = ROW_INTS_ - P
+ROW_PARAM_FLOATS = ROW_FLOATS_ - FP
+
+cdef enum OpCode:
+    OP_COPY = 0                # n
+    OP_GEMM = 1                # m, n, k                      y[m,n] = act(x0[m,k] @ w + b)
+    OP_CONV2D = 2              # ConvGeom fields in struct order
+    OP_DWCONV2D = 3            # DwConvGeom fields in struct order
+    OP_MAXPOOL2D = 4           # PoolGeom fields in struct order
+    OP_AVGPOOL2D = 5           # PoolGeom fields in struct order
+    OP_GLOBAL_AVGPOOL = 6      # n, hw, c
+    OP_GLOBAL_MAXPOOL = 7      # n, hw, c
+    OP_ACTIVATION = 8          # count
+    OP_SOFTMAX = 9             # outer, n, inner
+    OP_BINARY = 10             # op, rank, shape[rank], x0 strides[rank], x1 strides[rank]
+    OP_SCALE = 11              # count; float: scale
+    OP_CHANNEL_AFFINE = 12     # rows, c; w = scale[c], b = shift[c]
+    OP_PRELU = 13              # n, per_sample, rank, sample_shape[rank], alpha_strides[rank]
+    OP_LAYERNORM = 14          # rows, cols, NormMode; float: epsilon; w gamma, b beta
+    OP_WINDOW_COPY = 15        # n, h, w, c, oh, ow, top, left
+    OP_CONCAT = 16             # outer, inner_x, inner_y, offset
+    OP_UPSAMPLE_NEAREST = 17   # n, h, w, c, fh, fw
+    OP_UPSAMPLE_BILINEAR = 18  # n, h, w, c, oh, ow
+    OP_TRANSPOSE = 19          # rank, x_shape[rank], perm[rank]
+    OP_COUNT = 20
+
+OPCODES = {
+    "copy": OP_COPY, "gemm": OP_GEMM, "conv2d": OP_CONV2D, "dwconv2d": OP_DWCONV2D,
+    "maxpool2d": OP_MAXPOOL2D, "avgpool2d": OP_AVGPOOL2D, "global_avgpool": OP_GLOBAL_AVGPOOL,
+    "global_maxpool": OP_GLOBAL_MAXPOOL, "activation": OP_ACTIVATION, "softmax": OP_SOFTMAX,
+    "binary": OP_BINARY, "scale": OP_SCALE, "channel_affine": OP_CHANNEL_AFFINE,
+    "prelu": OP_PRELU, "layernorm": OP_LAYERNORM, "window_copy": OP_WINDOW_COPY,
+    "concat": OP_CONCAT, "upsample_nearest": OP_UPSAMPLE_NEAREST,
+    "upsample_bilinear": OP_UPSAMPLE_BILINEAR, "transpose": OP_TRANSPOSE,
+}
+
+
+cdef inline float* _ref(int64_t ref, float** bases) noexcept nogil:
+    if ref < 0:
+        return NULL
+    return bases[ref >> REF_SHIFT] + (ref & ((<int64_t>1 << REF_SHIFT) - 1))
+
+
+cdef void _run_op(const int64_t* r, const float* f, float** bases) noexcept nogil:
+    cdef float* y = _ref(r[1], bases)
+    cdef float* x0 = _ref(r[2], bases)
+    cdef float* x1 = _ref(r[3], bases)
+    cdef float* w = _ref(r[4], bases)
+    cdef float* b = _ref(r[5], bases)
+    cdef float* scratch = _ref(r[6], bases)
+    cdef Activation act = make_activation(<int>r[7], f[0], f[1], f[2])
+    cdef const int64_t* p = r + P
+    cdef Py_ssize_t shape[6]
+    cdef Py_ssize_t sa[6]
+    cdef Py_ssize_t sb[6]
+    cdef int perm[6]
+    cdef int i, rank
+    cdef ConvGeom cg
+    cdef DwConvGeom dg
+    cdef PoolGeom pg
+    cdef int code = <int>r[0]
+    if code == OP_COPY:
+        if y != x0:
+            memcpy(y, x0, p[0] * sizeof(float))
+    elif code == OP_GEMM:
+        f32_gemm_forward(y, p[1], x0, p[2], w, b, p[0], p[1], p[2], &act)
+    elif code == OP_CONV2D:
+        _fill(&cg, p, sizeof(ConvGeom) // sizeof(Py_ssize_t))
+        conv2d_forward(y, x0, w, b, &cg, &act, scratch)
+    elif code == OP_DWCONV2D:
+        _fill(&dg, p, sizeof(DwConvGeom) // sizeof(Py_ssize_t))
+        dwconv2d_forward(y, x0, w, b, &dg, &act)
+    elif code == OP_MAXPOOL2D:
+        _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
+        maxpool2d_forward(y, x0, &pg)
+    elif code == OP_AVGPOOL2D:
+        _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
+        avgpool2d_forward(y, x0, &pg)
+    elif code == OP_GLOBAL_AVGPOOL:
+        global_avgpool_forward(y, x0, p[0], p[1], p[2])
+    elif code == OP_GLOBAL_MAXPOOL:
+        global_maxpool_forward(y, x0, p[0], p[1], p[2])
+    elif code == OP_ACTIVATION:
+        activation_forward(y, x0, p[0], &act)
+    elif code == OP_SOFTMAX:
+        softmax_forward(y, x0, p[0], p[1], p[2])
+    elif code == OP_BINARY:
+        rank = <int>p[1]
+        for i in range(rank):
+            shape[i] = p[2 + i]
+            sa[i] = p[2 + rank + i]
+            sb[i] = p[2 + 2 * rank + i]
+        binary_forward(y, x0, x1, <int>p[0], rank, shape, sa, sb)
+    elif code == OP_SCALE:
+        scale_forward(y, x0, p[0], f[FP])
+    elif code == OP_CHANNEL_AFFINE:
+        channel_affine_forward(y, x0, p[0], p[1], w, b)
+    elif code == OP_PRELU:
+        rank = <int>p[2]
+        for i in range(rank):
+            shape[i] = p[3 + i]
+            sa[i] = p[3 + rank + i]
+        prelu_forward(y, x0, w, p[0], p[1], rank, shape, sa)
+    elif code == OP_LAYERNORM:
+        layernorm_forward(y, x0, p[0], p[1], w, b, f[FP], <int>p[2])
+    elif code == OP_WINDOW_COPY:
+        window_copy_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7])
+    elif code == OP_CONCAT:
+        concat_forward(y, x0, p[0], p[1], p[2], p[3])
+    elif code == OP_UPSAMPLE_NEAREST:
+        upsample_nearest_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5])
+    elif code == OP_UPSAMPLE_BILINEAR:
+        upsample_bilinear_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5])
+    elif code == OP_TRANSPOSE:
+        rank = <int>p[0]
+        for i in range(rank):
+            shape[i] = p[1 + i]
+            perm[i] = <int>p[1 + rank + i]
+        transpose_forward(y, x0, rank, shape, perm)
+
+
+cdef inline void _fill(void* geom, const int64_t* p, int count) noexcept nogil:
+    # The geometry structs are runs of Py_ssize_t fields (no padding between members of
+    # one type) in the order the planner writes them.  Copy field by field rather than
+    # cast the int64 row: Py_ssize_t is 32 bits on armv7.
+    cdef Py_ssize_t* fields = <Py_ssize_t*>geom
+    cdef int i
+    for i in range(count):
+        fields[i] = <Py_ssize_t>p[i]
+
+
+def run_plan(const int64_t[:, ::1] ops, const float[:, ::1] fparams, float[::1] arena,
+             float[::1] weights, Py_ssize_t arena_floats, int gemm_nr):
+    """Execute a plan.  arena must hold at least the plan's arena_floats; the weights
+    buffer must be the one the plan's model packed for the current GEMM variant."""
+    cdef float* bases[2]
+    cdef Py_ssize_t i
+    _require(ops.shape[1] == ROW_INTS_ and fparams.shape[1] == ROW_FLOATS_
+             and fparams.shape[0] == ops.shape[0], "run_plan: op table has the wrong layout")
+    _require(arena.shape[0] >= arena_floats, f"run_plan: arena has {arena.shape[0]} floats, "
+             f"the plan needs {arena_floats}")
+    _require(gemm_nr == _gemm.nr, "run_plan: weights were packed for another GEMM variant")
+    if ops.shape[0] == 0:
+        return
+    bases[0] = &arena[0] if arena.shape[0] else NULL
+    bases[1] = &weights[0] if weights.shape[0] else NULL
+    with nogil:
+        for i in range(ops.shape[0]):
+            _run_op(&ops[i, 0], &fparams[i, 0], bases)
