@@ -1,0 +1,37 @@
+"""Shared pytest setup.
+
+pyproject runs pytest with --import-mode=importlib, which does not put tests/ on sys.path
+(tests/ deliberately has no __init__.py), so it goes on here for `shapes`, `fixtures` and
+the `reference` package.  The repository root is NOT added: the tests import the installed
+edgecore (`pip install .` or `pip install -e .`), never the uncompiled source tree.
+"""
+import os
+import sys
+
+import pytest
+
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+
+def pytest_generate_tests(metafunc):
+    # Tests asking for `gemm_isa` run once per GEMM variant this CPU supports, unless they
+    # parametrize it themselves (GEMM cases depend on each variant's tile).
+    explicit = any("gemm_isa" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize"))
+    if "gemm_isa" in metafunc.fixturenames and not explicit:
+        from edgecore import _kernels
+        metafunc.parametrize("gemm_isa", _kernels.available_gemm_isas(), indirect=True)
+
+
+@pytest.fixture
+def gemm_isa(request):
+    """Select a GEMM variant for one test, restore the previous one after; yields
+    (name, MR, NR).  Weights must be packed after selecting (NR is the variant's)."""
+    from edgecore import _kernels
+    previous = _kernels.gemm_isa()[0]
+    _kernels.set_gemm_isa(request.param)
+    try:
+        yield _kernels.gemm_isa()
+    finally:
+        _kernels.set_gemm_isa(previous)

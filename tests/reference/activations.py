@@ -1,0 +1,72 @@
+"""Keras activation formulas in float64 (Keras 3 keras/src/activations/activations.py
+unless marked Keras 2), keyed by the names of ``edgecore._kernels.ACTIVATION_CODES``."""
+import math
+
+import numpy as np
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)          # log(1 + exp(x)) without overflow
+
+
+def _sigmoid(x):
+    # Two branches so neither exp overflows nor 1 - tiny cancels.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    """keras.activations.relu, following ReLU.static_call branch by branch."""
+    x = np.asarray(x, dtype=np.float64)
+    if negative_slope != 0.0 and max_value is None and threshold == 0:
+        return np.where(x > 0, x, negative_slope * x)         # leaky_relu
+    negative_part = np.maximum(threshold - x, 0.0) if negative_slope != 0.0 else 0.0
+    y = np.where(x > threshold, x, 0.0) if threshold != 0 else np.maximum(x, 0.0)
+    if max_value is not None:
+        y = np.clip(y, 0.0, max_value)
+    return y - negative_slope * negative_part
+
+
+ACTIVATIONS = {
+    "linear": lambda x, **k: x,
+    "relu": lambda x, alpha=0.0, max_value=None, threshold=0.0: relu(x, alpha, max_value, threshold),
+    "sigmoid": lambda x, **k: _sigmoid(x),
+    "hard_sigmoid": lambda x, **k: np.clip(x + 3.0, 0.0, 6.0) / 6.0,          # Keras 3
+    "hard_sigmoid_k2": lambda x, **k: np.clip(0.2 * x + 0.5, 0.0, 1.0),       # Keras 2
+    "hard_swish": lambda x, **k: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,        # hard_silu
+    "swish": lambda x, **k: x * _sigmoid(x),
+    "gelu": lambda x, **k: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64)),
+    "gelu_tanh": lambda x, **k: 0.5 * x * (1.0 + np.tanh(
+        math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
+    "elu": lambda x, alpha=1.0, **k: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0))),
+    "selu": lambda x, **k: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
+    "softplus": lambda x, **k: _softplus(x),
+    "softsign": lambda x, **k: x / (1.0 + np.abs(x)),
+    "leaky_relu": lambda x, alpha=0.2, **k: np.where(x >= 0, x, alpha * x),
+    "tanh": lambda x, **k: np.tanh(x),
+    "exponential": lambda x, **k: np.exp(x),
+    "mish": lambda x, **k: x * np.tanh(_softplus(x)),
+    "log_sigmoid": lambda x, **k: -_softplus(-x),
+}
+
+# Largest |f'(x)| of each activation: an error e in the pre-activation value becomes at
+# most lipschitz * e after it, which is how fused-activation tolerances are scaled.
+# (elu/selu/relu/leaky_relu: the slopes used in the tests are <= 1.)
+LIPSCHITZ = {name: 1.2 for name in ACTIVATIONS}
+LIPSCHITZ.update(selu=1.8, hard_swish=1.5, exponential=None)
+
+
+def activation(x, name, alpha=0.0, max_value=math.inf, threshold=0.0):
+    """Reference for ``activation(code)`` with the kernel's parameter conventions
+    (max_value=inf means Keras's None)."""
+    x = np.asarray(x, dtype=np.float64)
+    if name == "relu":
+        return relu(x, alpha, None if math.isinf(max_value) else max_value, threshold)
+    if name in ("elu", "leaky_relu"):
+        return ACTIVATIONS[name](x, alpha=alpha)
+    return ACTIVATIONS[name](x)

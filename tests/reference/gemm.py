@@ -1,0 +1,17 @@
+"""GEMM reference: c = act(a @ b + bias), float64."""
+import numpy as np
+
+from .activations import activation
+
+
+def gemm(a_mk, b_kn, bias=None, act="linear", **act_params):
+    c = np.asarray(a_mk, np.float64) @ np.asarray(b_kn, np.float64)
+    if bias is not None:
+        c = c + np.asarray(bias, np.float64)
+    return activation(c, act, **act_params)
+
+
+def gemm_magnitude(a_mk, b_kn, bias=None):
+    """sum |a_ik b_kj| + |bias_j|: the scale of the rounding error of c_ij."""
+    c = np.abs(np.asarray(a_mk, np.float64)) @ np.abs(np.asarray(b_kn, np.float64))
+    return c if bias is None else c + np.abs(np.asarray(bias, np.float64))

@@ -1,0 +1,108 @@
+"""GEMM (packed B, fused activation) against the float64 reference, under every micro-kernel
+variant this CPU supports, on XNNPACK-style tile-relative cases (shapes.gemm_cases)."""
+import numpy as np
+import pytest
+
+import shapes
+from edgecore import _kernels as K
+from reference.activations import LIPSCHITZ
+from reference.check import assert_close, assert_unchanged, frozen
+from reference.gemm import gemm as ref_gemm, gemm_magnitude
+
+
+def _isa_cases():
+    previous = K.gemm_isa()[0]
+    out = []
+    try:
+        for isa in K.available_gemm_isas():
+            _, mr, nr = K.set_gemm_isa(isa)
+            out += [pytest.param(isa, c, id=f"{isa}-{c.id}") for c in shapes.gemm_cases(mr, nr)]
+    finally:
+        K.set_gemm_isa(previous)
+    return out
+
+
+def _pack(b_kn, bias):
+    bp = np.empty(K.gemm_packed_size(*b_kn.shape), np.float32)
+    K.gemm_pack_b(b_kn, bp)
+    biasp = np.empty(K.gemm_packed_bias_size(b_kn.shape[1]), np.float32)
+    K.gemm_pack_bias(bias, biasp)
+    bp.setflags(write=False)
+    biasp.setflags(write=False)
+    return bp, biasp
+
+
+@pytest.mark.parametrize("gemm_isa, case", _isa_cases(), indirect=["gemm_isa"])
+def test_gemm_matches_reference(gemm_isa, case):
+    rng = np.random.default_rng(1234)
+    m, n, k = case.m, case.n, case.k
+    lda, ldc = case.lda or k, case.ldc or n
+    a_store = rng.standard_normal((m, lda)).astype(np.float32)
+    (a_store, b_kn, bias), copies = frozen(a_store, rng.standard_normal((k, n)),
+                                           rng.standard_normal(n))
+    a = a_store[:, :k]                       # a row-strided view when lda > k
+    bp, biasp = _pack(b_kn, bias)
+    c_store = np.full((m, ldc), np.nan, np.float32)
+    c = c_store[:, :n]
+    K.gemm(a, bp, n, c, bias_packed=biasp, act=K.ACTIVATION_CODES[case.act], **case.act_params)
+
+    ref = ref_gemm(a, b_kn, bias, case.act, **case.act_params)
+    mag = gemm_magnitude(a, b_kn, bias) * LIPSCHITZ[case.act]
+    assert_close(c, ref, mag, what=f"gemm {gemm_isa} {case.id}")
+    if ldc > n:
+        assert np.isnan(c_store[:, n:]).all(), "gemm wrote past n into the row padding of c"
+    assert_unchanged([a_store, b_kn, bias], copies, "gemm")
+
+
+def test_gemm_without_bias(gemm_isa):
+    rng = np.random.default_rng(7)
+    _, mr, nr = gemm_isa
+    a = rng.standard_normal((mr + 2, 11)).astype(np.float32)
+    b = rng.standard_normal((11, nr + 3)).astype(np.float32)
+    bp = np.empty(K.gemm_packed_size(11, nr + 3), np.float32)
+    K.gemm_pack_b(b, bp)
+    c = np.empty((mr + 2, nr + 3), np.float32)
+    K.gemm(a, bp, nr + 3, c)
+    assert_close(c, ref_gemm(a, b), gemm_magnitude(a, b), what="gemm no bias")
+
+
+def test_gemm_validation(gemm_isa):
+    a = np.ones((4, 5), np.float32)
+    bp = np.empty(K.gemm_packed_size(5, 3), np.float32)
+    K.gemm_pack_b(np.ones((5, 3), np.float32), bp)
+    with pytest.raises(K.KernelShapeError):
+        K.gemm(a, bp, 3, np.empty((4, 4), np.float32))                  # c has wrong n
+    with pytest.raises(K.KernelShapeError):
+        K.gemm(a, bp, 3, np.empty((3, 3), np.float32))                  # c has wrong m
+    with pytest.raises(K.KernelShapeError):
+        K.gemm(np.ones((4, 6), np.float32), bp, 3, np.empty((4, 3), np.float32))   # k mismatch
+    with pytest.raises(K.KernelShapeError):
+        K.gemm(a, bp[:-1], 3, np.empty((4, 3), np.float32))             # truncated packing
+    with pytest.raises(K.KernelShapeError):
+        K.gemm(a, bp, 3, np.empty((4, 3), np.float32), bias_packed=np.ones(2, np.float32))
+    with pytest.raises(K.KernelShapeError):
+        K.gemm(a, bp, 3, np.empty((4, 3), np.float32), act=999)
+    with pytest.raises(K.KernelShapeError):
+        K.gemm_pack_b(np.ones((5, 3), np.float32), np.empty(7, np.float32))
+
+
+def test_packing_follows_the_variant(gemm_isa):
+    """Packed sizes are whole NR panels of the selected variant, zero padded past N."""
+    _, mr, nr = gemm_isa
+    assert K.gemm_packed_size(3, nr + 1) == 2 * nr * 3
+    bp = np.full(K.gemm_packed_size(3, nr + 1), np.nan, np.float32)
+    K.gemm_pack_b(np.arange(3 * (nr + 1), dtype=np.float32).reshape(3, nr + 1), bp)
+    second_panel = bp[nr * 3:].reshape(3, nr)
+    assert (second_panel[:, 1:] == 0).all() and (second_panel[:, 0] == [nr, 2 * nr + 1, 3 * nr + 2]).all()
+
+
+def test_gemm_rejects_c_overlapping_a():
+    # With N > NR the second panel would read rows of a the first panel already wrote.
+    rng = np.random.default_rng(0)
+    _, mr, nr = K.gemm_isa()
+    n = 2 * nr
+    a = rng.standard_normal((mr, n)).astype(np.float32)
+    bp = np.empty(K.gemm_packed_size(n, n), np.float32)
+    K.gemm_pack_b(rng.standard_normal((n, n)).astype(np.float32), bp)
+    with pytest.raises(K.KernelShapeError):
+        K.gemm(a, bp, n, a)
