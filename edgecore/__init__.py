@@ -1,0 +1,36 @@
+"""edgecore: run and fine-tune Keras CNNs on phones and single-board computers.
+
+    import edgecore as ec
+    model = ec.load("mobilenet_v2.h5")      # .h5 from Keras 2 or 3, or a Keras 3 .keras
+    model.summary()
+    probs = model.predict(x)                # float32 NHWC
+
+Run-time dependencies are numpy and h5py; the numerics are Cython kernels compiled at
+install time (edgecore._kernels).
+"""
+from .errors import (EdgecoreError, MemoryBudgetError, ModelFormatError, ShapeError,
+                     UnsupportedLayerError)
+from .model import Model
+
+__version__ = "0.1.0"
+
+__all__ = ["load", "Model", "EdgecoreError", "ModelFormatError", "UnsupportedLayerError",
+           "ShapeError", "MemoryBudgetError", "__version__"]
+
+
+def load(path):
+    """Load a Keras model file (.h5 written by Keras 2 or 3, or a Keras 3 .keras).
+
+    Raises ModelFormatError for an unreadable or inconsistent file, UnsupportedLayerError
+    for a layer edgecore does not implement (or refuses, like Lambda), naming the file,
+    the layer and the reason.  Never executes code from the file.
+    """
+    from .loader import WeightReader, compile_inference, index_weights, load_graph
+
+    model_file, ctx, graph = load_graph(path)
+    try:
+        reader = WeightReader(model_file, index_weights(model_file, graph))
+        flat, weights = compile_inference(graph, reader)
+    finally:
+        model_file.close()
+    return Model(graph, flat, weights, ctx, trainable=model_file.spec.trainable)

@@ -1,0 +1,73 @@
+"""Inline nested models: the flat list of leaf-layer calls the planner lowers.
+
+Each call of a nested model becomes a copy of its inner calls wired to the outer tensors
+(weights stay shared: the copies point at the same Layer objects).  A flat node remembers
+the chain of models it came from, so the trainable flag can be resolved the Keras way: a
+layer trains only if it and every model around it are trainable.
+"""
+from ..layers.model import ModelLayer
+from .graph import Tensor
+
+
+class FlatNode:
+    __slots__ = ("layer", "inputs", "outputs", "call", "call_index", "scope", "activation")
+
+    def __init__(self, node, inputs, outputs, scope):
+        self.layer = node.layer
+        self.inputs = inputs
+        self.outputs = outputs
+        self.call = node.call
+        self.call_index = node.call_index
+        self.scope = scope  # enclosing ModelLayers, outermost first
+        # The activation this call applies; rewrites may fuse a following one in here.
+        self.activation = getattr(node.layer, "act", None)
+
+    @property
+    def trainable(self):
+        return self.layer.trainable and all(model.trainable for model in self.scope)
+
+    def __repr__(self):
+        return f"<FlatNode {self.layer.class_name} {self.layer.name!r}>"
+
+
+class FlatGraph:
+    def __init__(self, nodes, inputs, outputs):
+        self.nodes = nodes
+        self.inputs = inputs
+        self.outputs = outputs
+
+    def consumers(self):
+        """{tensor: [FlatNode]} for the current node list."""
+        users = {}
+        for node in self.nodes:
+            for t in node.inputs:
+                users.setdefault(t, []).append(node)
+        return users
+
+
+def flatten(graph):
+    inputs = [Tensor(t.key, t.shape) for t in graph.inputs]
+    nodes = []
+    outputs = _inline(graph, dict(zip(graph.inputs, inputs)), (), nodes)
+    return FlatGraph(nodes, inputs, outputs)
+
+
+def _inline(graph, mapping, scope, nodes):
+    """Append graph's calls to nodes with inputs renamed by mapping; return its outputs."""
+    for node in graph.nodes:
+        inputs = [mapping[t] for t in node.inputs]
+        if isinstance(node.layer, ModelLayer):
+            inner = node.layer.graph
+            inner_outputs = _inline(inner, dict(zip(inner.inputs, inputs)),
+                                    scope + (node.layer,), nodes)
+            for outer, inner_t in zip(node.outputs, inner_outputs):
+                mapping[outer] = inner_t
+            continue
+        outputs = [Tensor(t.key, t.shape) for t in node.outputs]
+        for old, new in zip(node.outputs, outputs):
+            mapping[old] = new
+        flat = FlatNode(node, inputs, outputs, scope)
+        for t in outputs:
+            t.producer = flat
+        nodes.append(flat)
+    return [mapping[t] for t in graph.outputs]

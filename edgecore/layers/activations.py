@@ -1,0 +1,216 @@
+"""Activation strings and the activation layers: Activation, ReLU, LeakyReLU, ELU, Softmax,
+PReLU.
+
+The formulas are in kernels/activations.pxi; this module maps Keras names and layer
+options onto them.  Keras 2 and 3 differ on one string: `hard_sigmoid` is
+clip(0.2x + 0.5, 0, 1) in Keras 2 and relu6(x + 3) / 6 in Keras 3, so the file's Keras
+version decides.
+"""
+import math
+from typing import NamedTuple
+
+from .. import _kernels
+from .base import Layer
+
+CODES = _kernels.ACTIVATION_CODES
+
+
+class Act(NamedTuple):
+    code: int
+    alpha: float = 0.0
+    max_value: float = math.inf
+    threshold: float = 0.0
+
+    @property
+    def is_linear(self):
+        return self.code == CODES["linear"]
+
+
+LINEAR = Act(CODES["linear"])
+SOFTMAX = "softmax"  # not elementwise: lowered as a softmax op over the last axis
+
+_BY_NAME = {
+    "linear": LINEAR,
+    "relu": Act(CODES["relu"]),
+    "relu6": Act(CODES["relu"], max_value=6.0),
+    "sigmoid": Act(CODES["sigmoid"]),
+    "hard_sigmoid": Act(CODES["hard_sigmoid"]),
+    "hard_silu": Act(CODES["hard_swish"]),
+    "hard_swish": Act(CODES["hard_swish"]),
+    "swish": Act(CODES["swish"]),
+    "silu": Act(CODES["swish"]),
+    "gelu": Act(CODES["gelu"]),
+    "elu": Act(CODES["elu"], alpha=1.0),
+    "celu": Act(CODES["elu"], alpha=1.0),  # celu(x, alpha=1) is elu(x, 1)
+    "selu": Act(CODES["selu"]),
+    "softplus": Act(CODES["softplus"]),
+    "softsign": Act(CODES["softsign"]),
+    "leaky_relu": Act(CODES["leaky_relu"], alpha=0.2),
+    "tanh": Act(CODES["tanh"]),
+    "exponential": Act(CODES["exponential"]),
+    "mish": Act(CODES["mish"]),
+    "log_sigmoid": Act(CODES["log_sigmoid"]),
+}
+SUPPORTED_ACTIVATIONS = sorted(_BY_NAME) + [SOFTMAX]
+
+
+def parse_activation(value, layer):
+    """An Act, or SOFTMAX, for a Keras activation config value (string or object)."""
+    if value is None:
+        return LINEAR
+    if isinstance(value, dict):  # Keras 3 may serialise a built-in as an object
+        name = (value.get("config") if isinstance(value.get("config"), str) else None)
+        value = name or value.get("class_name") or value.get("registered_name")
+    if not isinstance(value, str):
+        raise layer.format_error(f"activation {value!r} is not a name")
+    name = value.split(">")[-1]  # "keras>relu" style registered names
+    if name == SOFTMAX:
+        return SOFTMAX
+    if name == "hard_sigmoid" and layer.ctx.keras_major == 2:
+        return Act(CODES["hard_sigmoid_k2"])
+    if name not in _BY_NAME:
+        raise layer.unsupported(f"activation {value!r} is not supported; supported: "
+                                f"{', '.join(SUPPORTED_ACTIVATIONS)}")
+    return _BY_NAME[name]
+
+
+def lower_activation(b, act, y, x):
+    """Emit act(x) -> y (in place when the planner can), including softmax."""
+    if act == SOFTMAX:
+        lower_softmax(b, y, x, -1)
+    elif act.is_linear:
+        b.alias(y, x)
+    else:
+        b.op("activation", y, x, act=act, ints=(b.size(x),), inplace=True)
+
+
+def lower_softmax(b, y, x, axis):
+    shape = b.shape(x)
+    axis = axis % len(shape)
+    outer = 1
+    for d in shape[:axis]:
+        outer *= d
+    inner = 1
+    for d in shape[axis + 1:]:
+        inner *= d
+    b.op("softmax", y, x, ints=(outer, shape[axis], inner), inplace=True)
+
+
+class _ElementwiseActivationLayer(Layer):
+    """A layer computing one elementwise activation; the planner can fuse it into the
+    convolution or Dense before it."""
+
+    act = LINEAR
+
+    def output_shapes(self, input_shapes, call):
+        self.expect_inputs(input_shapes, 1)
+        return [input_shapes[0]]
+
+    def elementwise_activation(self):
+        return None if self.act == SOFTMAX else self.act
+
+    def lower(self, b, node):
+        lower_activation(b, self.act, node.outputs[0], node.inputs[0])
+
+
+class Activation(_ElementwiseActivationLayer):
+    keras_classes = ("Activation",)
+
+    def parse(self, config):
+        self.act = parse_activation(config.get("activation"), self)
+
+
+class ReLU(_ElementwiseActivationLayer):
+    keras_classes = ("ReLU",)
+
+    def parse(self, config):
+        max_value = config.get("max_value")
+        slope = self.option(config, "negative_slope", 0.0, "alpha")
+        threshold = config.get("threshold", 0.0)
+        if max_value is not None and max_value < 0:
+            raise self.format_error(f"max_value must be >= 0, got {max_value}")
+        self.act = Act(CODES["relu"], float(slope or 0.0),
+                       math.inf if max_value is None else float(max_value),
+                       float(threshold or 0.0))
+
+
+class LeakyReLU(_ElementwiseActivationLayer):
+    keras_classes = ("LeakyReLU",)
+
+    def parse(self, config):
+        # Keras 3 calls it negative_slope, Keras 2 alpha; the default is 0.3 in both.
+        self.act = Act(CODES["leaky_relu"], float(self.option(config, "negative_slope", 0.3, "alpha")))
+
+
+class ELU(_ElementwiseActivationLayer):
+    keras_classes = ("ELU",)
+
+    def parse(self, config):
+        self.act = Act(CODES["elu"], float(config.get("alpha", 1.0)))
+
+
+class Softmax(Layer):
+    keras_classes = ("Softmax",)
+
+    def parse(self, config):
+        axis = config.get("axis", -1)
+        if isinstance(axis, list):
+            if len(axis) != 1:
+                raise self.unsupported(f"softmax over several axes {axis}")
+            axis = axis[0]
+        self.axis = int(axis)
+
+    def output_shapes(self, input_shapes, call):
+        self.expect_inputs(input_shapes, 1)
+        rank = len(input_shapes[0]) + 1
+        if not -rank <= self.axis < rank or self.axis % rank == 0:
+            raise self.shape_error(f"axis {self.axis} is not a feature axis of a rank-{rank} input")
+        return [input_shapes[0]]
+
+    def lower(self, b, node):
+        lower_softmax(b, node.outputs[0], node.inputs[0], self.axis)
+
+
+class PReLU(Layer):
+    keras_classes = ("PReLU",)
+
+    def parse(self, config):
+        shared = config.get("shared_axes") or []
+        self.shared_axes = tuple(int(a) for a in (shared if isinstance(shared, list) else [shared]))
+
+    def output_shapes(self, input_shapes, call):
+        self.expect_inputs(input_shapes, 1)
+        return [input_shapes[0]]
+
+    def variables(self):
+        return (("alpha", ()),)
+
+    def weight_shapes(self, input_shapes):
+        shape = list(input_shapes[0])
+        for axis in self.shared_axes:
+            if not 1 <= axis <= len(shape):
+                raise self.format_error(f"shared axis {axis} out of range for input rank {len(shape) + 1}")
+            shape[axis - 1] = 1
+        if any(d is None for d in shape):
+            raise self.shape_error(f"alpha needs known dimensions, input is {input_shapes[0]} "
+                                   f"and shared_axes {list(self.shared_axes)}")
+        return [tuple(shape)]
+
+    def param_sizes(self, weight_shapes):
+        self.alpha_shape = weight_shapes[0]
+        return {"alpha": self.elements(weight_shapes)}
+
+    def pack(self, raw, views):
+        views["alpha"][:] = raw[0].ravel()
+
+    def lower(self, b, node):
+        x, y = node.inputs[0], node.outputs[0]
+        shape = b.shape(x)
+        sample = shape[1:]
+        strides, stride = [], 1
+        for d, a in zip(reversed(sample), reversed(self.alpha_shape)):
+            strides.append(0 if a == 1 and d != 1 else stride)
+            stride *= a
+        strides.reverse()
+        b.op("prelu", y, x, w=self.params["alpha"], inplace=True,
+             ints=(shape[0], b.size(x) // shape[0], len(sample), *sample, *strides))

@@ -1,0 +1,153 @@
+"""What every layer family implements.
+
+A layer family module lists the Keras class names it claims, parses their config (both
+Keras 2 and Keras 3 spellings), gives the shape rule, the variables it expects (Keras order,
+with other versions' names as aliases), how those variables are packed into the model's
+one weights buffer, and its forward lowering into plan ops.  `registry.py` holds the list.
+
+Shapes here exclude the batch axis; `None` is an unknown (symbolic) dimension.
+"""
+from ..errors import ModelFormatError, ShapeError, UnsupportedLayerError
+
+
+class Layer:
+    keras_classes = ()
+    # Stateless layers whose output is their input at inference (Dropout, GaussianNoise...)
+    # set this; the planner then aliases the tensors instead of emitting an op.
+    identity_at_inference = False
+
+    def __init__(self, spec, ctx):
+        self.name = spec.name
+        self.class_name = spec.class_name
+        self.config = spec.config
+        self.calls = spec.calls  # CallSpecs from the config (Functional models only)
+        self.ctx = ctx
+        self.trainable = bool(spec.config.get("trainable", True))
+        self.parent = None  # the ModelLayer this layer belongs to (None: top level)
+        self.params = {}  # key -> Region in the model's weights buffer, set at packing
+        self.parse(spec.config)
+
+    # --- config ----------------------------------------------------------------------
+    def parse(self, config):
+        """Read the options this layer supports; raise for those it does not."""
+
+    def unsupported(self, reason):
+        return UnsupportedLayerError(reason, path=self.ctx.path, layer=self.name,
+                                     layer_class=self.class_name)
+
+    def format_error(self, reason):
+        return ModelFormatError(reason, path=self.ctx.path, layer=self.name,
+                                layer_class=self.class_name)
+
+    def shape_error(self, reason):
+        return ShapeError(reason, path=self.ctx.path, layer=self.name,
+                          layer_class=self.class_name)
+
+    def option(self, config, key, default, *aliases):
+        for k in (key,) + aliases:
+            if k in config:
+                return config[k]
+        return default
+
+    # --- shapes ----------------------------------------------------------------------
+    def output_shapes(self, input_shapes, call):
+        """Output shapes (no batch axis) for the given input shapes of one call."""
+        raise NotImplementedError
+
+    def expect_inputs(self, input_shapes, count, rank=None):
+        if len(input_shapes) != count:
+            raise self.shape_error(f"takes {count} input tensor(s), got {len(input_shapes)}")
+        if rank is not None:
+            for shape in input_shapes:
+                if len(shape) != rank:
+                    raise self.shape_error(
+                        f"needs inputs of rank {rank + 1} (batch included), got shape "
+                        f"{(None,) + tuple(shape)}")
+
+    # --- weights ---------------------------------------------------------------------
+    def variables(self):
+        """((canonical_name, (aliases...)), ...) in Keras get_weights() order."""
+        return ()
+
+    def weight_shapes(self, input_shapes):
+        """Shapes of variables(), derived from the config and the first call's inputs."""
+        return []
+
+    def param_sizes(self, weight_shapes):
+        """{key: float count} this layer needs in the weights buffer (after folding)."""
+        return {}
+
+    def pack(self, raw, views):
+        """Write packed parameters into `views` ({key: float32 view}) from `raw` (the
+        Keras-order arrays); called once at load, one layer at a time."""
+
+    @staticmethod
+    def elements(shapes):
+        total = 0
+        for shape in shapes:
+            n = 1
+            for d in shape:
+                n *= d
+            total += n
+        return total
+
+    def count_params(self):
+        """Number of weights, as Keras's layer.count_params()."""
+        return self.elements(getattr(self, "var_shapes", None) or [])
+
+    # Set by the Model that owns the layer: callable(layer) -> Keras-order arrays.
+    weights_source = None
+
+    def get_weights(self):
+        """The layer's weights as Keras's get_weights(): Keras order and shapes."""
+        if self.weights_source is None:
+            raise RuntimeError(f"layer {self.name!r} does not belong to a loaded model")
+        return self.weights_source(self)
+
+    def non_trainable_variables(self):
+        """Names of variables Keras counts as non-trainable even when the layer is
+        trainable (BatchNormalization's moving statistics, Normalization's state)."""
+        return ()
+
+    # --- lowering --------------------------------------------------------------------
+    def lower(self, b, node):
+        """Emit the ops computing node.outputs from node.inputs into plan builder b."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<{self.class_name} {self.name!r}>"
+
+
+def int_pair(value, what, layer):
+    """Keras accepts an int or a pair for sizes, strides, dilation."""
+    if isinstance(value, int):
+        return (value, value)
+    try:
+        a, b = value
+        return (int(a), int(b))
+    except (TypeError, ValueError):
+        raise layer.format_error(f"{what} must be an int or a pair, got {value!r}") from None
+
+
+def check_channels_last(layer, config):
+    fmt = config.get("data_format", "channels_last") or "channels_last"
+    if fmt != "channels_last":
+        raise layer.unsupported(f"data_format={fmt!r}; only channels_last (NHWC) is supported")
+
+
+def conv_output_length(size, kernel, stride, dilation, padding):
+    """Keras's conv_output_length for 'valid'/'same'; None stays None."""
+    if size is None:
+        return None
+    effective = (kernel - 1) * dilation + 1
+    if padding == "same":
+        return (size + stride - 1) // stride
+    return (size - effective + stride) // stride
+
+
+def same_padding(size, kernel, stride, dilation):
+    """(before, after) padding of Keras/TF 'same': the odd pixel goes after."""
+    effective = (kernel - 1) * dilation + 1
+    out = (size + stride - 1) // stride
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2

@@ -1,0 +1,227 @@
+"""Conv2D, DepthwiseConv2D, SeparableConv2D (channels_last).
+
+Padding follows Keras/TF exactly: 'valid' is none; 'same' pads so the output is
+ceil(size / stride), with the odd pixel at the bottom/right (base.same_padding).  A
+BatchNormalization folded in by graph/rewrites.py arrives as an already-folded kernel and
+bias, so packing here never needs to know about it beyond "there is now a bias".
+"""
+import numpy as np
+
+from .. import _kernels
+from .activations import SOFTMAX, lower_activation, parse_activation
+from .base import Layer, check_channels_last, conv_output_length, int_pair, same_padding
+
+MAX_KERNEL = 1 << 12
+
+
+class _Conv2DBase(Layer):
+    folded_bn = None
+
+    def parse_common(self, config):
+        check_channels_last(self, config)
+        self.kernel_size = int_pair(config.get("kernel_size"), "kernel_size", self)
+        self.strides = int_pair(config.get("strides", 1), "strides", self)
+        self.dilation = int_pair(config.get("dilation_rate", 1), "dilation_rate", self)
+        self.padding = str(config.get("padding", "valid")).lower()
+        if self.padding not in ("valid", "same"):
+            raise self.unsupported(f"padding={self.padding!r}; only 'valid' and 'same'")
+        for what, pair in (("kernel_size", self.kernel_size), ("strides", self.strides),
+                           ("dilation_rate", self.dilation)):
+            if not all(0 < v <= MAX_KERNEL for v in pair):
+                raise self.format_error(f"{what}={list(pair)} is out of range")
+        self.use_bias = bool(config.get("use_bias", True))
+        self.act = parse_activation(config.get("activation"), self)
+
+    @property
+    def has_bias(self):
+        return self.use_bias or self.folded_bn is not None
+
+    def spatial_output(self, h, w):
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
+        oh = conv_output_length(h, kh, sh, dh, self.padding)
+        ow = conv_output_length(w, kw, sw, dw, self.padding)
+        if (oh is not None and oh <= 0) or (ow is not None and ow <= 0):
+            raise self.shape_error(f"kernel {list(self.kernel_size)} (dilation "
+                                   f"{list(self.dilation)}) does not fit the {h}x{w} input")
+        return oh, ow
+
+    def pads(self, h, w):
+        """(top, bottom, left, right) for a concrete input size."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        return (same_padding(h, self.kernel_size[0], self.strides[0], self.dilation[0])
+                + same_padding(w, self.kernel_size[1], self.strides[1], self.dilation[1]))
+
+    def geometry(self, b, x, y):
+        n, h, w, c = b.shape(x)
+        _, oh, ow, _ = b.shape(y)
+        top, _, left, _ = self.pads(h, w)
+        return (n, h, w, c, *self.kernel_size, *self.strides, *self.dilation, top, left, oh, ow)
+
+    def in_channels(self, input_shapes):
+        self.expect_inputs(input_shapes, 1, rank=3)
+        c = input_shapes[0][2]
+        if c is None:
+            raise self.shape_error("needs a known number of input channels")
+        return c
+
+    def lower_with_activation(self, b, node, emit):
+        """emit(act) lowers the convolution with a fused activation; softmax is separate."""
+        act = node.activation
+        emit(None if act == SOFTMAX else act)
+        if act == SOFTMAX:
+            lower_activation(b, SOFTMAX, node.outputs[0], node.outputs[0])
+
+
+class Conv2D(_Conv2DBase):
+    keras_classes = ("Conv2D", "Convolution2D")
+
+    def parse(self, config):
+        self.parse_common(config)
+        self.filters = int(config.get("filters", 0))
+        self.groups = int(config.get("groups", 1) or 1)
+        if not 0 < self.filters <= 1 << 20:
+            raise self.format_error(f"filters={config.get('filters')!r} is not a positive size")
+        if self.groups < 1 or self.filters % self.groups:
+            raise self.format_error(f"{self.filters} filters do not split into {self.groups} groups")
+
+    def output_shapes(self, input_shapes, call):
+        c = self.in_channels(input_shapes)
+        if c % self.groups:
+            raise self.shape_error(f"{c} input channels do not split into {self.groups} groups")
+        oh, ow = self.spatial_output(*input_shapes[0][:2])
+        return [(oh, ow, self.filters)]
+
+    def variables(self):
+        return (("kernel", ()), ("bias", ())) if self.use_bias else (("kernel", ()),)
+
+    def weight_shapes(self, input_shapes):
+        c = self.in_channels(input_shapes)
+        kernel = (*self.kernel_size, c // self.groups, self.filters)
+        return [kernel, (self.filters,)] if self.use_bias else [kernel]
+
+    def param_sizes(self, weight_shapes):
+        kh, kw, cig, co = weight_shapes[0]
+        wsize, bsize = _kernels.conv2d_packed_sizes(kh, kw, cig, co, self.groups)
+        return {"kernel": wsize, "bias": bsize} if self.has_bias else {"kernel": wsize}
+
+    def pack(self, raw, views):
+        _kernels.conv2d_pack_weights(np.ascontiguousarray(raw[0], dtype=np.float32),
+                                     self.groups, views["kernel"])
+        if self.has_bias:
+            _kernels.conv2d_pack_bias(np.ascontiguousarray(raw[1], dtype=np.float32),
+                                      self.groups, views["bias"])
+
+    def lower(self, b, node):
+        x, y = node.inputs[0], node.outputs[0]
+        geom = self.geometry(b, x, y)
+        n, h, w, c = b.shape(x)
+        w_shape = (*self.kernel_size, c // self.groups, self.filters)
+        scratch = _kernels.conv2d_scratch_size(b.shape(x), w_shape, self.strides,
+                                               self.dilation, self.pads(h, w), self.groups)
+        self.lower_with_activation(b, node, lambda act: b.op(
+            "conv2d", y, x, w=self.params["kernel"], b=self.params.get("bias"), act=act,
+            scratch=scratch, ints=(*geom, self.filters, self.groups)))
+
+
+class DepthwiseConv2D(_Conv2DBase):
+    keras_classes = ("DepthwiseConv2D",)
+
+    def parse(self, config):
+        self.parse_common(config)
+        self.depth_multiplier = int(config.get("depth_multiplier", 1))
+        if not 0 < self.depth_multiplier <= 1 << 16:
+            raise self.format_error(f"depth_multiplier={self.depth_multiplier} is out of range")
+        if int(config.get("groups", 1) or 1) != 1:  # Keras 2 writes groups: 1 here
+            raise self.unsupported("groups != 1 on a depthwise convolution")
+
+    def output_shapes(self, input_shapes, call):
+        c = self.in_channels(input_shapes)
+        oh, ow = self.spatial_output(*input_shapes[0][:2])
+        return [(oh, ow, c * self.depth_multiplier)]
+
+    def variables(self):
+        # Keras 2 names the kernel depthwise_kernel, Keras 3 kernel; same (kh, kw, C, M).
+        kernel = ("kernel", ("depthwise_kernel",))
+        return (kernel, ("bias", ())) if self.use_bias else (kernel,)
+
+    def weight_shapes(self, input_shapes):
+        c = self.in_channels(input_shapes)
+        kernel = (*self.kernel_size, c, self.depth_multiplier)
+        return [kernel, (c * self.depth_multiplier,)] if self.use_bias else [kernel]
+
+    def param_sizes(self, weight_shapes):
+        kh, kw, c, m = weight_shapes[0]
+        sizes = {"kernel": kh * kw * c * m}
+        if self.has_bias:
+            sizes["bias"] = c * m
+        return sizes
+
+    def pack(self, raw, views):
+        # (kh, kw, C, M) row-major already is the kernel's HWCM layout.
+        views["kernel"][:] = np.asarray(raw[0], dtype=np.float32).ravel()
+        if self.has_bias:
+            views["bias"][:] = raw[1]
+
+    def lower(self, b, node):
+        x, y = node.inputs[0], node.outputs[0]
+        geom = self.geometry(b, x, y)
+        self.lower_with_activation(b, node, lambda act: b.op(
+            "dwconv2d", y, x, w=self.params["kernel"], b=self.params.get("bias"), act=act,
+            ints=(*geom, self.depth_multiplier)))
+
+
+class SeparableConv2D(_Conv2DBase):
+    """Depthwise (no bias, linear) into a temporary, then a pointwise GEMM with bias."""
+
+    keras_classes = ("SeparableConv2D", "SeparableConvolution2D")
+
+    def parse(self, config):
+        self.parse_common(config)
+        self.filters = int(config.get("filters", 0))
+        self.depth_multiplier = int(config.get("depth_multiplier", 1))
+        if not 0 < self.filters <= 1 << 20 or not 0 < self.depth_multiplier <= 1 << 16:
+            raise self.format_error("filters and depth_multiplier must be positive sizes")
+
+    def output_shapes(self, input_shapes, call):
+        self.in_channels(input_shapes)
+        oh, ow = self.spatial_output(*input_shapes[0][:2])
+        return [(oh, ow, self.filters)]
+
+    def variables(self):
+        names = [("depthwise_kernel", ()), ("pointwise_kernel", ())]
+        return tuple(names + [("bias", ())]) if self.use_bias else tuple(names)
+
+    def weight_shapes(self, input_shapes):
+        c = self.in_channels(input_shapes)
+        m = self.depth_multiplier
+        shapes = [(*self.kernel_size, c, m), (1, 1, c * m, self.filters)]
+        return shapes + [(self.filters,)] if self.use_bias else shapes
+
+    def param_sizes(self, weight_shapes):
+        kh, kw, c, m = weight_shapes[0]
+        sizes = {"depthwise": kh * kw * c * m,
+                 "pointwise": _kernels.gemm_packed_size(c * m, self.filters)}
+        if self.has_bias:
+            sizes["bias"] = _kernels.gemm_packed_bias_size(self.filters)
+        return sizes
+
+    def pack(self, raw, views):
+        views["depthwise"][:] = np.asarray(raw[0], dtype=np.float32).ravel()
+        pointwise = np.ascontiguousarray(raw[1].reshape(raw[1].shape[2], raw[1].shape[3]),
+                                         dtype=np.float32)
+        _kernels.gemm_pack_b(pointwise, views["pointwise"])
+        if self.has_bias:
+            _kernels.gemm_pack_bias(np.ascontiguousarray(raw[2], dtype=np.float32), views["bias"])
+
+    def lower(self, b, node):
+        x, y = node.inputs[0], node.outputs[0]
+        n, oh, ow, _ = b.shape(y)
+        c = b.shape(x)[3]
+        cm = c * self.depth_multiplier
+        mid = b.temp((n, oh, ow, cm))
+        b.op("dwconv2d", mid, x, w=self.params["depthwise"], act=None,
+             ints=(*self.geometry(b, x, y), self.depth_multiplier))
+        self.lower_with_activation(b, node, lambda act: b.op(
+            "gemm", y, mid, w=self.params["pointwise"], b=self.params.get("bias"), act=act,
+            ints=(n * oh * ow, self.filters, cm)))

@@ -1,0 +1,108 @@
+"""InputLayer, Dense, and the layers that are identities at inference (Dropout family,
+GaussianNoise, ActivityRegularization)."""
+import numpy as np
+
+from .. import _kernels
+from .activations import SOFTMAX, lower_activation, parse_activation
+from .base import Layer
+
+
+class InputLayer(Layer):
+    keras_classes = ("InputLayer",)
+
+    def parse(self, config):
+        shape = config.get("batch_shape", config.get("batch_input_shape"))
+        if shape is None and config.get("shape") is not None:
+            shape = [None] + list(config["shape"])
+        if not isinstance(shape, list) or len(shape) < 2:
+            raise self.format_error(f"input shape {shape!r} is not [batch, ...features]")
+        if config.get("sparse") or config.get("ragged"):
+            raise self.unsupported("sparse and ragged inputs are not supported")
+        dtype = config.get("dtype", "float32")
+        if isinstance(dtype, dict):
+            dtype = (dtype.get("config") or {}).get("name", "float32")
+        if dtype not in ("float32", "float16", "float64", "uint8", "int32", "int64", None):
+            raise self.unsupported(f"input dtype {dtype!r}")
+        self.batch_shape = tuple(None if d is None else int(d) for d in shape)
+        for d in self.batch_shape[1:]:
+            if d is not None and not 0 < d <= 1 << 24:
+                raise self.format_error(f"input dimension {d} is out of range")
+
+    def output_shapes(self, input_shapes, call):
+        return [self.batch_shape[1:]]
+
+
+class Identity(Layer):
+    """Dropout, SpatialDropout, GaussianNoise/Dropout: the identity at inference."""
+
+    keras_classes = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+                     "GaussianNoise", "GaussianDropout", "AlphaDropout",
+                     "ActivityRegularization")
+    identity_at_inference = True
+
+    def output_shapes(self, input_shapes, call):
+        self.expect_inputs(input_shapes, 1)
+        return [input_shapes[0]]
+
+    def lower(self, b, node):
+        b.alias(node.outputs[0], node.inputs[0])
+
+
+class Dense(Layer):
+    """y = act(x @ kernel + bias) over the last axis; N-D inputs are a (M, K) matrix."""
+
+    keras_classes = ("Dense",)
+    folded_bn = None
+
+    def parse(self, config):
+        self.units = int(config["units"]) if "units" in config else None
+        if self.units is None or not 0 < self.units <= 1 << 24:
+            raise self.format_error(f"units={config.get('units')!r} is not a positive size")
+        self.use_bias = bool(config.get("use_bias", True))
+        self.act = parse_activation(config.get("activation"), self)
+        if config.get("lora_rank"):
+            raise self.unsupported("LoRA-enabled Dense layers are not supported")
+        if config.get("quantization_config") or config.get("dtype") in ("int8", "float8"):
+            raise self.unsupported("quantized Dense layers are not supported")
+
+    def output_shapes(self, input_shapes, call):
+        self.expect_inputs(input_shapes, 1)
+        shape = input_shapes[0]
+        if not shape or shape[-1] is None:
+            raise self.shape_error(f"needs a known last dimension, got input {(None,) + tuple(shape)}")
+        return [tuple(shape[:-1]) + (self.units,)]
+
+    def variables(self):
+        return (("kernel", ()), ("bias", ())) if self.use_bias else (("kernel", ()),)
+
+    def weight_shapes(self, input_shapes):
+        k = input_shapes[0][-1]
+        return [(k, self.units), (self.units,)] if self.use_bias else [(k, self.units)]
+
+    @property
+    def has_bias(self):
+        return self.use_bias or self.folded_bn is not None
+
+    def param_sizes(self, weight_shapes):
+        k, n = weight_shapes[0]
+        self.in_features = k
+        sizes = {"kernel": _kernels.gemm_packed_size(k, n)}
+        if self.has_bias:
+            sizes["bias"] = _kernels.gemm_packed_bias_size(n)
+        return sizes
+
+    def pack(self, raw, views):
+        _kernels.gemm_pack_b(np.ascontiguousarray(raw[0], dtype=np.float32), views["kernel"])
+        if self.has_bias:
+            _kernels.gemm_pack_bias(np.ascontiguousarray(raw[1], dtype=np.float32), views["bias"])
+
+    def lower(self, b, node):
+        x, y = node.inputs[0], node.outputs[0]
+        k = b.shape(x)[-1]
+        m = b.size(x) // k
+        act = node.activation
+        gemm_act = None if act == SOFTMAX else act
+        b.op("gemm", y, x, w=self.params["kernel"], b=self.params.get("bias"), act=gemm_act,
+             ints=(m, self.units, k))
+        if act == SOFTMAX:
+            lower_activation(b, SOFTMAX, y, y)

@@ -1,0 +1,177 @@
+"""`load(path)`: Keras file -> graph -> packed weights -> Model.
+
+    formats/   read the config and index the weights (names only, no data yet)
+    layers/    one object per Keras layer (the registry); graph/ wires their calls
+    graph/     flatten nested models, fold BatchNorm and activations (rewrites.py)
+    here       size the one weights buffer, then read each layer's raw weights, fold,
+               pack into it, and drop the raw copy before reading the next layer
+
+Peak memory while loading is the packed weights plus one layer's raw weights.  The file
+is closed afterwards; `Layer.get_weights()` reopens it for layers whose stored form
+(folded, packed) is not the Keras one.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import EdgecoreError, ModelFormatError
+from .formats import open_model_file
+from .formats.weights import MAX_TENSOR_ELEMENTS, WeightSlots
+from .graph.flatten import flatten
+from .graph.graph import build_graph
+from .graph.rewrites import fold_batchnorm_into_conv, folded_weights, fuse_activation_into_producer
+from .layers.model import ModelLayer
+from .layers.registry import layer_factory
+from .plan.arena import align
+from .plan.builder import Region
+
+
+@dataclass
+class LoadContext:
+    path: str
+    keras_major: int
+    keras_version: str
+    flavour: str
+
+
+def aligned_empty(n_floats, align_bytes=64):
+    """A float32 array of n_floats whose data starts on an align_bytes boundary."""
+    raw = np.empty(n_floats + align_bytes // 4, dtype=np.float32)
+    start = (-raw.ctypes.data % align_bytes) // 4
+    return raw[start:start + n_floats]
+
+
+def walk_layers(graph, scope=()):
+    """(scope, layer) for every leaf layer, depth first in config order."""
+    for layer in graph.layers:
+        if isinstance(layer, ModelLayer):
+            yield from walk_layers(layer.graph, scope + (layer.name,))
+        else:
+            yield scope, layer
+
+
+def record_weight_shapes(graph, ctx):
+    """Give every leaf layer `var_shapes`, from the input shapes of its first call."""
+    seen = set()
+    for node in graph.nodes:
+        layer = node.layer
+        if isinstance(layer, ModelLayer):
+            record_weight_shapes(layer.graph, ctx)
+            continue
+        if layer in seen:
+            continue
+        seen.add(layer)
+        try:
+            shapes = [tuple(s) for s in layer.weight_shapes([t.shape for t in node.inputs])]
+        except EdgecoreError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, ArithmeticError) as exc:
+            raise ModelFormatError(f"malformed config: {exc}", path=ctx.path, layer=layer.name,
+                                   layer_class=layer.class_name) from None
+        for shape in shapes:
+            if any(d is None for d in shape):
+                raise layer.shape_error(f"weight shape {shape} depends on an unknown input dimension")
+            if int(np.prod(shape, dtype=np.int64)) > MAX_TENSOR_ELEMENTS:
+                raise layer.format_error(f"weight shape {shape} is absurdly large")
+        layer.var_shapes = shapes
+    for layer in graph.layers:  # layers never called (InputLayer, unused) hold nothing
+        if not isinstance(layer, ModelLayer) and not hasattr(layer, "var_shapes"):
+            layer.var_shapes = [] if not layer.variables() else None
+
+
+def weight_slots(scope, layer):
+    return WeightSlots(scope + (layer.name,), layer.class_name, tuple(layer.variables()))
+
+
+class WeightReader:
+    """Reads one layer's Keras-order weights from an open model file."""
+
+    def __init__(self, model_file, refs):
+        self.file = model_file
+        self.refs = refs
+
+    def read(self, scope, layer):
+        slots = weight_slots(scope, layer)
+        refs = self.refs.get(slots.path, [])
+        return [self.file.weights.read(ref, shape, slots)
+                for ref, shape in zip(refs, layer.var_shapes)]
+
+
+def index_weights(model_file, graph):
+    leaves = [weight_slots(scope, layer) for scope, layer in walk_layers(graph)
+              if layer.variables() and layer.var_shapes is not None]
+    return model_file.weights.index(leaves)
+
+
+def read_layer_weights(path, layer):
+    """Re-open the model file and read one layer's Keras-order weights (get_weights).
+
+    A nested model's weights share one group in .h5 files, so the whole group is indexed
+    (names only) to place them, and only this layer's datasets are read."""
+    scope, top = (), layer
+    while top.parent is not None:
+        top = top.parent
+        scope = (top.name,) + scope
+    if isinstance(top, ModelLayer):
+        group = [(s, l) for s, l in walk_layers(top.graph, (top.name,))]
+    else:
+        group = [((), layer)]
+    model_file = open_model_file(path)
+    try:
+        leaves = [weight_slots(s, l) for s, l in group
+                  if l.variables() and getattr(l, "var_shapes", None) is not None]
+        refs = model_file.weights.index(leaves)
+        return WeightReader(model_file, refs).read(scope, layer)
+    finally:
+        model_file.close()
+
+
+def pack_weights(flat, reader, scopes):
+    """Allocate the weights buffer once and pack every layer into it, one at a time."""
+    layers = []
+    for node in flat.nodes:
+        if node.layer not in layers:
+            layers.append(node.layer)
+    sizes = {layer: layer.param_sizes(layer.var_shapes) for layer in layers}
+    total = 0
+    for layer in layers:
+        layer.params = {}
+        for key, n in sizes[layer].items():
+            layer.params[key] = Region(total, int(n))
+            total += align(int(n))
+    weights = aligned_empty(total)
+    for layer in layers:
+        if not sizes[layer]:
+            continue
+        raw = reader.read(scopes[layer], layer) if layer.variables() else []
+        if getattr(layer, "folded_bn", None) is not None:
+            bn = layer.folded_bn
+            raw = folded_weights(layer, raw, reader.read(scopes[bn], bn))
+        views = {key: weights[r.offset:r.offset + r.size] for key, r in layer.params.items()}
+        layer.pack(raw, views)
+        del raw
+    return weights
+
+
+def load_graph(path):
+    """(model file, ctx, graph); the caller must close the model file."""
+    model_file = open_model_file(path)
+    try:
+        ctx = LoadContext(path, model_file.keras_major, model_file.keras_version,
+                          model_file.flavour)
+        graph = build_graph(model_file.spec, ctx, layer_factory(ctx))
+        record_weight_shapes(graph, ctx)
+        return model_file, ctx, graph
+    except Exception:
+        model_file.close()
+        raise
+
+
+def compile_inference(graph, reader):
+    """Flatten, fold and pack: (flat graph, weights buffer)."""
+    scopes = {layer: scope for scope, layer in walk_layers(graph)}
+    flat = flatten(graph)
+    fold_batchnorm_into_conv(flat)
+    fuse_activation_into_producer(flat)
+    weights = pack_weights(flat, reader, scopes)
+    return flat, weights

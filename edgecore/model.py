@@ -1,0 +1,260 @@
+"""Model: the Keras-named API over a loaded graph and its compiled plans.
+
+`predict` splits its input into batches (Keras's default batch_size of 32), finds or
+compiles the plan for each batch shape, copies the batch into the plan's arena, runs the
+whole op table in one Cython call, and copies the outputs out.  Plans are cached per input
+shape (at most MAX_CACHED_PLANS, least recently used dropped) and share one arena buffer,
+grown only when a new plan needs more.
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from . import _kernels
+from .errors import ShapeError
+from .layers.core import InputLayer
+from .layers.model import ModelLayer
+from .loader import aligned_empty, read_layer_weights
+from .plan.planner import build_plan
+from .summary import format_summary
+
+MAX_CACHED_PLANS = 4
+DEFAULT_BATCH_SIZE = 32
+
+
+class Model:
+    def __init__(self, graph, flat, weights, ctx, trainable=True):
+        self.name = graph.name
+        self.graph = graph
+        self.flat = flat
+        self.weights_buffer = weights
+        self.ctx = ctx
+        self.path = ctx.path
+        self.trainable = trainable
+        self._plans = OrderedDict()
+        self._packed_isa = _kernels.gemm_isa()
+        self._arena = aligned_empty(0)
+        for layer in graph.layers:
+            layer.parent = None
+        _attach_weight_reader(graph, ctx.path)
+
+    # --- introspection -----------------------------------------------------------------
+    @property
+    def layers(self):
+        """Top-level layers as Keras lists them (Sequential omits its InputLayer)."""
+        if self.graph.kind == "sequential":
+            return [layer for layer in self.graph.layers if not isinstance(layer, InputLayer)]
+        return list(self.graph.layers)
+
+    @property
+    def input_shape(self):
+        shapes = [(None,) + tuple(t.shape) for t in self.graph.inputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def output_shape(self):
+        shapes = [(None,) + tuple(t.shape) for t in self.graph.outputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def input_names(self):
+        return [t.key[0] for t in self.graph.inputs]
+
+    def get_layer(self, name=None, index=None):
+        """The top-level layer with this name (or at this index), like Keras."""
+        if index is not None:
+            return self.layers[index]
+        for layer in self.graph.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"no layer named {name!r}; layers: {[l.name for l in self.layers]}")
+
+    def count_params(self):
+        return sum(_param_counts(layer, True)[0] for layer in self.graph.layers)
+
+    def summary(self, print_fn=None, line_length=None):
+        text = format_summary(self, line_length)
+        if print_fn is None:
+            print(text)
+        else:
+            for line in text.split("\n"):
+                print_fn(line)
+
+    def get_weights(self):
+        weights = []
+        for layer in self.graph.layers:
+            weights.extend(layer.get_weights())
+        return weights
+
+    def memory_plan(self, input_shape=None, batch_size=1, print_fn=None, detail=False):
+        """The memory plan for one batch: arena, weights, scratch, naive sum and the
+        live-bytes lower bound.  input_shape (without batch; a list for several inputs)
+        defaults to the model's declared input shape."""
+        from .plan.report import memory_plan_of
+
+        plan = self._plan_for(self._full_input_shapes(input_shape, batch_size))
+        report = memory_plan_of(plan, self.weights_buffer.size)
+        if print_fn is not None:
+            print_fn(report.format(detail))
+        return report
+
+    def _full_input_shapes(self, input_shape, batch_size):
+        declared = [tuple(t.shape) for t in self.graph.inputs]
+        if input_shape is None:
+            shapes = declared
+        elif len(declared) == 1 and input_shape and not isinstance(input_shape[0], (list, tuple)):
+            shapes = [tuple(input_shape)]
+        else:
+            shapes = [tuple(s) for s in input_shape]
+        if len(shapes) != len(declared):
+            raise ShapeError(f"the model takes {len(declared)} inputs, got shapes {shapes}",
+                             path=self.path)
+        for given, want in zip(shapes, declared):
+            if any(d is None for d in given):
+                raise ShapeError(f"input shape {(None,) + given} has unknown dimensions; pass "
+                                 f"input_shape=(...) with every dimension", path=self.path)
+            if len(given) != len(want) or any(w is not None and w != g for w, g in zip(want, given)):
+                raise ShapeError(f"input shape {given} does not match the model's {want}",
+                                 path=self.path)
+        return [(int(batch_size),) + tuple(s) for s in shapes]
+
+    # --- inference ---------------------------------------------------------------------
+    def predict(self, x, batch_size=None, verbose=0):
+        """Outputs for inputs x (array, or list/dict of arrays for several inputs), in
+        batches of batch_size (default 32).  Returns an array, or a list for several
+        outputs.  float32 inputs avoid a conversion copy."""
+        inputs = self._standardize_inputs(x)
+        n = inputs[0].shape[0]
+        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else int(batch_size)
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        outputs = None
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            plan = self._plan_for([(stop - start,) + a.shape[1:] for a in inputs])
+            if outputs is None:
+                outputs = [np.empty((n,) + tuple(s[1:]), dtype=np.float32)
+                           for s in plan.output_shapes]
+            self._run(plan, [a[start:stop] for a in inputs], [o[start:stop] for o in outputs])
+        if outputs is None:  # zero samples
+            plan_shapes = [(None,) + tuple(t.shape) for t in self.flat.outputs]
+            outputs = [np.empty((0,) + tuple(d or 0 for d in s[1:]), np.float32)
+                       for s in plan_shapes]
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def __call__(self, x, training=False):
+        if training:
+            raise NotImplementedError("call with training=True: use train_on_batch/fit")
+        return self.predict(x, batch_size=max(1, self._standardize_inputs(x)[0].shape[0]))
+
+    def _run(self, plan, inputs, outputs):
+        arena = self._arena
+        for array, offset in zip(inputs, plan.input_offsets):
+            arena[offset:offset + array.size].reshape(array.shape)[...] = array
+        _kernels.run_plan(plan.ops, plan.fparams, arena, self.weights_buffer,
+                          plan.arena_floats, plan.gemm_isa[2])
+        for array, offset in zip(outputs, plan.output_offsets):
+            array[...] = arena[offset:offset + array.size].reshape(array.shape)
+
+    def _plan_for(self, input_shapes):
+        key = tuple(tuple(s) for s in input_shapes)
+        plan = self._plans.get(key)
+        if plan is not None and plan.gemm_isa == _kernels.gemm_isa():
+            self._plans.move_to_end(key)
+            return plan
+        plan = build_plan(self.flat, input_shapes, self.path)
+        if plan.gemm_isa != self._packed_isa:
+            raise RuntimeError("the GEMM variant changed after this model was loaded; "
+                               "reload the model")
+        self._plans[key] = plan
+        while len(self._plans) > MAX_CACHED_PLANS:
+            self._plans.popitem(last=False)
+        if self._arena.size < plan.arena_floats:
+            self._arena = aligned_empty(plan.arena_floats)
+        return plan
+
+    def _standardize_inputs(self, x):
+        declared = self.graph.inputs
+        if isinstance(x, dict):
+            names = self.input_names
+            missing = [n for n in names if n not in x]
+            if missing:
+                raise ShapeError(f"inputs {missing} missing from the dict (expects {names})",
+                                 path=self.path)
+            x = [x[n] for n in names]
+        elif not isinstance(x, (list, tuple)):
+            x = [x]
+        if len(x) != len(declared):
+            raise ShapeError(f"the model takes {len(declared)} input(s), got {len(x)}",
+                             path=self.path)
+        arrays = []
+        for i, (array, tensor) in enumerate(zip(x, declared)):
+            array = np.asarray(array)
+            if array.dtype.kind not in "fiub":
+                raise ShapeError(f"input {i} ({tensor.key[0]!r}) has dtype {array.dtype}; "
+                                 f"numbers expected", path=self.path)
+            array = np.ascontiguousarray(array, dtype=np.float32)
+            expected = (None,) + tuple(tensor.shape)
+            if array.ndim != len(expected) or any(
+                    e is not None and e != g for e, g in zip(expected[1:], array.shape[1:])):
+                raise ShapeError(f"input {i} ({tensor.key[0]!r}) expects shape {expected}, "
+                                 f"got {array.shape}", path=self.path)
+            if any(d == 0 for d in array.shape[1:]):
+                raise ShapeError(f"input {i} has an empty dimension: {array.shape}",
+                                 path=self.path)
+            arrays.append(array)
+        if len({a.shape[0] for a in arrays}) > 1:
+            raise ShapeError(f"inputs have different batch sizes {[a.shape[0] for a in arrays]}",
+                             path=self.path)
+        return arrays
+
+
+def _attach_weight_reader(graph, path):
+    for layer in graph.layers:
+        layer.model_path = path
+        layer.weights_source = layer_get_weights
+        if isinstance(layer, ModelLayer):
+            _attach_weight_reader(layer.graph, path)
+
+
+def effective_trainable(layer):
+    while layer is not None:
+        if not layer.trainable:
+            return False
+        layer = layer.parent
+    return True
+
+
+def _param_counts(layer, parent_trainable):
+    """(total, trainable) parameter counts of a layer as Keras counts them."""
+    trainable = parent_trainable and layer.trainable
+    if isinstance(layer, ModelLayer):
+        total = train = 0
+        for inner in layer.graph.layers:
+            t, tr = _param_counts(inner, trainable)
+            total += t
+            train += tr
+        return total, train
+    shapes = getattr(layer, "var_shapes", None) or []
+    names = [name for name, _ in layer.variables()]
+    frozen = set(layer.non_trainable_variables())
+    total = train = 0
+    for name, shape in zip(names, shapes):
+        n = int(np.prod(shape, dtype=np.int64))
+        total += n
+        if trainable and name not in frozen:
+            train += n
+    return total, train
+
+
+def layer_get_weights(layer):
+    """Keras-order weights of a layer, read back from the model file (folded and packed
+    forms are not Keras's, so the file is the faithful source for frozen layers)."""
+    if isinstance(layer, ModelLayer):
+        weights = []
+        for inner in layer.graph.layers:
+            weights.extend(layer_get_weights(inner))
+        return weights
+    if not layer.variables() or not getattr(layer, "var_shapes", None):
+        return []
+    return read_layer_weights(layer.model_path, layer)

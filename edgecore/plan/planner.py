@@ -1,0 +1,152 @@
+"""Compile a flat graph into an executable plan for one set of input shapes.
+
+    flat graph + input shapes
+      -> concrete shapes of every tensor
+      -> ops (each layer lowers its calls through PlanBuilder)
+      -> in-place decisions, lifetimes, arena offsets (plan/arena.py)
+      -> the op table the Cython runner executes (one int64 row + one float32 row per op)
+
+A plan is specific to its input shapes (batch included); the weights buffer is shared by
+every plan of a model.  Nothing here runs on the hot path.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _kernels
+from ..errors import EdgecoreError, ShapeError
+from .arena import Buffer, align, live_lower_bound, place
+from .builder import PlanBuilder, Region
+
+REF_BASE_SHIFT = 40  # operand ref = (base << 40) | float offset; base 0 arena, 1 weights
+BASE_ARENA, BASE_WEIGHTS = 0, 1
+ROW_INTS = _kernels.ROW_INTS
+ROW_FLOATS = _kernels.ROW_FLOATS
+
+
+@dataclass
+class Plan:
+    input_shapes: list
+    output_shapes: list
+    ops: np.ndarray  # int64 (n_ops, ROW_INTS)
+    fparams: np.ndarray  # float32 (n_ops, ROW_FLOATS)
+    arena_floats: int
+    input_offsets: list
+    output_offsets: list
+    buffers: list  # arena.Buffer, for memory reports and tests
+    op_names: list  # (op name, layer name) per row
+    gemm_isa: tuple
+    lower_bound_floats: int
+    naive_floats: int
+
+
+def concrete_shapes(flat, input_shapes, path=None):
+    """{tensor: full shape} for the given full input shapes; every dim must be known."""
+    shapes = {}
+    for tensor, shape in zip(flat.inputs, input_shapes):
+        shapes[tensor] = tuple(int(d) for d in shape)
+    for node in flat.nodes:
+        batch = shapes[node.inputs[0]][0] if node.inputs else input_shapes[0][0]
+        outs = node.layer.output_shapes([shapes[t][1:] for t in node.inputs], node.call)
+        for tensor, shape in zip(node.outputs, outs):
+            if any(d is None for d in shape):
+                raise ShapeError(f"output shape {shape} is not fully known for inputs "
+                                 f"{input_shapes}", path=path, layer=node.layer.name,
+                                 layer_class=node.layer.class_name)
+            shapes[tensor] = (batch,) + tuple(shape)
+    return shapes
+
+
+def lower(flat, shapes, path=None):
+    b = PlanBuilder(shapes)
+    for node in flat.nodes:
+        b.node = node
+        try:
+            node.layer.lower(b, node)
+        except EdgecoreError as exc:
+            raise exc.with_context(path=path, layer=node.layer.name,
+                                   layer_class=node.layer.class_name)
+    return b
+
+
+def _lifetimes(b, flat):
+    """Decide in-place ops, then return {root tensor: [first, last]} op indices."""
+    n_ops = len(b.ops)
+    reads = {}
+    for i, op in enumerate(b.ops):
+        for t in op.reads:
+            reads.setdefault(b.root(t), []).append(i)
+    for t in flat.outputs:
+        reads.setdefault(b.root(t), []).append(n_ops)
+    inputs = {b.root(t) for t in flat.inputs}
+    for i, op in enumerate(b.ops):
+        x = op.x0
+        if not op.inplace or x is None or isinstance(x, Region) or op.y in b.alias_of:
+            continue
+        src, dst = b.root(x), op.y
+        if src is dst or b.size(src) != b.size(dst) or src in inputs:
+            continue
+        if max(reads.get(src, [i])) == i:
+            # x dies here: write y over it.  y's later reads now keep that storage alive.
+            b.alias_of[dst] = src
+            reads.setdefault(src, []).extend(reads.pop(dst, []))
+    spans = {}
+    for t in flat.inputs:
+        spans[b.root(t)] = [-1, -1]
+    for i, op in enumerate(b.ops):
+        root = b.root(op.y)
+        if root not in spans:
+            spans[root] = [i, i]
+    for root, indices in reads.items():
+        span = spans.setdefault(root, [min(indices), min(indices)])
+        span[1] = max([span[1]] + indices)
+    return spans
+
+
+def build_plan(flat, input_shapes, path=None):
+    input_shapes = [tuple(int(d) for d in s) for s in input_shapes]
+    shapes = concrete_shapes(flat, input_shapes, path)
+    b = lower(flat, shapes, path)
+    spans = _lifetimes(b, flat)
+    buffers, where = [], {}
+    for root, (first, last) in spans.items():
+        buf = Buffer(f"{root.key}", align(b.size(root)), first, last)
+        buffers.append(buf)
+        where[root] = buf
+    for i, op in enumerate(b.ops):
+        if op.scratch:
+            buf = Buffer(f"scratch:{i}:{op.name}", align(op.scratch), i, i)
+            buffers.append(buf)
+            where[("scratch", i)] = buf
+    arena_floats = place(buffers)
+
+    def ref(operand, i):
+        if operand is None:
+            return -1
+        if isinstance(operand, Region):
+            return (BASE_WEIGHTS << REF_BASE_SHIFT) | operand.offset
+        return where[b.root(operand)].offset
+
+    ops = np.zeros((len(b.ops), ROW_INTS), dtype=np.int64)
+    fparams = np.zeros((len(b.ops), ROW_FLOATS), dtype=np.float32)
+    names = []
+    for i, op in enumerate(b.ops):
+        act = op.act
+        row = [op.code, ref(op.y, i), ref(op.x0, i), ref(op.x1, i), ref(op.w, i), ref(op.b, i),
+               where[("scratch", i)].offset if op.scratch else -1,
+               act.code if act is not None else 0]
+        ops[i, :len(row)] = row
+        ops[i, len(row):len(row) + len(op.ints)] = op.ints
+        if act is not None:
+            fparams[i, :3] = (act.alpha, act.max_value, act.threshold)
+        fparams[i, 3:3 + len(op.floats)] = op.floats
+        names.append((op.name, op.node.layer.name if op.node is not None else ""))
+    return Plan(
+        input_shapes=input_shapes,
+        output_shapes=[shapes[t] for t in flat.outputs],
+        ops=ops, fparams=fparams, arena_floats=arena_floats,
+        input_offsets=[where[b.root(t)].offset for t in flat.inputs],
+        output_offsets=[where[b.root(t)].offset for t in flat.outputs],
+        buffers=buffers, op_names=names, gemm_isa=_kernels.gemm_isa(),
+        lower_bound_floats=live_lower_bound(buffers, len(b.ops)),
+        naive_floats=sum(buf.size for buf in buffers))
