@@ -1,0 +1,971 @@
+#!/usr/bin/env python3
+"""Keras fixture generator for edgecore's tests: the only code in this repo that imports Keras.
+
+Builds a table of small models with real Keras, gives them random non-default weights, and writes for
+each case the files Keras itself produces plus the reference data the tests compare against:
+
+    <case>.k3.h5   Keras 3 ``model.save("x.h5")`` (legacy HDF5)
+    <case>.keras   Keras 3 ``model.save("x.keras")`` (zip; date_saved and zip times pinned, see below)
+    <case>.k2.h5   tf_keras (Keras 2) ``model.save("x.h5")``
+    <case>.k3.npz, <case>.k2.npz   inputs x0.., outputs y0.. of ``model(x, training=False)``, param
+                   counts, ``output_shapes`` (JSON), and ``w/<layer>/<i>`` for models < 200k params
+    manifest.json  one entry per case: files, flavours, reload results, params, shapes, tags, notes
+
+Run (outputs in weights/fixtures/ are committed; regenerate after changing a case):
+
+    /work/kerasenv/bin/python weights/generate.py [--out DIR] [--only CASE ...] [--list] [--large]
+
+``--only`` takes case names or tags; ``--large`` adds the large applications (ResNet50, VGG16, ...),
+which are never committed, so they need ``--out`` elsewhere (tests write them to a temp dir):
+``generate.py --large --only resnet50 --out /tmp/x``.
+
+Pinned versions (the fixtures record what they were made with; regenerate with exactly these):
+    tensorflow-cpu==2.21.0 keras==3.15.1 tf-keras==2.21.0 (plus h5py, numpy)
+
+Determinism: every case seeds numpy and Keras from its own name, so ``--only`` reproduces the full
+run. Every weight is drawn by this script (not by Keras initializers): kernels N(0, gain/fan_in),
+biases N(0, 0.1), BN gamma U(0.6, 1.4), beta N(0, 0.2), moving_mean N(0, 0.3), moving_variance
+U(0.5, 1.5), PReLU alpha U(0.05, 0.6); gain 2 for kernels with a fused relu, else 1. Deep cases
+(``calibrate``) instead set each BN's moving stats from the statistics its input really has on a
+32-sample batch, perturbed per channel (mean + N(0, 0.3)·sd, var · U(0.5, 1.5)), and scale Dense and
+biased 1x1 Conv2D kernels to a pre-activation std of 2, so outputs neither explode, collapse nor
+saturate. The K2 model of a case gets the K3 model's weights (matched layer by layer) wherever the
+layer structures agree, so k2 and k3 outputs are comparable; the manifest records per framework
+``weights`` ("generated" / "copied from k3") and ``k2_vs_k3_max_abs_diff``. HDF5 files from Keras are
+byte-stable; in ``.keras`` the metadata ``date_saved``, one zip time and config.json's
+``shared_object_id`` values (Python id()s) vary between runs, and are pinned by ``pin_keras_zip``.
+
+Training parity (later): a case's ``hooks`` are called after its files are written, as
+``hook(K, model, xs, ys, rng) -> {name: array}``, and their arrays go into the case's npz; e.g. a
+hook that compiles the transfer model and records ``train_on_batch`` losses and weights per step.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import re
+import sys
+import time
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # oneDNN reorders float sums: outputs not reproducible
+os.environ["KERAS_BACKEND"] = "tensorflow"
+
+import numpy as np  # noqa: E402
+
+PINNED = {"tensorflow-cpu": "2.21.0", "keras": "3.15.1", "tf-keras": "2.21.0"}
+DEFAULT_OUT = Path(__file__).resolve().parent / "fixtures"
+BATCH = 2            # reference inputs per case
+CAL_BATCH = 32       # calibration batch for BN statistics (8 is too few where maps are 1x1)
+SMALL_PARAMS = 200_000
+DENSE_STD = 2.0      # pre-activation std of Dense layers in calibrated (deep) cases
+VAR_SCALE = (0.5, 1.5)  # calibrated BN moving variance = real variance x U(VAR_SCALE)
+# Calibrated BN moving mean = real mean + N(MEAN_SHIFT, 0.3) x real std, so BN outputs sit
+# around +1 std and ~84% of the ReLUs after them are active.  Centred statistics (shift 0)
+# put a deep random BN-ReLU net in its chaotic regime: the random InceptionV3 then turned a
+# 1e-7 relative input change into a 1e-4 change of its logits, i.e. float32 round-off alone
+# (any summation order other than TF's) used up the whole 1e-4 parity tolerance.  With the
+# shift it amplifies ~10x less; trained networks are better conditioned still.
+MEAN_SHIFT = -1.0
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+DATE_SAVED = "2000-01-01@00:00:00"
+FLAVOURS = {"k3": ("k3.h5", "keras"), "k2": ("k2.h5",)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Case table
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    name: str
+    build: Callable          # build(K) -> model; K is the module `keras` (K3) or `tf_keras` (K2)
+    desc: str
+    tags: tuple = ("layer",)
+    versions: tuple = ("k3", "k2")
+    inputs: object = 1.0     # float: N(0, s^2) noise; "pixels": N(127.5, 60^2) clipped to [0, 255]
+    calibrate: bool = False  # set BN moving stats from real input statistics (deep nets)
+    large: bool = False      # only with --large, never committed
+    load_kwargs: dict = field(default_factory=dict)  # extra load_model kwargs (K3 only)
+    notes: tuple = ()
+    hooks: tuple = ()        # hook(K, model, xs, ys, rng) -> dict of extra npz arrays
+
+    @property
+    def seed(self):
+        return zlib.crc32(self.name.encode()) & 0x7FFFFFFF
+
+
+CASES: dict = {}
+K3_ONLY = ("k3",)
+
+
+def add(name, build, desc, **kw):
+    assert name not in CASES, name
+    CASES[name] = Case(name, build, desc, **kw)
+
+
+def is_k3(K):
+    return K.__name__ == "keras"
+
+
+def L(cls, *args, **kw):
+    """A layer maker: L("Conv2D", 4, 3)(K) -> K.layers.Conv2D(4, 3)."""
+    return lambda K: getattr(K.layers, cls)(*args, **kw)
+
+
+def leaky(slope=None):
+    """LeakyReLU: `negative_slope=` in K3, `alpha=` in K2."""
+    def make(K):
+        if slope is None:
+            return K.layers.LeakyReLU()
+        return K.layers.LeakyReLU(**{("negative_slope" if is_k3(K) else "alpha"): slope})
+    return make
+
+
+def chain(name, shape, *makers):
+    def build(K):
+        inp = K.Input(shape)
+        x = inp
+        for mk in makers:
+            x = mk(K)(x)
+        return K.Model(inp, x, name=name)
+    return build
+
+
+def add_chain(name, shape, makers, desc, **kw):
+    add(name, chain(name, shape, *makers), desc, **kw)
+
+
+def merge(name, shapes, maker):
+    def build(K):
+        ins = [K.Input(s, name=f"in_{chr(97 + i)}") for i, s in enumerate(shapes)]
+        return K.Model(ins, maker(K)(ins), name=name)
+    return build
+
+
+S = (9, 7, 5)  # odd, non-square: SAME padding is asymmetric at stride 2
+
+
+def _layer_cases():
+    # Conv2D: padding x stride x dilation (Keras forbids stride > 1 with dilation > 1)
+    for pad in ("valid", "same"):
+        for s, d in ((1, 1), (2, 1), (1, 2)):
+            add_chain(f"conv2d_3x3_{pad}_s{s}_d{d}", S,
+                      [L("Conv2D", 4, 3, strides=s, dilation_rate=d, padding=pad)],
+                      f"Conv2D 3x3 padding={pad} strides={s} dilation={d} on 9x7x5")
+    for k, pad, s in (((1, 1), "valid", 1), ((1, 1), "same", 2), ((2, 3), "valid", 1), ((2, 3), "same", 1),
+                      ((2, 3), "same", 2), ((5, 5), "valid", 1), ((5, 5), "same", 2)):
+        add_chain(f"conv2d_{k[0]}x{k[1]}_{pad}_s{s}", S, [L("Conv2D", 4, k, strides=s, padding=pad)],
+                  f"Conv2D kernel {k[0]}x{k[1]} padding={pad} strides={s}")
+    add_chain("conv2d_3x3_same_s2x1", S, [L("Conv2D", 4, 3, strides=(2, 1), padding="same")],
+              "Conv2D non-square strides (2, 1), same")
+    add_chain("conv2d_3x3_same_d2x1", S, [L("Conv2D", 4, 3, dilation_rate=(2, 1), padding="same")],
+              "Conv2D non-square dilation (2, 1), same")
+    add_chain("conv2d_3x3_same_nobias", S, [L("Conv2D", 4, 3, padding="same", use_bias=False)],
+              "Conv2D use_bias=False")
+    add_chain("conv2d_groups2", (9, 7, 6), [L("Conv2D", 4, 3, padding="same", groups=2)],
+              "Conv2D groups=2 (6 in, 4 out channels)")
+    for act in ("relu", "relu6", "swish", "sigmoid", "tanh", "hard_sigmoid", "gelu", "elu", "leaky_relu",
+                "hard_silu"):
+        add_chain(f"conv2d_act_{act}", S, [L("Conv2D", 4, 3, padding="same", activation=act)],
+                  f"Conv2D with fused activation='{act}'", inputs=2.0,
+                  versions=K3_ONLY if act == "hard_silu" else ("k3", "k2"))
+
+    # DepthwiseConv2D
+    for dm, pad, s, d, extra in ((1, "valid", 1, 1, {}), (1, "same", 1, 1, {}), (1, "same", 2, 1, {}),
+                                 (1, "valid", 2, 1, {}), (2, "same", 2, 1, {}), (2, "valid", 1, 1, {}),
+                                 (1, "same", 1, 2, {}), (1, "valid", 1, 2, {})):
+        add_chain(f"dwconv_dm{dm}_{pad}_s{s}" + (f"_d{d}" if d > 1 else ""), S,
+                  [L("DepthwiseConv2D", 3, depth_multiplier=dm, strides=s, dilation_rate=d, padding=pad)],
+                  f"DepthwiseConv2D 3x3 depth_multiplier={dm} padding={pad} strides={s} dilation={d}")
+    add_chain("dwconv_5x5_same_s2", S, [L("DepthwiseConv2D", 5, strides=2, padding="same")],
+              "DepthwiseConv2D 5x5 same stride 2 (EfficientNet/MobileNetV3 shape)")
+    add_chain("dwconv_nobias", S, [L("DepthwiseConv2D", 3, padding="same", use_bias=False)],
+              "DepthwiseConv2D use_bias=False")
+    add_chain("dwconv_relu6", S, [L("DepthwiseConv2D", 3, padding="same", activation="relu6")],
+              "DepthwiseConv2D with fused relu6", inputs=2.0)
+
+    # SeparableConv2D
+    for nm, kw, desc in (
+            ("sepconv_dm1_same_s1", dict(padding="same"), "depth_multiplier=1 same"),
+            ("sepconv_dm2_valid_s1", dict(depth_multiplier=2), "depth_multiplier=2 valid"),
+            ("sepconv_dm1_same_s2_relu", dict(padding="same", strides=2, activation="relu"),
+             "stride 2 same, relu"),
+            ("sepconv_dm2_same_s2_swish", dict(depth_multiplier=2, padding="same", strides=2,
+                                               activation="swish"), "depth_multiplier=2 stride 2, swish"),
+            ("sepconv_nobias", dict(padding="same", use_bias=False), "use_bias=False"),
+            ("sepconv_dm1_same_d2", dict(padding="same", dilation_rate=2), "dilation 2 same")):
+        add_chain(nm, S, [L("SeparableConv2D", 6, 3, **kw)], f"SeparableConv2D 3x3 -> 6, {desc}")
+
+    # Dense
+    add_chain("dense_2d", (12,), [L("Dense", 5)], "Dense on a 2-D input")
+    add_chain("dense_3d", (5, 6), [L("Dense", 4)], "Dense on a 3-D input (last axis)")
+    add_chain("dense_4d", (4, 3, 5), [L("Dense", 4)], "Dense on a 4-D input (last axis)")
+    add_chain("dense_nobias", (12,), [L("Dense", 5, use_bias=False)], "Dense use_bias=False")
+    add_chain("dense_relu", (12,), [L("Dense", 5, activation="relu")], "Dense with fused relu")
+    add_chain("dense_softmax", (12,), [L("Dense", 5, activation="softmax")], "Dense with softmax output")
+
+    # BatchNormalization
+    BN = "BatchNormalization"
+    add_chain("bn_after_conv_nobias", S, [L("Conv2D", 4, 3, padding="same", use_bias=False), L(BN), L("ReLU")],
+              "Conv2D(use_bias=False) -> BN -> ReLU (foldable)")
+    add_chain("bn_after_conv_bias", S, [L("Conv2D", 4, 3, padding="same"), L(BN)], "Conv2D(bias) -> BN (foldable)")
+    add_chain("bn_after_dense", (12,), [L("Dense", 6), L(BN)], "Dense -> BN on 2-D (foldable)")
+    add_chain("bn_after_input", S, [L(BN), L("Conv2D", 4, 3, padding="same")],
+              "BN directly after the Input (not foldable)")
+    add_chain("bn_center_false", S, [L("Conv2D", 4, 1, use_bias=False), L(BN, center=False)], "BN center=False")
+    add_chain("bn_scale_false", S, [L("Conv2D", 4, 1, use_bias=False), L(BN, scale=False)], "BN scale=False")
+    add_chain("bn_center_scale_false", S, [L(BN, center=False, scale=False)], "BN center=False scale=False")
+    add_chain("bn_epsilon_small", S, [L("Conv2D", 4, 1, use_bias=False), L(BN, epsilon=1e-5)], "BN epsilon=1e-5")
+    add_chain("bn_epsilon_large", S, [L("Conv2D", 4, 1, use_bias=False), L(BN, epsilon=0.1)],
+              "BN epsilon=0.1 (large enough to show in outputs; default is 1e-3)")
+    add_chain("bn_axis_1", S, [L(BN, axis=1)], "BN axis=1 on NHWC (normalises over rows)")
+
+    def bn_shared(K):
+        inp = K.Input(S)
+        c = K.layers.Conv2D(4, 3, padding="same", use_bias=False)(inp)
+        b = K.layers.BatchNormalization()(c)
+        return K.Model(inp, K.layers.Add()([b, c]), name="bn_conv_output_shared")
+    add("bn_conv_output_shared", bn_shared, "Conv2D output feeds BN and also an Add (BN not foldable)")
+
+    # LayerNormalization
+    LN = "LayerNormalization"
+    add_chain("ln_axis_last", S, [L(LN)], "LayerNormalization axis=-1")
+    add_chain("ln_axis_123", S, [L(LN, axis=[1, 2, 3])], "LayerNormalization axis=[1, 2, 3]")
+    add_chain("ln_center_false", S, [L(LN, center=False)], "LayerNormalization center=False")
+    add_chain("ln_scale_false", S, [L(LN, scale=False)], "LayerNormalization scale=False")
+    add_chain("ln_dense_2d", (12,), [L("Dense", 6), L(LN, epsilon=1e-5)],
+              "Dense -> LayerNormalization(eps 1e-5) on 2-D")
+    add_chain("ln_rms_scaling", S, [L(LN, rms_scaling=True)], "LayerNormalization rms_scaling=True (K3 only, "
+              "deprecated in 3.15: it divides by sqrt(var + eps) without centring)", versions=K3_ONLY)
+    add_chain("rms_normalization", S, [L("RMSNormalization")], "RMSNormalization (K3 only)", versions=K3_ONLY)
+
+    # Activation strings
+    k3_only_acts = ("hard_swish", "hard_silu", "celu")
+    for act in ("relu", "relu6", "sigmoid", "hard_sigmoid", "hard_swish", "hard_silu", "swish", "silu", "gelu",
+                "elu", "selu", "softplus", "softsign", "leaky_relu", "tanh", "softmax", "exponential", "linear",
+                "mish", "celu"):
+        notes = ("hard_sigmoid: K2 clip(0.2x+0.5), K3 clip(x/6+0.5); the references differ",) \
+            if act == "hard_sigmoid" else ()
+        add_chain(f"act_{act}", (6, 5, 4), [L("Activation", act)], f"Activation('{act}')", inputs=3.0,
+                  versions=K3_ONLY if act in k3_only_acts else ("k3", "k2"), notes=notes)
+
+    # Activation layers
+    for nm, kw in (("relu_layer_default", {}), ("relu_max6", dict(max_value=6.0)),
+                   ("relu_slope0p1", dict(negative_slope=0.1)), ("relu_threshold0p5", dict(threshold=0.5)),
+                   ("relu_max4_slope0p2_thr0p5", dict(max_value=4.0, negative_slope=0.2, threshold=0.5))):
+        add_chain(nm, (6, 5, 4), [L("ReLU", **kw)], f"ReLU layer {kw or 'defaults'}", inputs=3.0)
+    add_chain("leaky_relu_layer_default", (6, 5, 4), [leaky()], "LeakyReLU default slope 0.3", inputs=3.0)
+    add_chain("leaky_relu_layer_0p1", (6, 5, 4), [leaky(0.1)],
+              "LeakyReLU slope 0.1 (K3 negative_slope=, K2 alpha=)", inputs=3.0)
+    add_chain("prelu_full", (6, 5, 4), [L("PReLU")], "PReLU, alpha per element (6, 5, 4)", inputs=3.0)
+    add_chain("prelu_shared12", (6, 5, 4), [L("PReLU", shared_axes=[1, 2])], "PReLU shared_axes=[1, 2]", inputs=3.0)
+    add_chain("elu_layer_0p7", (6, 5, 4), [L("ELU", alpha=0.7)], "ELU layer alpha=0.7", inputs=3.0)
+    add_chain("softmax_layer_last", (6, 5, 4), [L("Softmax")], "Softmax layer axis=-1", inputs=3.0)
+    add_chain("softmax_layer_axis1", (6, 5, 4), [L("Softmax", axis=1)], "Softmax layer axis=1", inputs=3.0)
+
+    # Pooling
+    for kind in ("MaxPooling2D", "AveragePooling2D"):
+        p = "maxpool" if kind.startswith("Max") else "avgpool"
+        for nm, kw in (("p2_valid", dict(pool_size=2)), ("p2_same", dict(pool_size=2, padding="same")),
+                       ("p2_s1_valid", dict(pool_size=2, strides=1)),
+                       ("p3_s2_valid", dict(pool_size=3, strides=2)),
+                       ("p3_s2_same", dict(pool_size=3, strides=2, padding="same")),
+                       ("p3_s1_same", dict(pool_size=3, strides=1, padding="same")),
+                       ("p2x3_same", dict(pool_size=(2, 3), padding="same"))):
+            add_chain(f"{p}_{nm}", S, [L(kind, **kw)], f"{kind} {kw} on 9x7x5" +
+                      (" (same excludes padding from the average)" if p == "avgpool" and "same" in nm else ""))
+    for kind, p in (("GlobalAveragePooling2D", "gap"), ("GlobalMaxPooling2D", "gmp")):
+        add_chain(p, S, [L(kind)], f"{kind} keepdims=False")
+        add_chain(f"{p}_keepdims", S, [L(kind, keepdims=True)], f"{kind} keepdims=True")
+
+    # Padding, cropping, upsampling
+    add_chain("zeropad_1", S, [L("ZeroPadding2D", 1)], "ZeroPadding2D(1)")
+    add_chain("zeropad_asym", S, [L("ZeroPadding2D", ((1, 2), (0, 3)))], "ZeroPadding2D(((1, 2), (0, 3)))")
+    add_chain("crop_asym", S, [L("Cropping2D", ((1, 0), (2, 1)))], "Cropping2D(((1, 0), (2, 1)))")
+    for interp in ("nearest", "bilinear"):
+        add_chain(f"upsample_{interp}_2", S, [L("UpSampling2D", 2, interpolation=interp)], f"UpSampling2D 2 {interp}")
+        add_chain(f"upsample_{interp}_2x3", S, [L("UpSampling2D", (2, 3), interpolation=interp)],
+                  f"UpSampling2D (2, 3) {interp}")
+
+    # Merge layers (two or three Inputs)
+    m2 = ((6, 5, 4), (6, 5, 4))
+    for cls in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"):
+        add(f"merge_{cls.lower()}", merge(f"merge_{cls.lower()}", m2, L(cls)), f"{cls} of two inputs")
+    add("merge_add3", merge("merge_add3", m2 + ((6, 5, 4),), L("Add")), "Add of three inputs")
+    add("concat_last", merge("concat_last", ((6, 5, 4), (6, 5, 3)), L("Concatenate")), "Concatenate axis=-1")
+    add("concat_axis1", merge("concat_axis1", ((6, 5, 4), (3, 5, 4)), L("Concatenate", axis=1)),
+        "Concatenate axis=1")
+
+    def se(K):
+        inp = K.Input((6, 5, 8))
+        s = K.layers.GlobalAveragePooling2D(keepdims=True)(inp)
+        s = K.layers.Conv2D(2, 1, activation="relu")(s)
+        s = K.layers.Conv2D(8, 1, activation="sigmoid")(s)
+        return K.Model(inp, K.layers.Multiply()([inp, s]), name="multiply_broadcast_se")
+    add("multiply_broadcast_se", se, "Squeeze-excite: Multiply (N,H,W,C)*(N,1,1,C) broadcast")
+
+    # Shape layers
+    add_chain("flatten", S, [L("Flatten")], "Flatten (row-major NHWC order)")
+    add_chain("reshape_rows", S, [L("Reshape", (-1, 5))], "Reshape to (-1, C)")
+    add_chain("reshape_4d", S, [L("Reshape", (7, 3, 15))], "Reshape to another 4-D shape")
+    add_chain("permute_213", S, [L("Permute", (2, 1, 3))], "Permute((2, 1, 3))")
+    add_chain("permute_312", S, [L("Permute", (3, 1, 2))], "Permute((3, 1, 2))")
+
+    # Identity at inference
+    for nm, mk in (("dropout", L("Dropout", 0.3)), ("spatial_dropout2d", L("SpatialDropout2D", 0.3)),
+                   ("gaussian_noise", L("GaussianNoise", 0.5)), ("gaussian_dropout", L("GaussianDropout", 0.3))):
+        add_chain(nm, S, [L("Conv2D", 4, 3, padding="same"), mk], f"Conv2D -> {nm} (identity at inference)")
+
+    # Preprocessing
+    add_chain("rescaling_scalar", (6, 5, 3), [L("Rescaling", 1 / 127.5, offset=-1.0)],
+              "Rescaling(1/127.5, offset=-1)", inputs="pixels")
+    add_chain("rescaling_per_channel", (6, 5, 3), [L("Rescaling", [0.5, 1.0, 2.0], offset=[0.1, 0.0, -0.2])],
+              "Rescaling with per-channel scale and offset lists")
+
+    def norm_adapted(K):
+        rng = np.random.default_rng(7)
+        n = K.layers.Normalization()
+        n.adapt(rng.normal([1.0, -2.0, 0.5], [2.0, 0.5, 3.0], (32, 6, 5, 3)).astype("float32"))
+        inp = K.Input((6, 5, 3))
+        return K.Model(inp, n(inp), name="normalization_adapted")
+    add("normalization_adapted", norm_adapted, "Normalization adapted on data (mean/variance/count weights)")
+    add_chain("normalization_constant", (6, 5, 3), [L("Normalization", mean=[1.0, -2.0, 0.5],
+                                                      variance=[4.0, 0.25, 9.0])],
+              "Normalization with constant mean/variance in the config (no weights)")
+
+
+def _graph_cases():
+    def seq(K):
+        l = K.layers
+        return K.Sequential([K.Input((8, 8, 3)), l.Conv2D(6, 3, padding="same", use_bias=False),
+                             l.BatchNormalization(), l.ReLU(), l.MaxPooling2D(), l.Conv2D(8, 3),
+                             l.GlobalAveragePooling2D(), l.Dense(4)], name="graph_sequential")
+    add("graph_sequential", seq, "Sequential model", tags=("graph",))
+
+    def functional(K):
+        l = K.layers
+        inp = K.Input((8, 8, 3))
+        x = l.Conv2D(6, 3, padding="same", activation="relu")(inp)
+        a = l.Conv2D(4, 1)(x)
+        b = l.DepthwiseConv2D(3, padding="same")(x)
+        x = l.Concatenate()([a, b])
+        x = l.Conv2D(8, 3, strides=2, padding="same")(x)
+        return K.Model(inp, l.Dense(3)(l.GlobalAveragePooling2D()(x)), name="graph_functional")
+    add("graph_functional", functional, "Functional model with a branch and Concatenate", tags=("graph",))
+
+    def nested_seq(K):
+        l = K.layers
+        inner = K.Sequential([K.Input((8, 8, 6)), l.Conv2D(6, 3, padding="same", use_bias=False),
+                              l.BatchNormalization(), l.ReLU()], name="inner_seq")
+        inp = K.Input((8, 8, 3))
+        x = inner(l.Conv2D(6, 3, padding="same")(inp))
+        return K.Model(inp, l.Dense(4)(l.GlobalAveragePooling2D()(x)), name="graph_nested_sequential")
+    add("graph_nested_sequential", nested_seq, "Sequential nested inside a Functional", tags=("graph",))
+
+    def func_in_seq(K):
+        l = K.layers
+        i = K.Input((8, 8, 3))
+        x = l.ReLU()(l.BatchNormalization()(l.Conv2D(6, 3, padding="same", use_bias=False)(i)))
+        inner = K.Model(i, l.Add()([x, l.Conv2D(6, 1)(i)]), name="inner_func")
+        return K.Sequential([K.Input((8, 8, 3)), inner, l.GlobalAveragePooling2D(), l.Dense(4)],
+                            name="graph_functional_in_sequential")
+    add("graph_functional_in_sequential", func_in_seq, "Functional (with an Add) nested inside a Sequential",
+        tags=("graph",))
+
+    def shared_conv(K):
+        l = K.layers
+        a, b = K.Input((8, 8, 3), name="in_a"), K.Input((8, 8, 3), name="in_b")
+        conv = l.Conv2D(4, 3, padding="same", name="shared_conv")
+        return K.Model([a, b], l.Subtract()([conv(a), conv(b)]), name="graph_shared_conv")
+    add("graph_shared_conv", shared_conv, "One Conv2D called on two inputs, Subtract of the results",
+        tags=("graph",))
+
+    def shared_dense(K):
+        l = K.layers
+        inp = K.Input((6,))
+        d = l.Dense(6, activation="tanh", name="shared_dense")
+        return K.Model(inp, l.Dense(2)(d(d(inp))), name="graph_shared_dense_twice")
+    add("graph_shared_dense_twice", shared_dense, "One Dense applied twice in a row (on its own output)",
+        tags=("graph",))
+
+    def multi_in(K):
+        l = K.layers
+        a, b = K.Input((8, 8, 3), name="image_a"), K.Input((6, 6, 2), name="image_b")
+        fa = l.GlobalAveragePooling2D()(l.Conv2D(4, 3, activation="relu")(a))
+        fb = l.GlobalMaxPooling2D()(l.Conv2D(3, 3, padding="same")(b))
+        return K.Model([a, b], l.Dense(4)(l.Concatenate()([fa, fb])), name="graph_multi_input")
+    add("graph_multi_input", multi_in, "Two image inputs of different shapes", tags=("graph",))
+
+    def multi_out(K):
+        l = K.layers
+        inp = K.Input((8, 8, 3))
+        x = l.Conv2D(6, 3, padding="same", activation="relu")(inp)
+        vec = l.Dense(3, name="head_vec")(l.GlobalAveragePooling2D()(x))
+        fmap = l.Conv2D(2, 1, activation="sigmoid", name="head_map")(x)
+        return K.Model(inp, [vec, fmap], name="graph_multi_output")
+    add("graph_multi_output", multi_out, "Two outputs: a vector head and a feature-map head", tags=("graph",))
+
+    def partial(K):
+        l = K.layers
+        inp = K.Input((8, 8, 3))
+        c = l.Conv2D(6, 3, padding="same", use_bias=False, name="frozen_conv")
+        bn = l.BatchNormalization(name="frozen_bn")
+        c.trainable = bn.trainable = False
+        x = l.ReLU()(bn(c(inp)))
+        x = l.Conv2D(4, 3, name="trainable_conv")(x)
+        return K.Model(inp, l.Dense(3, name="head")(l.GlobalAveragePooling2D()(x)), name="graph_partial_trainable")
+    add("graph_partial_trainable", partial, "Some layers trainable=False (trainable != total params)",
+        tags=("graph",))
+
+    def transfer(K):
+        base = K.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, include_top=False, weights=None)
+        base.trainable = False
+        inputs = K.Input((96, 96, 3))
+        x = base(inputs, training=False)
+        x = K.layers.GlobalAveragePooling2D()(x)
+        x = K.layers.Dropout(0.2)(x)
+        outputs = K.layers.Dense(5, activation="softmax")(x)
+        return K.Model(inputs, outputs, name="transfer_mobilenet_v2")
+    add("transfer_mobilenet_v2", transfer, "Transfer-learning model as in the Keras tutorial: frozen MobileNetV2 "
+        "a0.35 96x96 base called with training=False, GAP, Dropout(0.2), Dense(5, softmax)",
+        tags=("graph", "application", "transfer"), inputs=0.5, calibrate=True)
+
+
+def _app(fn, **kw):
+    def build(K):
+        return getattr(K.applications, fn)(weights=None, classifier_activation=None, **kw)
+    return build
+
+
+def resnet_small(K):
+    l = K.layers
+
+    def cbr(x, f, k=3, s=1, relu=True):
+        x = l.Conv2D(f, k, strides=s, padding="same", use_bias=False)(x)
+        x = l.BatchNormalization()(x)
+        return l.Activation("relu")(x) if relu else x
+
+    def block(x, f, s):
+        y = cbr(cbr(x, f, 3, s), f, 3, 1, relu=False)
+        sc = cbr(x, f, 1, s, relu=False) if s != 1 or x.shape[-1] != f else x  # projection shortcut
+        return l.ReLU()(l.Add()([y, sc]))
+
+    inp = K.Input((32, 32, 3))
+    x = l.ZeroPadding2D(1)(inp)
+    x = l.ReLU()(l.BatchNormalization(epsilon=1.001e-5)(l.Conv2D(16, 3, use_bias=False)(x)))
+    x = l.MaxPooling2D(3, strides=2, padding="same")(x)
+    for f, s in ((16, 1), (16, 1), (32, 2), (32, 1), (64, 2)):
+        x = block(x, f, s)
+    return K.Model(inp, l.Dense(10)(l.GlobalAveragePooling2D()(x)), name="resnet_small")
+
+
+def _app_cases():
+    app = ("application",)
+    add("mobilenet_v2", _app("MobileNetV2", input_shape=(96, 96, 3), alpha=0.35, classes=10),
+        "keras.applications.MobileNetV2 alpha=0.35 96x96 classes=10, logits", tags=app, inputs=0.5, calibrate=True)
+    add("mobilenet_v3_small", _app("MobileNetV3Small", input_shape=(96, 96, 3), alpha=0.75, minimalistic=False,
+                                   classes=10),
+        "keras.applications.MobileNetV3Small alpha=0.75 96x96 classes=10, include_preprocessing (Rescaling), logits",
+        tags=app, inputs="pixels", calibrate=True)
+    add("efficientnet_b0", _app("EfficientNetB0", input_shape=(64, 64, 3), classes=10),
+        "keras.applications.EfficientNetB0 64x64 classes=10 (Rescaling + Normalization inside), logits",
+        tags=app, inputs="pixels", calibrate=True)
+    add("resnet_small", resnet_small, "Hand-built ResNet-style net 32x32: conv-BN-ReLU, identity and projection "
+        "shortcuts with Add, stride-2 stages, GAP, Dense(10)", tags=app, calibrate=True)
+
+    big = ("application", "large")
+    for nm, fn, size, kw, inp in (
+            ("mobilenet", "MobileNet", 64, {}, 0.5), ("mobilenet_v3_large", "MobileNetV3Large", 64, {}, "pixels"),
+            ("resnet50", "ResNet50", 64, {}, 30.0), ("densenet121", "DenseNet121", 64, {}, 1.0),
+            ("nasnet_mobile", "NASNetMobile", 64, {}, 0.5), ("xception", "Xception", 71, {}, 0.5),
+            ("inception_v3", "InceptionV3", 75, {}, 0.5), ("vgg16", "VGG16", 64, {}, 30.0)):
+        add(nm, _app(fn, input_shape=(size, size, 3), classes=10, **kw),
+            f"keras.applications.{fn} {size}x{size} classes=10, logits (large: --large only, not committed)",
+            tags=big, inputs=inp, calibrate=True, large=True)
+
+
+_CUSTOM = {}
+
+
+def custom_layer_class(K):
+    """A tiny subclassed layer, registered so Keras can save and reload it (edgecore must refuse it)."""
+    if K.__name__ not in _CUSTOM:
+        reg = K.saving.register_keras_serializable if is_k3(K) else K.utils.register_keras_serializable
+
+        @reg(package="edgecore_fixtures")
+        class ScaleShift(K.layers.Layer):
+            def build(self, input_shape):
+                self.gamma = self.add_weight(name="gamma", shape=(input_shape[-1],), initializer="ones")
+                self.bias = self.add_weight(name="bias", shape=(input_shape[-1],), initializer="zeros")
+                super().build(input_shape)
+
+            def call(self, x):
+                return x * self.gamma + self.bias
+
+        _CUSTOM[K.__name__] = ScaleShift
+    return _CUSTOM[K.__name__]
+
+
+def _bad_cases():
+    bad = ("bad-input",)
+
+    def lam(K):
+        inp = K.Input((6, 5, 4))
+        x = K.layers.Conv2D(3, 1)(inp)
+        # compiled under a fixed file name: the saved bytecode would otherwise embed this file's path
+        fn = eval(compile("lambda t: t * 2.0 + 1.0", "<edgecore-fixture>", "eval"))  # noqa: S307
+        return K.Model(inp, K.layers.Lambda(fn)(x), name="bad_lambda")
+    add("bad_lambda", lam, "Model with a Lambda layer (Python bytecode in the config): edgecore must refuse it "
+        "without executing it", tags=bad, load_kwargs={"safe_mode": False},
+        notes=("Keras 3 reloads it only with safe_mode=False",
+               "the config holds marshalled CPython 3.11 bytecode (K3: function.config.code; K2: function[0])"))
+
+    def custom(K):
+        inp = K.Input((6, 5, 4))
+        x = K.layers.Conv2D(3, 1)(inp)
+        return K.Model(inp, custom_layer_class(K)()(x), name="bad_custom_layer")
+    add("bad_custom_layer", custom, "Model with a registered custom layer class 'edgecore_fixtures>ScaleShift': "
+        "edgecore must refuse the unknown class", tags=bad)
+
+
+_layer_cases()
+_graph_cases()
+_app_cases()
+_bad_cases()
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights
+# ----------------------------------------------------------------------------------------------
+
+def short_name(w):
+    return w.name.split("/")[-1].split(":")[0]
+
+
+def leaves(K, model):
+    for layer in model.layers:
+        if isinstance(layer, K.Model):
+            yield from leaves(K, layer)
+        else:
+            yield layer
+
+
+def randomize_layer(layer, rng):
+    ws = layer.weights
+    if not ws:
+        return
+    cls = type(layer).__name__
+    cur = [np.asarray(w.numpy()) for w in ws]
+    if cls == "Normalization":
+        # K3 adapt() leaves count at 0, so ask the layer; never adapted (EfficientNet): ImageNet-like
+        # stats for [0, 1] inputs
+        if not getattr(layer, "is_adapted", False):
+            c = cur[0].shape
+            set_weights(layer, [rng.uniform(0.4, 0.5, c).astype(np.float32),
+                                rng.uniform(0.04, 0.08, c).astype(np.float32), cur[2]])
+        return
+    act = getattr(getattr(layer, "activation", None), "__name__", "")
+    vals = []
+    for w, c in zip(ws, cur):
+        n, s = short_name(w), c.shape
+        if n in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+            depthwise = n == "depthwise_kernel" or cls == "DepthwiseConv2D"
+            fan_in = int(np.prod(s[:2] if depthwise else s[:-1]))
+            v = rng.normal(0.0, math.sqrt((2.0 if act == "relu" else 1.0) / fan_in), s)
+        elif n == "bias":
+            v = rng.normal(0.0, 0.1, s)
+        elif n in ("gamma", "scale"):
+            v = rng.uniform(0.6, 1.4, s)
+        elif n == "beta":
+            v = rng.normal(0.0, 0.2, s)
+        elif n == "moving_mean":
+            v = rng.normal(0.0, 0.3, s)
+        elif n == "moving_variance":
+            v = rng.uniform(0.5, 1.5, s)
+        elif n == "alpha":
+            v = rng.uniform(0.05, 0.6, s)
+        else:
+            raise ValueError(f"no randomisation rule for weight {w.name!r} of {cls} {layer.name!r}")
+        vals.append(v.astype(c.dtype))
+    set_weights(layer, vals)
+
+
+def set_weights(layer, vals):
+    layer.set_weights(vals)
+    if type(layer).__name__ == "Normalization":
+        layer.finalize_state()  # it caches reshaped mean/variance tensors at build/adapt time
+
+
+def node_inputs(layer):
+    t = layer._inbound_nodes[-1].input_tensors
+    return list(t) if isinstance(t, (list, tuple)) else [t]
+
+
+def is_dense_like(layer):
+    """Dense, or a biased 1x1 Conv2D (head convs such as MobileNetV3's Conv_2 and Logits). Not the
+    squeeze-excite convs: spreading their gates made EfficientNet's outputs swing 10x on new inputs."""
+    cls, name = type(layer).__name__, layer.name
+    if any(k in name for k in ("se_reduce", "se_expand", "squeeze_excite")):
+        return False
+    return cls == "Dense" or (cls == "Conv2D" and layer.use_bias and tuple(layer.kernel_size) == (1, 1)
+                              and layer.groups == 1)
+
+
+def calibrate(K, model, xs, rng):
+    """Set every BN's moving stats from its real input statistics (perturbed), in graph order, and scale
+    every dense-like kernel so its pre-activation std is DENSE_STD (logits, SE gates spread enough to
+    be sensitive).
+
+    One probe model yields the input of every BN, dense-like layer and nested model of this graph; after each is
+    set, the probe is run again, so later layers see the already-calibrated earlier ones.
+    """
+    targets = [l for l in model.layers if isinstance(l, (K.layers.BatchNormalization, K.Model)) or is_dense_like(l)]
+    if not targets:
+        return
+    feeds = [node_inputs(l) for l in targets]
+    flat = [t for f in feeds for t in f]
+    probe = K.Model(model.input, flat)
+    for i, layer in enumerate(targets):
+        outs = probe(xs if len(xs) > 1 else xs[0], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        start = sum(len(f) for f in feeds[:i])
+        h = [np.asarray(o) for o in outs[start:start + len(feeds[i])]]
+        if isinstance(layer, K.Model):
+            calibrate(K, layer, h, rng)
+            continue
+        x = h[0].astype(np.float64)
+        if is_dense_like(layer):
+            w = [np.asarray(v) for v in layer.get_weights()]
+            z = np.tensordot(x, w[0].reshape(-1, w[0].shape[-1]), axes=([-1], [0]))
+            w[0] = (w[0] * (DENSE_STD / max(float(z.std()), 1e-6))).astype(np.float32)
+            set_weights(layer, w)
+            continue
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        axes = [a % x.ndim for a in axes]
+        red = tuple(a for a in range(x.ndim) if a not in axes)
+        mu, var = x.mean(axis=red), x.var(axis=red)
+        mean = mu + rng.normal(MEAN_SHIFT, 0.3, mu.shape) * np.sqrt(var + 1e-6)
+        var = var * rng.uniform(VAR_SCALE[0], VAR_SCALE[1], var.shape) + 1e-4
+        names = [short_name(w) for w in layer.weights]
+        cur = [np.asarray(w.numpy()) for w in layer.weights]
+        cur[names.index("moving_mean")] = mean.astype(np.float32)
+        cur[names.index("moving_variance")] = var.astype(np.float32)
+        set_weights(layer, cur)
+
+
+def weight_records(K, model):
+    return [(type(l).__name__, l.name, [(short_name(w).replace("depthwise_kernel", "kernel")
+                                         if type(l).__name__ == "DepthwiseConv2D" else short_name(w),
+                                         tuple(w.shape)) for w in l.weights], l)
+            for l in leaves(K, model) if l.weights]
+
+
+def copy_weights(donor, K, model):
+    """Give `model` the weights of `donor` (another framework's build of the same case). Returns a
+    reason string if the layer structures disagree (then nothing is copied)."""
+    dst = weight_records(K, model)
+    src = donor["records"]
+    if len(src) != len(dst):
+        return f"{len(src)} vs {len(dst)} weighted layers"
+    if sorted(r[1] for r in src) == sorted(r[1] for r in dst) and len({r[1] for r in dst}) == len(dst):
+        by = {r[1]: r for r in src}
+        pairs = [(by[d[1]], d) for d in dst]
+    else:
+        pairs = list(zip(src, dst))
+    for s, d in pairs:
+        if s[0] != d[0] or s[2] != d[2]:
+            return f"layer {s[1]} ({s[0]} {s[2]}) vs {d[1]} ({d[0]} {d[2]})"
+    for s, d in pairs:
+        set_weights(d[3], donor["values"][s[1]])
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a case
+# ----------------------------------------------------------------------------------------------
+
+def make_inputs(case, shapes, rng, n):
+    """Seeded noise, rounded (pixels to integers, the rest to steps of scale/64) so the npz compress."""
+    xs = []
+    for shp in shapes:
+        if case.inputs == "pixels":
+            x = np.clip(np.round(rng.normal(127.5, 60.0, (n,) + shp)), 0.0, 255.0)
+        else:
+            step = float(case.inputs) / 64.0
+            x = np.round(rng.normal(0.0, float(case.inputs), (n,) + shp) / step) * step
+        xs.append(x.astype(np.float32))
+    return xs
+
+
+def predict(model, xs):
+    out = model(xs if len(xs) > 1 else xs[0], training=False)
+    if isinstance(out, dict):
+        out = [out[k] for k in model.output_names]
+    out = out if isinstance(out, (list, tuple)) else [out]
+    return [np.asarray(o, dtype=np.float32) for o in out]
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(x.astype(np.float64) - y))) if x.size else 0.0 for x, y in zip(a, b))
+
+
+def write_npz(path, arrays):
+    """np.savez_compressed, but with fixed zip times so the bytes are reproducible."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for k, v in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(v), allow_pickle=False)
+            zi = zipfile.ZipInfo(k + ".npy", ZIP_TIME)
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(zi, buf.getvalue())
+
+
+def pin_keras_zip(path):
+    """Pin what varies between runs in a .keras file: metadata date_saved, zip times, and config.json's
+    "shared_object_id" values (Python id()s of shared objects, e.g. one DTypePolicy used by several
+    layers), renumbered 1, 2, ... in order of first appearance, which keeps which objects are shared."""
+    with zipfile.ZipFile(path) as z:
+        items = [(i, z.read(i.filename)) for i in z.infolist()]
+    with zipfile.ZipFile(path, "w") as z:
+        for info, data in items:
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                data = data.replace(meta["date_saved"].encode(), DATE_SAVED.encode())
+            if info.filename == "config.json":
+                ids = {}
+                data = re.sub(rb'"shared_object_id": (\d+)',
+                              lambda m: b'"shared_object_id": %d' % ids.setdefault(m.group(1), len(ids) + 1), data)
+            zi = zipfile.ZipInfo(info.filename, ZIP_TIME)
+            zi.compress_type, zi.external_attr = info.compress_type, info.external_attr
+            z.writestr(zi, data)
+
+
+def reload_check(K, path, xs, ys, kw):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = K.models.load_model(str(path), compile=False, **kw)
+        d = max_diff(predict(m, xs), ys)
+    except Exception as e:  # Keras cannot reopen some of its own files: record, do not fail
+        msg = str(e).replace(str(path), path.name).strip().splitlines()
+        return {"reload": "error", "error": f"{type(e).__name__}: {(msg[0] if msg else '')[:300]}"}
+    ok = d <= 1e-6 * (1.0 + max(float(np.max(np.abs(y))) for y in ys))
+    return {"reload": "ok" if ok else "mismatch", "reload_max_abs_diff": d}
+
+
+def param_counts(model):
+    t = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    n = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    return {"total": int(model.count_params()), "trainable": t, "non_trainable": n}
+
+
+def jsonable_shape(s):
+    return json.loads(json.dumps(s, default=list))
+
+
+def run_framework(case, tag, K, out, state, log):
+    K.backend.clear_session()
+    K.utils.set_random_seed(case.seed)
+    model = case.build(K)
+    rng_w = np.random.default_rng([case.seed, 2])
+    shapes = [tuple(int(d) for d in t.shape[1:]) for t in model.inputs]
+    if "xs" not in state:
+        state["xs"] = make_inputs(case, shapes, np.random.default_rng([case.seed, 1]), BATCH)
+        state["shapes"] = shapes
+    assert shapes == state["shapes"], (shapes, state["shapes"])
+    xs = state["xs"]
+    res = {"keras_version": K.__version__}
+    why = copy_weights(state["donor"], K, model) if "donor" in state else "first"
+    res["weights"] = "copied from k3" if why is None else "generated" + ("" if why == "first" else
+                                                                          f" (differs from k3: {why})")
+    if why is not None:
+        for layer in leaves(K, model):
+            randomize_layer(layer, rng_w)
+        if case.calibrate:
+            calibrate(K, model, make_inputs(case, shapes, np.random.default_rng([case.seed, 3]), CAL_BATCH), rng_w)
+    if "donor" not in state:
+        recs = weight_records(K, model)
+        state["donor"] = {"records": recs, "values": {r[1]: r[3].get_weights() for r in recs}}
+    ys = predict(model, xs)
+    for y in ys:
+        if not np.all(np.isfinite(y)):
+            raise FloatingPointError(f"{case.name} {tag}: non-finite outputs")
+    res["outputs"] = [{"max_abs": float(np.max(np.abs(y))), "std": float(np.std(y))} for y in ys]
+    warn = [f"y{i} std {o['std']:.2g}" for i, o in enumerate(res["outputs"]) if o["std"] < 1e-3] + \
+           [f"y{i} max {o['max_abs']:.2g}" for i, o in enumerate(res["outputs"]) if o["max_abs"] > 1e5]
+    res["output_shape"] = jsonable_shape(model.output_shape)
+    res["params"] = param_counts(model)
+
+    files = {}
+    for flav in FLAVOURS[tag]:
+        path = out / f"{case.name}.{flav}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.save(str(path))
+        if flav == "keras":
+            pin_keras_zip(path)
+        files[flav] = {"file": path.name, "bytes": path.stat().st_size,
+                       **reload_check(K, path, xs, ys, case.load_kwargs if is_k3(K) else {})}
+    res["files"] = files
+
+    arrays = {f"x{i}": x for i, x in enumerate(xs)}
+    arrays.update({f"y{i}": y for i, y in enumerate(ys)})
+    arrays["params_total"] = np.int64(res["params"]["total"])
+    arrays["params_trainable"] = np.int64(res["params"]["trainable"])
+    arrays["params_non_trainable"] = np.int64(res["params"]["non_trainable"])
+    arrays["output_shapes"] = np.array(json.dumps(res["output_shape"]))
+    if res["params"]["total"] < SMALL_PARAMS:
+        for layer in model.layers:
+            for i, w in enumerate(layer.get_weights()):
+                arrays[f"w/{layer.name}/{i}"] = w
+    rng_h = np.random.default_rng([case.seed, 4])
+    for hook in case.hooks:  # last: hooks may train the model
+        arrays.update(hook(K, model, xs, ys, rng_h))
+    npz = out / f"{case.name}.{tag}.npz"
+    write_npz(npz, arrays)
+    res["npz"] = {"file": npz.name, "bytes": npz.stat().st_size}
+    state.setdefault("ys", {})[tag] = ys
+    o = res["outputs"]
+    log(f"  {tag}: max|y| {max(v['max_abs'] for v in o):.3g}  std(y) {min(v['std'] for v in o):.3g}"
+        f"  params {res['params']['total']}  weights {res['weights']}"
+        + "".join(f"  {k}:{v['reload']}" for k, v in files.items()) + (f"  WARNING {warn}" if warn else ""))
+    if warn:
+        res["warnings"] = warn
+    return res
+
+
+def run_case(case, mods, out, log):
+    t0 = time.time()
+    log(f"{case.name}  [{', '.join(case.tags)}]")
+    entry = {"description": case.desc, "tags": list(case.tags), "seed": case.seed, "large": case.large,
+             "input_scale": case.inputs, "calibrated_bn": case.calibrate, "notes": list(case.notes),
+             "frameworks": {}, "skipped": {}}
+    if case.load_kwargs:
+        entry["k3_load_kwargs"] = case.load_kwargs
+    state = {}
+    for tag in ("k3", "k2"):
+        if tag not in case.versions:
+            entry["skipped"][tag] = "case is Keras-3-only (API missing in tf_keras)"
+            continue
+        try:
+            entry["frameworks"][tag] = run_framework(case, tag, mods[tag], out, state, log)
+        except Exception as e:
+            if isinstance(e, FloatingPointError):
+                raise
+            entry["skipped"][tag] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            log(f"  {tag}: SKIPPED {entry['skipped'][tag]}")
+    if not entry["frameworks"]:
+        raise RuntimeError(f"{case.name}: no framework could build it: {entry['skipped']}")
+    entry["input_shapes"] = [list(s) for s in state["shapes"]]
+    ys = state["ys"]
+    if "k2" in ys and "k3" in ys and entry["frameworks"]["k2"]["weights"] == "copied from k3":
+        entry["k2_vs_k3_max_abs_diff"] = max_diff(ys["k2"], ys["k3"])
+    entry["flavours"] = [f for fw in entry["frameworks"].values() for f in fw["files"]]
+    entry["keras_could_not_reload"] = [f for fw in entry["frameworks"].values() for f, r in fw["files"].items()
+                                       if r["reload"] != "ok"]
+    log(f"  {time.time() - t0:.1f} s")
+    return entry
+
+
+def load_frameworks():
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")
+    import absl.logging
+    absl.logging.set_verbosity("error")
+    tf.config.experimental.enable_op_determinism()
+    import keras
+    import tf_keras
+    import h5py
+    versions = {"tensorflow": tf.__version__, "keras": keras.__version__, "tf_keras": tf_keras.__version__,
+                "h5py": h5py.__version__, "numpy": np.__version__, "python": sys.version.split()[0]}
+    want = {"tensorflow": PINNED["tensorflow-cpu"], "keras": PINNED["keras"], "tf_keras": PINNED["tf-keras"]}
+    bad = {k: (versions[k], v) for k, v in want.items() if versions[k] != v}
+    if bad:
+        print(f"WARNING: versions differ from the pinned ones (have, pinned): {bad}", file=sys.stderr)
+    return {"k3": keras, "k2": tf_keras}, versions
+
+
+def select(args):
+    if args.only:
+        names = []
+        for token in args.only:
+            hits = [token] if token in CASES else [n for n, c in CASES.items()
+                                                   if token in c.tags and (args.large or not c.large)]
+            if not hits:
+                sys.exit(f"unknown case or tag {token!r}; see --list")
+            names += [h for h in hits if h not in names]
+    else:
+        names = [n for n, c in CASES.items() if args.large or not c.large]
+    chosen = [CASES[n] for n in names]
+    large = [c.name for c in chosen if c.large]
+    if large and not args.large:
+        sys.exit(f"{large} are large cases: pass --large (and --out DIR; they are not committed)")
+    if large and args.out.resolve() == DEFAULT_OUT:
+        sys.exit("large fixtures are not committed: pass --out DIR outside weights/fixtures")
+    return chosen
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default weights/fixtures)")
+    ap.add_argument("--only", nargs="+", metavar="CASE", help="case names or tags to generate")
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument("--large", action="store_true", help="include the large applications (not committed)")
+    args = ap.parse_args(argv)
+    if args.list:
+        for c in CASES.values():
+            print(f"{c.name:34s} {','.join(c.versions):6s} {','.join(c.tags):28s} {c.desc}")
+        return 0
+    chosen = select(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    mods, versions = load_frameworks()
+    warnings.filterwarnings("ignore")
+    manifest_path = args.out / "manifest.json"
+    cases = {}
+    if args.only and manifest_path.exists():
+        cases = json.loads(manifest_path.read_text())["cases"]
+    t0 = time.time()
+    for case in chosen:
+        cases[case.name] = run_case(case, mods, args.out, lambda s: print(s, flush=True))
+    order = list(CASES)
+    manifest = {
+        "generator": "weights/generate.py",
+        "pinned": PINNED,
+        "versions": versions,
+        "flavours": {"k3.h5": "Keras 3 legacy HDF5 (model.save('x.h5'))", "keras": "Keras 3 zip",
+                     "k2.h5": "tf_keras (Keras 2) HDF5"},
+        "cases": {n: cases[n] for n in sorted(cases, key=lambda n: order.index(n) if n in order else 1 << 30)},
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    if not args.only:  # a full run owns the directory: drop fixtures of cases that no longer exist
+        made = {f["file"] for e in cases.values() for fw in e["frameworks"].values()
+                for f in list(fw["files"].values()) + [fw["npz"]]}
+        for p in sorted(args.out.iterdir()):
+            if p.suffix in (".h5", ".keras", ".npz") and p.name not in made:
+                print(f"removing stale {p.name}")
+                p.unlink()
+    for n in (c.name for c in chosen):
+        e = cases[n]
+        for tag, why in e["skipped"].items():
+            if tag in CASES[n].versions:
+                print(f"FAILED {n} {tag}: {why}")
+        if e["keras_could_not_reload"]:
+            print(f"note: Keras could not reload {n} {e['keras_could_not_reload']}")
+    total = sum(p.stat().st_size for p in args.out.iterdir() if p.is_file())
+    print(f"{len(chosen)} cases in {time.time() - t0:.0f} s; {args.out}: {total / 1e6:.2f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
