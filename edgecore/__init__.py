@@ -18,19 +18,22 @@ __all__ = ["load", "Model", "EdgecoreError", "ModelFormatError", "UnsupportedLay
            "ShapeError", "MemoryBudgetError", "__version__"]
 
 
-def load(path):
+def load(path, _rewrites=None):
     """Load a Keras model file (.h5 written by Keras 2 or 3, or a Keras 3 .keras).
 
     Raises ModelFormatError for an unreadable or inconsistent file, UnsupportedLayerError
     for a layer edgecore does not implement (or refuses, like Lambda), naming the file,
     the layer and the reason.  Never executes code from the file.
+    (_rewrites: graph rewrites to apply instead of the default folds; for tests.)
     """
-    from .loader import WeightReader, compile_inference, index_weights, load_graph
+    from .loader import (INFERENCE_REWRITES, WeightReader, compile_inference, index_weights,
+                         load_graph)
 
     model_file, ctx, graph = load_graph(path)
     try:
         reader = WeightReader(model_file, index_weights(model_file, graph))
-        flat, weights = compile_inference(graph, reader)
+        flat, weights = compile_inference(
+            graph, reader, INFERENCE_REWRITES if _rewrites is None else _rewrites)
     finally:
         model_file.close()
     return Model(graph, flat, weights, ctx, trainable=model_file.spec.trainable)

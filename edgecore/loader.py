@@ -167,11 +167,15 @@ def load_graph(path):
         raise
 
 
-def compile_inference(graph, reader):
-    """Flatten, fold and pack: (flat graph, weights buffer)."""
+INFERENCE_REWRITES = (fold_batchnorm_into_conv, fuse_activation_into_producer)
+
+
+def compile_inference(graph, reader, rewrites=INFERENCE_REWRITES):
+    """Flatten, rewrite and pack: (flat graph, weights buffer).  rewrites=() keeps every
+    layer as Keras has it (tests compare the two)."""
     scopes = {layer: scope for scope, layer in walk_layers(graph)}
     flat = flatten(graph)
-    fold_batchnorm_into_conv(flat)
-    fuse_activation_into_producer(flat)
+    for rewrite in rewrites:
+        rewrite(flat)
     weights = pack_weights(flat, reader, scopes)
     return flat, weights

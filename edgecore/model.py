@@ -13,7 +13,7 @@ import numpy as np
 from . import _kernels
 from .errors import ShapeError
 from .layers.core import InputLayer
-from .layers.model import ModelLayer
+from .layers.model import ModelLayer, param_counts
 from .loader import aligned_empty, read_layer_weights
 from .plan.planner import build_plan
 from .summary import format_summary
@@ -70,7 +70,7 @@ class Model:
         raise ValueError(f"no layer named {name!r}; layers: {[l.name for l in self.layers]}")
 
     def count_params(self):
-        return sum(_param_counts(layer, True)[0] for layer in self.graph.layers)
+        return sum(param_counts(layer, True)[0] for layer in self.graph.layers)
 
     def summary(self, print_fn=None, line_length=None):
         text = format_summary(self, line_length)
@@ -215,36 +215,6 @@ def _attach_weight_reader(graph, path):
         layer.weights_source = layer_get_weights
         if isinstance(layer, ModelLayer):
             _attach_weight_reader(layer.graph, path)
-
-
-def effective_trainable(layer):
-    while layer is not None:
-        if not layer.trainable:
-            return False
-        layer = layer.parent
-    return True
-
-
-def _param_counts(layer, parent_trainable):
-    """(total, trainable) parameter counts of a layer as Keras counts them."""
-    trainable = parent_trainable and layer.trainable
-    if isinstance(layer, ModelLayer):
-        total = train = 0
-        for inner in layer.graph.layers:
-            t, tr = _param_counts(inner, trainable)
-            total += t
-            train += tr
-        return total, train
-    shapes = getattr(layer, "var_shapes", None) or []
-    names = [name for name, _ in layer.variables()]
-    frozen = set(layer.non_trainable_variables())
-    total = train = 0
-    for name, shape in zip(names, shapes):
-        n = int(np.prod(shape, dtype=np.int64))
-        total += n
-        if trainable and name not in frozen:
-            train += n
-    return total, train
 
 
 def layer_get_weights(layer):

@@ -4,7 +4,7 @@ Columns and totals follow Keras 3: "Layer (type)", "Output Shape", "Param #" and
 Functional models, "Connected to"; then Total / Trainable / Non-trainable params with the
 float32 size in Keras's units (1024-based, two decimals).
 """
-from .layers.model import ModelLayer
+from .layers.model import ModelLayer, param_counts
 
 
 def readable_size(n_bytes):
@@ -32,8 +32,6 @@ def _layer_calls(graph):
 
 
 def format_summary(model, line_length=None):
-    from .model import _param_counts
-
     graph = model.graph
     functional = graph.kind == "functional"
     widths = [34, 26, 12] + ([36] if functional else [])
@@ -46,7 +44,7 @@ def format_summary(model, line_length=None):
     for layer in model.layers:
         layer_calls = calls.get(layer.name, [])
         shapes = layer_calls[0][1] if layer_calls else []
-        total, _ = _param_counts(layer, True)
+        total, _ = param_counts(layer, True)
         row = [f"{layer.name} ({'Functional' if isinstance(layer, ModelLayer) and layer.spec.kind == 'functional' else layer.class_name})",
                _shape_text(shapes) if shapes else "?", f"{total:,}"]
         if functional:
@@ -62,7 +60,7 @@ def format_summary(model, line_length=None):
     lines.append(rule)
     total = train = 0
     for layer in graph.layers:
-        t, tr = _param_counts(layer, model.trainable)
+        t, tr = param_counts(layer, model.trainable)
         total += t
         train += tr
     lines.append(f" Total params: {total:,} ({readable_size(total * 4)})")

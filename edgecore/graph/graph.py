@@ -10,6 +10,8 @@ tensor made by a layer listed after it, so calls are resolved by repeated passes
 every input is available (Keras's own loader does the same).
 """
 from ..errors import EdgecoreError, ModelFormatError
+from ..layers.core import InputLayer
+from ..layers.model import ModelLayer
 from ..formats.weights import MAX_TENSOR_ELEMENTS
 
 MAX_DIM = 1 << 24
@@ -63,11 +65,38 @@ def _check_shape(shape, layer, ctx):
                                layer_class=layer.class_name)
 
 
-def apply_layer(layer, inputs, call, call_index, ctx):
+def output_shapes(layer, input_shapes, call, ctx, make_layer=None):
+    """A layer's output shapes for one call; a nested model is evaluated through its
+    graph (built here first when it is a Sequential with no input shape of its own)."""
+    if not isinstance(layer, ModelLayer):
+        return layer.output_shapes(input_shapes, call)
+    if layer.graph is None:
+        if make_layer is None:
+            raise AssertionError("nested Sequential evaluated before it was built")
+        _attach(layer, build_graph(layer.spec, ctx, make_layer, input_shapes))
+    graph = layer.graph
+    if len(input_shapes) != len(graph.inputs):
+        raise layer.shape_error(f"takes {len(graph.inputs)} input(s), got {len(input_shapes)}")
+    for declared, given in zip(graph.inputs, input_shapes):
+        if len(declared.shape) != len(given) or any(
+                d is not None and g is not None and d != g for d, g in zip(declared.shape, given)):
+            raise layer.shape_error(f"called on shape {(None,) + tuple(given)}, but it was "
+                                    f"built for {(None,) + tuple(declared.shape)}")
+    shapes = infer_shapes(graph, input_shapes)
+    return [shapes[t] for t in graph.outputs]
+
+
+def _attach(model_layer, graph):
+    model_layer.graph = graph
+    for layer in graph.layers:
+        layer.parent = model_layer
+
+
+def apply_layer(layer, inputs, call, call_index, ctx, make_layer=None):
     """Create the node for one call of `layer` on `inputs`, with its output tensors."""
     node = Node(layer, inputs, call, call_index)
     try:
-        shapes = layer.output_shapes([t.shape for t in inputs], call)
+        shapes = output_shapes(layer, [t.shape for t in inputs], call, ctx, make_layer)
     except EdgecoreError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError) as exc:
@@ -87,14 +116,18 @@ def build_graph(spec, ctx, make_layer, input_shapes=None):
     built by its first call), the shapes it is called with.
     """
     layers = [make_layer(layer_spec) for layer_spec in spec.layers]
+    for layer in layers:
+        # A nested model built on its own inputs gets its graph now; a Sequential without
+        # an input shape gets it at its first call (output_shapes above).
+        if isinstance(layer, ModelLayer) and (layer.spec.kind == "functional"
+                                              or layer.spec.input_shape is not None):
+            _attach(layer, build_graph(layer.spec, ctx, make_layer))
     if spec.kind == "sequential":
-        return _sequential_graph(spec, layers, ctx, input_shapes)
-    return _functional_graph(spec, layers, ctx)
+        return _sequential_graph(spec, layers, ctx, input_shapes, make_layer)
+    return _functional_graph(spec, layers, ctx, make_layer)
 
 
-def _sequential_graph(spec, layers, ctx, input_shapes):
-    from ..layers.core import InputLayer
-
+def _sequential_graph(spec, layers, ctx, input_shapes, make_layer):
     shape = spec.input_shape
     if shape is not None:
         shape = tuple(None if d is None else int(d) for d in shape)[1:]
@@ -111,7 +144,7 @@ def _sequential_graph(spec, layers, ctx, input_shapes):
     for layer in layers:
         if isinstance(layer, InputLayer):
             continue
-        node = apply_layer(layer, [current], None, 0, ctx)
+        node = apply_layer(layer, [current], None, 0, ctx, make_layer)
         if len(node.outputs) != 1:
             raise ModelFormatError("a Sequential layer must have one output", path=ctx.path,
                                    layer=layer.name, layer_class=layer.class_name)
@@ -120,9 +153,7 @@ def _sequential_graph(spec, layers, ctx, input_shapes):
     return Graph(spec.name, layers, nodes, inputs, [current], "sequential")
 
 
-def _functional_graph(spec, layers, ctx):
-    from ..layers.core import InputLayer
-
+def _functional_graph(spec, layers, ctx, make_layer):
     by_name = {layer.name: layer for layer in layers}
     tensors = {}
     nodes = []
@@ -140,7 +171,8 @@ def _functional_graph(spec, layers, ctx):
             layer, index, call = item
             keys = [(k.layer, k.node, k.tensor) for k in call.tensors()]
             if all(k in tensors for k in keys):
-                node = apply_layer(layer, [tensors[k] for k in keys], call, index, ctx)
+                node = apply_layer(layer, [tensors[k] for k in keys], call, index, ctx,
+                                   make_layer)
                 nodes.append(node)
                 for tensor in node.outputs:
                     tensors[tensor.key] = tensor
@@ -178,7 +210,7 @@ def infer_shapes(graph, input_shapes):
     for tensor, shape in zip(graph.inputs, input_shapes):
         shapes[tensor] = tuple(shape)
     for node in graph.nodes:
-        outs = node.layer.output_shapes([shapes[t] for t in node.inputs], node.call)
+        outs = output_shapes(node.layer, [shapes[t] for t in node.inputs], node.call, None)
         for tensor, shape in zip(node.outputs, outs):
             shapes[tensor] = tuple(shape)
     return shapes

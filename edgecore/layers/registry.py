@@ -34,7 +34,7 @@ def layer_factory(ctx):
 
     def make_layer(spec):
         if spec.submodel is not None:
-            return model.ModelLayer(spec, ctx, make_layer)
+            return model.ModelLayer(spec, ctx)
         cls = LAYER_CLASSES.get(spec.class_name)
         if cls is None:
             raise UnsupportedLayerError(
