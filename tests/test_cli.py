@@ -1,0 +1,32 @@
+"""python -m edgecore: the commands a user types, run as a user would (a subprocess)."""
+import subprocess
+import sys
+
+from fixtures import FIXTURES
+
+
+def run(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "edgecore", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_info_prints_flavour_and_summary(tmp_path):
+    proc = run("info", FIXTURES / "mobilenet_v2.k2.h5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "format: h5-keras2 (written by Keras 2.21.0)" in proc.stdout
+    assert "Total params:" in proc.stdout and "Conv1 (Conv2D)" in proc.stdout
+
+
+def test_a_bad_file_is_one_line_on_stderr_and_exit_2(tmp_path):
+    bad = tmp_path / "notes.h5"
+    bad.write_text("not a model")
+    proc = run("info", bad, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0 and "notes.h5" in proc.stderr
+
+
+def test_lambda_model_is_refused_by_name(tmp_path):
+    proc = run("info", FIXTURES / "bad_lambda.k3.h5", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Lambda" in proc.stderr and "bytecode" in proc.stderr
