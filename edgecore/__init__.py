@@ -8,6 +8,21 @@
 Run-time dependencies are numpy and h5py; the numerics are Cython kernels compiled at
 install time (edgecore._kernels).
 """
+try:
+    from . import _kernels  # noqa: F401  (compiled at install time)
+except ImportError as _exc:  # pragma: no cover - depends on how Python was started
+    import os as _os
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    if _os.path.exists(_os.path.join(_here, _os.pardir, "kernels", "_kernels.pyx")):
+        raise ImportError(
+            f"edgecore was imported from its source tree ({_here}), which holds no compiled "
+            "kernels: Python puts the current directory first on sys.path (python -m, "
+            "python -c, a script next to edgecore/). Run from another directory or use the "
+            "installed `edgecore` command; for development install with `pip install -e .`"
+        ) from _exc
+    raise
+
 from .errors import (EdgecoreError, MemoryBudgetError, ModelFormatError, ShapeError,
                      UnsupportedLayerError)
 from .model import Model
