@@ -12,6 +12,8 @@ Run:  OPENBLAS_NUM_THREADS=1 pytest bench --benchmark-only
 import os
 import sys
 
+import pytest
+
 # References run single-threaded like edgecore; must be set before numpy loads OpenBLAS.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -23,6 +25,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 
 def pytest_terminal_summary(terminalreporter):
+    _memory_table(terminalreporter)
     session = getattr(terminalreporter.config, "_benchmarksession", None)
     if session is None or not session.benchmarks:
         return
@@ -43,3 +46,25 @@ def pytest_terminal_summary(terminalreporter):
                 cell += f" (x{median / ours:.2f})"
             cells.append(cell)
         terminalreporter.write_line(f"{group}: " + ", ".join(cells))
+
+
+@pytest.fixture(scope="session")
+def memory_results(request):
+    """bench_memory.py's rows, kept on the config for the summary below."""
+    request.config._edgecore_memory = {}
+    return request.config._edgecore_memory
+
+
+def _memory_table(terminalreporter):
+    """bench_memory.py's fresh-process measurements, if that module ran."""
+    results = getattr(terminalreporter.config, "_edgecore_memory", None)
+    if not results:
+        return
+    terminalreporter.section("peak RSS and import time (fresh process, MobileNetV2-1.0-224, "
+                             "load + 10 batch-1 predictions; medians of 3)")
+    for name, row in results.items():
+        extra = ""
+        if "weights_mb" in row:
+            extra = f"   (weights {row['weights_mb']:.1f} MiB, arena {row['arena_mb']:.1f} MiB)"
+        terminalreporter.write_line(f"{name:24s} peak {row['peak_mb']:7.1f} MiB   "
+                                    f"import {row['import_ms']:7.1f} ms{extra}")

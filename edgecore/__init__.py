@@ -25,7 +25,6 @@ except ImportError as _exc:  # pragma: no cover - depends on how Python was star
 
 from .errors import (EdgecoreError, MemoryBudgetError, ModelFormatError, ShapeError,
                      UnsupportedLayerError)
-from .model import Model
 
 __version__ = "0.1.0"
 
@@ -33,22 +32,30 @@ __all__ = ["load", "Model", "EdgecoreError", "ModelFormatError", "UnsupportedLay
            "ShapeError", "MemoryBudgetError", "__version__"]
 
 
-def load(path, _rewrites=None):
+def load(path, memory_budget=None, input_shape=None, _rewrites=None):
     """Load a Keras model file (.h5 written by Keras 2 or 3, or a Keras 3 .keras).
+
+    memory_budget: bytes (int) or a size like "48MB" / "64MiB".  The weights and, when
+    the input shape is known (declared by the model or given as input_shape, without the
+    batch axis), the batch-1 plan are sized from the config first; if they do not fit,
+    MemoryBudgetError is raised before any weight is read.  Later plans (other batch
+    sizes) are checked against the same budget before they run.
 
     Raises ModelFormatError for an unreadable or inconsistent file, UnsupportedLayerError
     for a layer edgecore does not implement (or refuses, like Lambda), naming the file,
     the layer and the reason.  Never executes code from the file.
     (_rewrites: graph rewrites to apply instead of the default folds; for tests.)
     """
-    from .loader import (INFERENCE_REWRITES, WeightReader, compile_inference, index_weights,
-                         load_graph)
+    from .model import load_model
 
-    model_file, ctx, graph = load_graph(path)
-    try:
-        reader = WeightReader(model_file, index_weights(model_file, graph))
-        flat, weights = compile_inference(
-            graph, reader, INFERENCE_REWRITES if _rewrites is None else _rewrites)
-    finally:
-        model_file.close()
-    return Model(graph, flat, weights, ctx, trainable=model_file.spec.trainable)
+    return load_model(path, memory_budget, input_shape, _rewrites)
+
+
+def __getattr__(name):
+    # Heavy parts (numpy, h5py, the planner) load on first use, so `import edgecore` is
+    # cheap on a phone; `edgecore.load` pulls them in.
+    if name == "Model":
+        from .model import Model
+
+        return Model
+    raise AttributeError(f"module 'edgecore' has no attribute {name!r}")

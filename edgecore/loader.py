@@ -22,7 +22,7 @@ from .graph.graph import build_graph
 from .graph.rewrites import fold_batchnorm_into_conv, folded_weights, fuse_activation_into_producer
 from .layers.model import ModelLayer
 from .layers.registry import layer_factory
-from .plan.arena import align
+from .plan.arena import align, aligned_empty
 from .plan.builder import Region
 
 
@@ -32,13 +32,6 @@ class LoadContext:
     keras_major: int
     keras_version: str
     flavour: str
-
-
-def aligned_empty(n_floats, align_bytes=64):
-    """A float32 array of n_floats whose data starts on an align_bytes boundary."""
-    raw = np.empty(n_floats + align_bytes // 4, dtype=np.float32)
-    start = (-raw.ctypes.data % align_bytes) // 4
-    return raw[start:start + n_floats]
 
 
 def walk_layers(graph, scope=()):
@@ -126,22 +119,27 @@ def read_layer_weights(path, layer):
         model_file.close()
 
 
-def pack_weights(flat, reader, scopes):
-    """Allocate the weights buffer once and pack every layer into it, one at a time."""
+def layout_weights(flat):
+    """Give every layer of the flat graph its Regions in the weights buffer (sizes come
+    from the config alone); returns (layers in order, total floats).  No data is read."""
     layers = []
     for node in flat.nodes:
         if node.layer not in layers:
             layers.append(node.layer)
-    sizes = {layer: layer.param_sizes(layer.var_shapes) for layer in layers}
     total = 0
     for layer in layers:
         layer.params = {}
-        for key, n in sizes[layer].items():
+        for key, n in layer.param_sizes(layer.var_shapes).items():
             layer.params[key] = Region(total, int(n))
             total += align(int(n))
+    return layers, total
+
+
+def fill_weights(layers, total, reader, scopes):
+    """Allocate the weights buffer once and pack every layer into it, one at a time."""
     weights = aligned_empty(total)
     for layer in layers:
-        if not sizes[layer]:
+        if not layer.params:
             continue
         raw = reader.read(scopes[layer], layer) if layer.variables() else []
         if getattr(layer, "folded_bn", None) is not None:
@@ -168,14 +166,3 @@ def load_graph(path):
 
 
 INFERENCE_REWRITES = (fold_batchnorm_into_conv, fuse_activation_into_producer)
-
-
-def compile_inference(graph, reader, rewrites=INFERENCE_REWRITES):
-    """Flatten, rewrite and pack: (flat graph, weights buffer).  rewrites=() keeps every
-    layer as Keras has it (tests compare the two)."""
-    scopes = {layer: scope for scope, layer in walk_layers(graph)}
-    flat = flatten(graph)
-    for rewrite in rewrites:
-        rewrite(flat)
-    weights = pack_weights(flat, reader, scopes)
-    return flat, weights

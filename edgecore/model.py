@@ -6,15 +6,13 @@ whole op table in one Cython call, and copies the outputs out.  Plans are cached
 shape (at most MAX_CACHED_PLANS, least recently used dropped) and share one arena buffer,
 grown only when a new plan needs more.
 """
-from collections import OrderedDict
-
 import numpy as np
 
 from . import _kernels
 from .errors import ShapeError
 from .layers.core import InputLayer
 from .layers.model import ModelLayer, param_counts
-from .loader import aligned_empty, read_layer_weights
+from .plan.arena import aligned_empty
 from .plan.planner import build_plan
 from .summary import format_summary
 
@@ -23,15 +21,19 @@ DEFAULT_BATCH_SIZE = 32
 
 
 class Model:
-    def __init__(self, graph, flat, weights, ctx, trainable=True):
+    def __init__(self, graph, flat, weights, ctx, trainable=True, memory_budget=None,
+                 weights_floats=None):
         self.name = graph.name
         self.graph = graph
         self.flat = flat
         self.weights_buffer = weights
+        self.weights_floats = weights.size if weights_floats is None else weights_floats
         self.ctx = ctx
         self.path = ctx.path
         self.trainable = trainable
-        self._plans = OrderedDict()
+        self.memory_budget = memory_budget  # bytes, or None
+        self._plans = {}  # input shapes -> Plan, least recently used first
+        self._last_plan = None
         self._packed_isa = _kernels.gemm_isa()
         self._arena = aligned_empty(0)
         for layer in graph.layers:
@@ -119,33 +121,56 @@ class Model:
         return [(int(batch_size),) + tuple(s) for s in shapes]
 
     # --- inference ---------------------------------------------------------------------
-    def predict(self, x, batch_size=None, verbose=0):
+    def predict(self, x, batch_size=None, verbose=0, out=None):
         """Outputs for inputs x (array, or list/dict of arrays for several inputs), in
         batches of batch_size (default 32).  Returns an array, or a list for several
-        outputs.  float32 inputs avoid a conversion copy."""
+        outputs.  float32 C-contiguous inputs avoid a conversion copy; with `out` (an array,
+        or a list for several outputs, float32 C-contiguous of the output shape) nothing is
+        allocated once the plan for this batch shape exists.
+
+        Plans are made per input shape and cached (the MAX_CACHED_PLANS most recent); a
+        new batch size costs one planning step, a partial last batch a second one.  With a
+        memory budget, every plan this call needs is checked before the first batch runs.
+        """
         inputs = self._standardize_inputs(x)
         n = inputs[0].shape[0]
         batch_size = DEFAULT_BATCH_SIZE if batch_size is None else int(batch_size)
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        outputs = None
-        for start in range(0, n, batch_size):
-            stop = min(n, start + batch_size)
-            plan = self._plan_for([(stop - start,) + a.shape[1:] for a in inputs])
-            if outputs is None:
-                outputs = [np.empty((n,) + tuple(s[1:]), dtype=np.float32)
-                           for s in plan.output_shapes]
-            self._run(plan, [a[start:stop] for a in inputs], [o[start:stop] for o in outputs])
-        if outputs is None:  # zero samples
-            plan_shapes = [(None,) + tuple(t.shape) for t in self.flat.outputs]
-            outputs = [np.empty((0,) + tuple(d or 0 for d in s[1:]), np.float32)
-                       for s in plan_shapes]
+        sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+        plans = {size: self._plan_for([(size,) + a.shape[1:] for a in inputs])
+                 for size in set(sizes)}
+        outputs = self._output_arrays(out, n, inputs)
+        start = 0
+        for size in sizes:
+            stop = start + size
+            self._run(plans[size], [a[start:stop] for a in inputs],
+                      [o[start:stop] for o in outputs])
+            start = stop
         return outputs[0] if len(outputs) == 1 else outputs
 
     def __call__(self, x, training=False):
         if training:
             raise NotImplementedError("call with training=True: use train_on_batch/fit")
         return self.predict(x, batch_size=max(1, self._standardize_inputs(x)[0].shape[0]))
+
+    def _output_arrays(self, out, n, inputs):
+        shapes = [(n,) + s[1:] for s in
+                  self._plan_for([(max(n, 1),) + a.shape[1:] for a in inputs]).output_shapes] \
+            if n else [(0,) + tuple(d or 0 for d in t.shape) for t in self.flat.outputs]
+        if out is None:
+            return [np.empty(shape, dtype=np.float32) for shape in shapes]
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        if len(outs) != len(shapes):
+            raise ShapeError(f"out has {len(outs)} arrays, the model has {len(shapes)} outputs",
+                             path=self.path)
+        for i, (array, shape) in enumerate(zip(outs, shapes)):
+            if (not isinstance(array, np.ndarray) or array.dtype != np.float32
+                    or array.shape != tuple(shape) or not array.flags.c_contiguous
+                    or not array.flags.writeable):
+                raise ShapeError(f"out[{i}] must be a writable C-contiguous float32 array of "
+                                 f"shape {tuple(shape)}", path=self.path)
+        return outs
 
     def _run(self, plan, inputs, outputs):
         arena = self._arena
@@ -156,19 +181,44 @@ class Model:
         for array, offset in zip(outputs, plan.output_offsets):
             array[...] = arena[offset:offset + array.size].reshape(array.shape)
 
+    def declared_input_shapes(self, input_shape=None, batch_size=1):
+        """Full input shapes for a batch, from input_shape or the model's declaration;
+        None when some dimension is unknown (planning waits for the first predict)."""
+        if input_shape is not None:
+            return self._full_input_shapes(input_shape, batch_size)
+        declared = [tuple(t.shape) for t in self.graph.inputs]
+        if any(d is None for shape in declared for d in shape):
+            return None
+        return [(batch_size,) + shape for shape in declared]
+
     def _plan_for(self, input_shapes):
+        """The plan for these full input shapes (list of tuples), planning if needed."""
+        last = self._last_plan
+        if last is not None and last.input_shapes == input_shapes:
+            return last  # steady state: no hashing, no dict work, nothing allocated
         key = tuple(tuple(s) for s in input_shapes)
-        plan = self._plans.get(key)
-        if plan is not None and plan.gemm_isa == _kernels.gemm_isa():
-            self._plans.move_to_end(key)
-            return plan
-        plan = build_plan(self.flat, input_shapes, self.path)
+        plan = self._plans.pop(key, None)
+        if plan is None:
+            return self.cache_plan(build_plan(self.flat, input_shapes, self.path))
+        self._plans[key] = plan  # re-inserted: now the most recently used
+        self._last_plan = plan
+        return plan
+
+    def cache_plan(self, plan):
+        """Keep a plan (after checking it against the memory budget) and size the arena."""
+        from .plan.budget import check_budget
+
         if plan.gemm_isa != self._packed_isa:
             raise RuntimeError("the GEMM variant changed after this model was loaded; "
                                "reload the model")
-        self._plans[key] = plan
+        arena_floats = max(self._arena.size, plan.arena_floats)
+        check_budget(self.memory_budget, weights_bytes=4 * self.weights_floats,
+                     arena_bytes=4 * arena_floats, path=self.path,
+                     what=f"the plan for inputs {plan.input_shapes}")
+        self._plans[tuple(tuple(s) for s in plan.input_shapes)] = plan
         while len(self._plans) > MAX_CACHED_PLANS:
-            self._plans.popitem(last=False)
+            del self._plans[next(iter(self._plans))]  # least recently used
+        self._last_plan = plan
         if self._arena.size < plan.arena_floats:
             self._arena = aligned_empty(plan.arena_floats)
         return plan
@@ -209,6 +259,39 @@ class Model:
         return arrays
 
 
+def load_model(path, memory_budget=None, input_shape=None, rewrites=None):
+    """The whole of `edgecore.load`: read the config, plan, check the budget, and only then
+    read and pack the weights (see edgecore.load for the arguments)."""
+    # The loader (and with it h5py) is imported here, not at `import edgecore`.
+    from .graph.flatten import flatten
+    from .loader import (INFERENCE_REWRITES, WeightReader, fill_weights, index_weights,
+                         layout_weights, load_graph, walk_layers)
+    from .plan.budget import check_budget, parse_bytes
+
+    rewrites = INFERENCE_REWRITES if rewrites is None else rewrites
+    budget = parse_bytes(memory_budget)
+    model_file, ctx, graph = load_graph(path)
+    try:
+        scopes = {layer: scope for scope, layer in walk_layers(graph)}
+        flat = flatten(graph)
+        for rewrite in rewrites:
+            rewrite(flat)
+        layers, total = layout_weights(flat)
+        model = Model(graph, flat, None, ctx, trainable=model_file.spec.trainable,
+                      memory_budget=budget, weights_floats=total)
+        shapes = model.declared_input_shapes(input_shape)
+        if budget is not None:
+            check_budget(budget, weights_bytes=4 * total, arena_bytes=0, path=path,
+                         what="the packed weights alone")
+        if shapes is not None:
+            model.cache_plan(build_plan(flat, shapes, path))  # checks the budget too
+        reader = WeightReader(model_file, index_weights(model_file, graph))
+        model.weights_buffer = fill_weights(layers, total, reader, scopes)
+    finally:
+        model_file.close()
+    return model
+
+
 def _attach_weight_reader(graph, path):
     for layer in graph.layers:
         layer.model_path = path
@@ -227,4 +310,6 @@ def layer_get_weights(layer):
         return weights
     if not layer.variables() or not getattr(layer, "var_shapes", None):
         return []
+    from .loader import read_layer_weights  # h5py stays out of `import edgecore`
+
     return read_layer_weights(layer.model_path, layer)

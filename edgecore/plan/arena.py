@@ -13,11 +13,20 @@ up to a cache line past a buffer's end; they never write there.
 """
 from dataclasses import dataclass
 
+import numpy as np
+
 ALIGN_FLOATS = 16
 
 
 def align(n):
     return (n + ALIGN_FLOATS - 1) // ALIGN_FLOATS * ALIGN_FLOATS
+
+
+def aligned_empty(n_floats, align_bytes=64):
+    """A float32 array of n_floats whose data starts on an align_bytes boundary."""
+    raw = np.empty(n_floats + align_bytes // 4, dtype=np.float32)
+    start = (-raw.ctypes.data % align_bytes) // 4
+    return raw[start:start + n_floats]
 
 
 @dataclass
