@@ -19,7 +19,9 @@ CASES = MANIFEST["cases"]
 
 # Flavours left out of git to keep clones small (EfficientNetB0 is 17 MB per file); the
 # default suite still runs every application in at least one flavour.
-NOT_COMMITTED = {"efficientnet_b0.keras", "efficientnet_b0.k2.h5", "mobilenet_v3_small.keras"}
+NOT_COMMITTED = {"efficientnet_b0.keras", "efficientnet_b0.k2.h5", "mobilenet_v3_small.keras",
+                 # the training-trace transfer model: its traces need only the .k3.h5
+                 "train_transfer_frozen_base.keras", "train_transfer_frozen_base.k2.h5"}
 
 # flavour -> which framework's npz holds its reference outputs
 FRAMEWORK = {"k3.h5": "k3", "keras": "k3", "k2.h5": "k2"}

@@ -35,13 +35,19 @@ layer structures agree, so k2 and k3 outputs are comparable; the manifest record
 byte-stable; in ``.keras`` the metadata ``date_saved``, one zip time and config.json's
 ``shared_object_id`` values (Python id()s) vary between runs, and are pinned by ``pin_keras_zip``.
 
-Training parity (later): a case's ``hooks`` are called after its files are written, as
-``hook(K, model, xs, ys, rng) -> {name: array}``, and their arrays go into the case's npz; e.g. a
-hook that compiles the transfer model and records ``train_on_batch`` losses and weights per step.
+Hooks: a case's ``hooks`` are called after its files are written, as
+``hook(K, model, xs, ys, rng) -> {name: array}``, and their arrays go into the case's npz.
+
+Training parity (tag "training", ``--only training``): the model files hold the initial, uncompiled
+model; the hook of each training case (Keras 3 only) trains a fresh copy of it per variant
+(optimizer x loss, compiled anew) with ``train_on_batch`` on fixed batches and stores, in the k3 npz,
+the batches, per-step losses and accuracies, the weights after steps 1 and 5 and ``evaluate`` before
+and after. Key layout and the Keras behaviour a re-implementation must match: weights/README.md.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
@@ -539,10 +545,196 @@ def _bad_cases():
         "edgecore must refuse the unknown class", tags=bad)
 
 
+# Training cases (tag "training"): the model files hold the INITIAL model; the hook below trains copies
+# of it with Keras 3 and stores the traces in the k3 npz (layout in weights/README.md).
+
+TRAIN_STEPS = 5             # train_on_batch calls per variant, one fixed batch each
+TRAIN_RECORD = (1, 5)       # weights are recorded after these steps
+TRAIN_BIG_FROZEN = 20_000   # frozen layers with more params are recorded by sha256 digest only
+TRAIN_QUANT = 8             # training inputs are rounded to steps of scale/8: they compress to ~1 byte
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One compile() of a training case. optimizer/loss: (Keras class name, constructor kwargs); every
+    other hyper-parameter is the Keras 3 default (the full get_config() goes into the npz)."""
+    name: str
+    optimizer: tuple
+    loss: tuple
+    metrics: tuple = ("accuracy",)
+    onehot: bool = False    # targets are train/y_onehot (categorical losses) instead of class ids
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    target: str             # "classes" (int32 ids), "binary" (float32 0/1, (n, 1)) or "regression"
+    outputs: int            # classes, or regression outputs; 1 for binary
+    variants: tuple
+    batch: int = 16
+    val: int = 16
+    scale: float = 1.0      # input noise std
+
+
+SCE, CCE, BCE = "SparseCategoricalCrossentropy", "CategoricalCrossentropy", "BinaryCrossentropy"
+SGD01 = ("SGD", {"learning_rate": 0.1})
+SGD_MOM = ("SGD", {"learning_rate": 0.1, "momentum": 0.9})
+# The transfer head sees 1280 ReLU6 features (sum of squares ~3000 per sample): lr 0.01 already diverges
+SGD_MOM_TRANSFER = ("SGD", {"learning_rate": 0.001, "momentum": 0.9})
+SGD_NEST = ("SGD", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True})
+ADAM = ("Adam", {})
+
+
+def training_hook(spec):
+    """The hook of a training case: Keras 3 trains fresh copies of the initial model, one per variant."""
+    def hook(K, model, xs, ys, rng):
+        return record_training(K, model, spec, rng) if is_k3(K) else {}  # traces come from Keras 3 only
+    return hook
+
+
+def _training_cases():
+    def case(name, build, desc, spec, notes=(), **kw):
+        add(name, build, desc, tags=("training",), notes=notes, hooks=(training_hook(spec),), **kw)
+
+    def mlp(name, n_in, hidden, n_out, act):
+        def build(K):
+            inp = K.Input((n_in,), name="features")
+            x = K.layers.Dense(hidden, activation="relu", name="hidden")(inp)
+            return K.Model(inp, K.layers.Dense(n_out, activation=act, name="head")(x), name=name)
+        return build
+
+    sce = (SCE, {})
+    case("train_dense_head", mlp("train_dense_head", 32, 16, 5, "softmax"),
+         "Training: Input(32) -> Dense(16, relu) -> Dense(5, softmax); every optimizer with sparse CE, "
+         "and Adam with categorical CE (one-hot, and label_smoothing=0.1)",
+         TrainSpec("classes", 5, (
+             Variant("sgd", SGD01, sce), Variant("sgd_momentum", SGD_MOM, sce),
+             Variant("sgd_nesterov", SGD_NEST, sce), Variant("adam", ADAM, sce),
+             Variant("adamw", ("AdamW", {}), sce), Variant("rmsprop", ("RMSprop", {}), sce),
+             Variant("adamw_wd0p5", ("AdamW", {"learning_rate": 0.01, "weight_decay": 0.5}), sce),
+             Variant("adam_cce", ADAM, (CCE, {}), onehot=True),
+             Variant("adam_cce_ls", ADAM, (CCE, {"label_smoothing": 0.1}), onehot=True))),
+         notes=("adamw uses the Keras defaults (weight_decay 0.004 at lr 0.001 shrinks weights by 4e-6 per "
+                "step, invisible at 1e-4); adamw_wd0p5 (lr 0.01, weight_decay 0.5: 0.5% per step) makes the "
+                "decay visible",))
+    case("train_dense_logits", mlp("train_dense_logits", 32, 16, 5, None),
+         "Training: Input(32) -> Dense(16, relu) -> Dense(5) logits; Adam with from_logits=True sparse and "
+         "categorical CE (and label_smoothing=0.1), SGD with sparse CE",
+         TrainSpec("classes", 5, (
+             Variant("adam_sce_logits", ADAM, (SCE, {"from_logits": True})),
+             Variant("adam_cce_logits", ADAM, (CCE, {"from_logits": True}), onehot=True),
+             Variant("adam_cce_logits_ls", ADAM, (CCE, {"from_logits": True, "label_smoothing": 0.1}), onehot=True),
+             Variant("sgd_sce_logits", SGD01, (SCE, {"from_logits": True})))))
+    case("train_binary_head", mlp("train_binary_head", 20, 8, 1, "sigmoid"),
+         "Training: Input(20) -> Dense(8, relu) -> Dense(1, sigmoid); binary CE (and label_smoothing=0.1) "
+         "with Adam and SGD",
+         TrainSpec("binary", 1, (
+             Variant("adam_bce", ADAM, (BCE, {})),
+             Variant("adam_bce_ls", ADAM, (BCE, {"label_smoothing": 0.1})),
+             Variant("sgd_bce", SGD01, (BCE, {})))))
+    case("train_binary_logits", mlp("train_binary_logits", 20, 8, 1, None),
+         "Training: Input(20) -> Dense(8, relu) -> Dense(1) logit; Adam with binary CE from_logits=True",
+         TrainSpec("binary", 1, (Variant("adam_bce_logits", ADAM, (BCE, {"from_logits": True})),)),
+         notes=("'accuracy' resolves to BinaryAccuracy(threshold=0.5) applied to the LOGIT: Keras does not "
+                "know the output is a logit, so a sample counts as class 1 when logit > 0.5",))
+    case("train_regression_mse", mlp("train_regression_mse", 20, 8, 3, None),
+         "Training: Input(20) -> Dense(8, relu) -> Dense(3) linear regression; MeanSquaredError with SGD "
+         "and Adam, no metric",
+         TrainSpec("regression", 3, (Variant("sgd_mse", SGD01, ("MeanSquaredError", {}), metrics=()),
+                                     Variant("adam_mse", ADAM, ("MeanSquaredError", {}), metrics=()))))
+
+    def transfer(K):
+        base = K.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None)
+        base.trainable = False
+        inputs = K.Input((32, 32, 3), name="image")
+        x = base(inputs, training=False)
+        x = K.layers.GlobalAveragePooling2D(name="pool")(x)
+        x = K.layers.Dropout(0.0, name="dropout")(x)
+        return K.Model(inputs, K.layers.Dense(4, activation="softmax", name="head")(x),
+                       name="train_transfer_frozen_base")
+    case("train_transfer_frozen_base", transfer,
+         "Training: the Keras transfer recipe at small scale: MobileNetV2 a0.35 32x32 base (include_top=False, "
+         "trainable=False, called with training=False), GAP, Dropout(0.0), Dense(4, softmax); only the head "
+         "trains. Dropout rate 0.0 (the tutorial uses 0.2) so the Keras step is deterministic",
+         TrainSpec("classes", 4, (Variant("adam", ADAM, sce), Variant("sgd_momentum", SGD_MOM_TRANSFER, sce)),
+                   batch=8, val=8, scale=0.5),
+         inputs=0.5, calibrate=True,
+         notes=("the frozen base (260 weights, 410k params) is recorded by sha256 digest only (train/<V>/sha256); "
+                "the generator checks it is bit-for-bit unchanged after every step",
+                "sgd_momentum uses learning rate 0.001: the head sees 1280 ReLU6 features, and 0.1 or the "
+                "Keras default 0.01 diverge"))
+
+    def last_block(K):
+        l = K.layers
+        inp = K.Input((16, 16, 3), name="image")
+        frozen = [l.Conv2D(8, 3, padding="same", use_bias=False, name="f_conv"), l.BatchNormalization(name="f_bn"),
+                  l.ReLU(name="f_relu"), l.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False,
+                                                           name="f_dw"),
+                  l.BatchNormalization(name="f_dw_bn"), l.ReLU(name="f_dw_relu")]
+        x = inp
+        for layer in frozen:
+            layer.trainable = False
+            x = layer(x)
+        x = l.Conv2D(16, 1, use_bias=False, name="b_expand")(x)
+        bn = l.BatchNormalization(name="b_bn")
+        bn.trainable = False  # inference mode in fit; see the case notes
+        x = l.ReLU(name="b_relu")(bn(x))
+        c = l.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="b_conv")(x)
+        d = l.DepthwiseConv2D(3, padding="same", activation="relu", name="b_dw")(c)
+        x = l.Concatenate(name="b_concat")([l.Add(name="b_add")([d, c]), c])
+        x = l.Flatten(name="b_flatten")(l.MaxPooling2D(name="b_pool")(x))
+        return K.Model(inp, l.Dense(3, activation="softmax", name="head")(x), name="train_last_block")
+    case("train_last_block", last_block,
+         "Training: conv net 16x16 whose first block (Conv2D-BN-ReLU-DepthwiseConv2D s2-BN-ReLU) is frozen and "
+         "whose last block trains: Conv2D 1x1 -> BN (trainable=False) -> ReLU -> Conv2D 3x3 s2 relu -> "
+         "DepthwiseConv2D relu -> Add(residual) -> Concatenate -> MaxPooling2D -> Flatten -> Dense(3, softmax)",
+         TrainSpec("classes", 3, (Variant("adam", ADAM, sce), Variant("sgd", SGD01, sce))),
+         notes=("b_bn runs in inference mode because it is trainable=False (its conv b_expand trains). A nested "
+                "model or layer called with training=False would NOT do it in Keras 3.15: fit calls the model "
+                "with training=True and the Functional overrides the recorded training=False of every node "
+                "(see train_bn_unfrozen)",))
+
+    def frozen_flags(K):
+        l = K.layers
+        inp = K.Input((8, 8, 3), name="image")
+        x = l.Conv2D(6, 3, padding="same", name="conv_frozen", trainable=False)(inp)
+        x = l.ReLU(name="relu_1")(l.BatchNormalization(name="bn_frozen", trainable=False)(x))
+        inner = K.Sequential([K.Input((8, 8, 6)), l.Conv2D(6, 3, padding="same", use_bias=False, name="seq_conv"),
+                              l.BatchNormalization(name="seq_bn"), l.ReLU(name="seq_relu")], name="frozen_seq")
+        inner.trainable = False
+        x = l.Conv2D(4, 3, name="conv_trainable")(inner(x))
+        x = l.BatchNormalization(name="bn_after_trainable", trainable=False)(x)
+        x = l.GlobalAveragePooling2D(name="gap")(x)
+        x = l.Dense(8, activation="relu", name="dense_frozen", trainable=False)(x)
+        return K.Model(inp, l.Dense(3, activation="softmax", name="head")(x), name="train_frozen_flags")
+    case("train_frozen_flags", frozen_flags,
+         "Training: layers saved trainable=False (conv, BN, a nested Sequential, a BN after a trainable conv, a "
+         "Dense between the trainable conv and the head): only conv_trainable and head change",
+         TrainSpec("classes", 3, (Variant("adam", ADAM, sce),)))
+
+    def bn_unfrozen(K):
+        l = K.layers
+        bi = K.Input((8, 8, 6))
+        b = l.ReLU(name="relu")(l.BatchNormalization(name="bn")(l.Conv2D(6, 1, use_bias=False, name="conv")(bi)))
+        block = K.Model(bi, b, name="block")
+        inp = K.Input((8, 8, 3), name="image")
+        x = block(l.Conv2D(6, 3, padding="same", name="stem")(inp), training=False)
+        return K.Model(inp, l.Dense(3, activation="softmax", name="head")(l.GlobalAveragePooling2D(name="gap")(x)),
+                       name="train_bn_unfrozen")
+    case("train_bn_unfrozen", bn_unfrozen,
+         "Training: the fine-tuning trap: a trainable nested block (Conv2D 1x1 -> BN -> ReLU) called with "
+         "training=False. Keras 3.15 fit runs its BN in TRAINING mode anyway (batch statistics, moving stats "
+         "updated with momentum 0.99); tf_keras would honour training=False",
+         TrainSpec("classes", 3, (Variant("adam", ADAM, sce), Variant("sgd", SGD01, sce))),
+         notes=("Keras 3.15 Functional.call passes its own training=True to every node, replacing the "
+                "training=False recorded in the node's kwargs; a BN then runs in inference mode only when "
+                "trainable=False. This case records what Keras really does, not the tutorial's claim",))
+
+
 _layer_cases()
 _graph_cases()
 _app_cases()
 _bad_cases()
+_training_cases()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -692,6 +884,135 @@ def copy_weights(donor, K, model):
 
 
 # ----------------------------------------------------------------------------------------------
+# Training traces
+# ----------------------------------------------------------------------------------------------
+
+def training_data(spec, shape, scale, rng):
+    """TRAIN_STEPS batches and a validation batch. Inputs are seeded noise rounded to steps of scale/8;
+    targets come from a random linear teacher on the inputs (per-channel means for images), so there
+    is something to learn."""
+    n = TRAIN_STEPS * spec.batch + spec.val
+    step = scale / TRAIN_QUANT
+    x = (np.round(rng.normal(0.0, scale, (n,) + shape) / step) * step).astype(np.float32)
+    f = x.reshape(n, -1, shape[-1]).mean(axis=1).astype(np.float64)
+    f = (f - f.mean(axis=0)) / (f.std(axis=0) + 1e-12)
+    z = f @ rng.normal(0.0, 1.0, (f.shape[1], spec.outputs))
+    if spec.target == "classes":
+        y = np.argmax(z + rng.normal(0.0, 0.5, z.shape), axis=1).astype(np.int32)
+    elif spec.target == "binary":
+        y = (z[:, :1] + rng.normal(0.0, 0.5, (n, 1)) > 0).astype(np.float32)
+    else:
+        y = (np.round(np.tanh(z) * 64.0) / 64.0).astype(np.float32)
+    t, lead = TRAIN_STEPS * spec.batch, (TRAIN_STEPS, spec.batch)
+    return x[:t].reshape(lead + shape), y[:t].reshape(lead + y.shape[1:]), x[t:], y[t:]
+
+
+def weights_digest(ws):
+    """sha256 of a layer's get_weights(), each as float32 C-order bytes, in get_weights() order."""
+    h = hashlib.sha256()
+    for w in ws:
+        h.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def snapshot(model, prefix):
+    """{prefix/<layer>/<i>: get_weights()[i]} for every top-level layer with weights (a nested model is
+    one layer, as in w/), except big frozen ones; and {layer: sha256} for all of them."""
+    arrays, digests = {}, {}
+    for layer in model.layers:
+        ws = layer.get_weights()
+        if not ws:
+            continue
+        digests[layer.name] = weights_digest(ws)
+        if layer.trainable_weights or layer.count_params() <= TRAIN_BIG_FROZEN:
+            arrays.update({f"{prefix}/{layer.name}/{i}": w for i, w in enumerate(ws)})
+    return arrays, digests
+
+
+def resolved_metrics(model):
+    cm = getattr(model, "_compile_metrics", None)
+    return [type(m).__name__ for m in (cm.metrics if cm is not None else [])]
+
+
+def record_training(K, model, spec, rng):
+    """Per variant: a fresh copy of the initial model and a fresh optimizer, evaluate, TRAIN_STEPS
+    train_on_batch calls (weights recorded after TRAIN_RECORD steps), evaluate again."""
+    shape = tuple(int(d) for d in model.input_shape[1:])
+    x, y, xv, yv = training_data(spec, shape, spec.scale, rng)
+    arrays = {"train/x": x, "train/y": y, "train/xv": xv, "train/yv": yv}
+    if any(v.onehot for v in spec.variants):
+        eye = np.eye(spec.outputs, dtype=np.float32)
+        arrays["train/y_onehot"], arrays["train/yv_onehot"] = eye[y], eye[yv]
+    seed = int(rng.integers(1 << 31))
+    initial = model.get_weights()
+    frozen = {l.name: l.get_weights() for l in model.layers if l.weights and not l.trainable_weights}
+    counts = param_counts(model)
+    model_json = model.to_json()
+    for v in spec.variants:
+        K.utils.set_random_seed(seed)
+        m = K.models.model_from_json(model_json)  # a fresh copy: new variables, new optimizer
+        m.set_weights(initial)
+        assert param_counts(m) == counts, (param_counts(m), counts)
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(m.get_weights(), initial))
+        opt = getattr(K.optimizers, v.optimizer[0])(**v.optimizer[1])
+        loss = getattr(K.losses, v.loss[0])(**v.loss[1])
+        m.compile(optimizer=opt, loss=loss, metrics=list(v.metrics) or None)
+        ykey = "train/y_onehot" if v.onehot else "train/y"
+        yt, yvt = arrays[ykey], arrays[ykey.replace("/y", "/yv")]
+        p = f"train/{v.name}"
+        ev0 = m.evaluate(xv, yvt, batch_size=len(xv), verbose=0, return_dict=True)
+        logs, digests = [], {}
+        for s in range(TRAIN_STEPS):
+            logs.append(m.train_on_batch(x[s], yt[s], return_dict=True))
+            if s + 1 in TRAIN_RECORD:
+                snap, digests[f"step{s + 1}"] = snapshot(m, f"{p}/step{s + 1}")
+                arrays.update(snap)
+            for name, ws in frozen.items():  # frozen layers must stay bit-for-bit as saved
+                now = m.get_layer(name).get_weights()
+                if any(a.tobytes() != b.tobytes() for a, b in zip(ws, now)):
+                    raise AssertionError(f"{v.name}: frozen layer {name} changed at step {s + 1}")
+        ev = m.evaluate(xv, yvt, batch_size=len(xv), verbose=0, return_dict=True)
+        names = ["loss"] + [k for k in ev if k != "loss"]
+        config = {
+            "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
+            "loss": {"class_name": type(loss).__name__, "config": loss.get_config()},
+            "metrics": list(v.metrics), "resolved_metrics": resolved_metrics(m),
+            "y": ykey, "yv": ykey.replace("/y", "/yv"), "steps": TRAIN_STEPS, "batch_size": spec.batch,
+            "record_steps": list(TRAIN_RECORD), "eval": names, "eval_batch_size": len(xv),
+            "jit_compile": bool(m.jit_compile),
+        }
+        arrays[f"{p}/config"] = np.array(json.dumps(config, default=float))
+        arrays[f"{p}/sha256"] = np.array(json.dumps(digests))
+        arrays[f"{p}/loss"] = np.array([g["loss"] for g in logs], dtype=np.float32)
+        if v.metrics:
+            arrays[f"{p}/metric"] = np.array([g[names[1]] for g in logs], dtype=np.float32)
+        arrays[f"{p}/eval_initial"] = np.array([ev0[k] for k in names], dtype=np.float32)
+        arrays[f"{p}/eval"] = np.array([ev[k] for k in names], dtype=np.float32)
+        if not all(np.isfinite(arrays[f"{p}/loss"])):
+            raise FloatingPointError(f"{v.name}: non-finite training loss {arrays[f'{p}/loss']}")
+    return arrays
+
+
+def training_summary(arrays):
+    """Manifest view of a case's training traces: per variant its config, losses and evaluation."""
+    variants = {}
+    for key in sorted(k for k in arrays if k.startswith("train/") and k.endswith("/config")):
+        p = key[:-len("/config")]
+        cfg = json.loads(str(arrays[key]))
+        variants[p.split("/")[1]] = {
+            "optimizer": cfg["optimizer"], "loss": cfg["loss"], "metrics": cfg["metrics"],
+            "resolved_metrics": cfg["resolved_metrics"], "targets": [cfg["y"], cfg["yv"]],
+            "loss_per_step": [float(v) for v in arrays[f"{p}/loss"]],
+            "eval_names": cfg["eval"],
+            "eval_initial": [float(v) for v in arrays[f"{p}/eval_initial"]],
+            "eval_after": [float(v) for v in arrays[f"{p}/eval"]],
+        }
+    return {"initial_weights": "every variant starts from the weights in the saved model files (also "
+                               "w/<layer>/<i> in the npz when params < 200k), so the npz has no train/initial",
+            "steps": TRAIN_STEPS, "record_steps": list(TRAIN_RECORD), "variants": variants}
+
+
+# ----------------------------------------------------------------------------------------------
 # Running a case
 # ----------------------------------------------------------------------------------------------
 
@@ -832,6 +1153,8 @@ def run_framework(case, tag, K, out, state, log):
     rng_h = np.random.default_rng([case.seed, 4])
     for hook in case.hooks:  # last: hooks may train the model
         arrays.update(hook(K, model, xs, ys, rng_h))
+    if any(k.startswith("train/") for k in arrays):
+        res["training"] = training_summary(arrays)
     npz = out / f"{case.name}.{tag}.npz"
     write_npz(npz, arrays)
     res["npz"] = {"file": npz.name, "bytes": npz.stat().st_size}
