@@ -8,6 +8,7 @@ interpreted by the layer families (edgecore/layers), which know both spellings.
 
 Non-goal: validating layer options (the layer families do that, with the layer's name).
 """
+from collections import Counter
 from dataclasses import dataclass, field
 
 from ..errors import ModelFormatError
@@ -73,6 +74,9 @@ MODEL_CLASSES = ("Functional", "Model", "Sequential")
 # Models nested in models: Keras applications and transfer models nest 2 deep.  The limit
 # keeps the recursive parse/build/flatten far from Python's recursion limit.
 MAX_MODEL_DEPTH = 16
+# Layers in a model, nested ones included: the largest keras.applications nets have ~1000;
+# a config listing 10^5 or more is hostile, and would make the graph passes crawl.
+MAX_LAYERS = 20000
 # What a config value of the wrong type or size raises on its way through int(), len(),
 # indexing: int(1e999) is an OverflowError, int("x") a ValueError, None[0] a TypeError.
 CONFIG_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError)
@@ -96,7 +100,7 @@ def _require(cond, reason, path, layer=None, layer_class=None):
         raise ModelFormatError(reason, path=path, layer=layer, layer_class=layer_class)
 
 
-def _parse_model(model_config, keras_major, path, depth=0):
+def _parse_model(model_config, keras_major, path, depth=0, counted=None):
     _require(isinstance(model_config, dict), "model config is not a JSON object", path)
     class_name = model_config.get("class_name")
     config = model_config.get("config")
@@ -109,9 +113,12 @@ def _parse_model(model_config, keras_major, path, depth=0):
              config.get("name"), class_name)
     _require(depth <= MAX_MODEL_DEPTH, f"models nested more than {MAX_MODEL_DEPTH} deep", path,
              config.get("name"), class_name)
-    layers = [_parse_layer(entry, keras_major, path, depth) for entry in layers_cfg]
-    names = [layer.name for layer in layers]
-    duplicate = {n for n in names if names.count(n) > 1}
+    counted = [0] if counted is None else counted  # layers so far, across nesting levels
+    counted[0] += len(layers_cfg)
+    _require(counted[0] <= MAX_LAYERS, f"more than {MAX_LAYERS} layers", path,
+             config.get("name"), class_name)
+    layers = [_parse_layer(entry, keras_major, path, depth, counted) for entry in layers_cfg]
+    duplicate = {n for n, count in Counter(layer.name for layer in layers).items() if count > 1}
     _require(not duplicate, f"duplicate layer names {sorted(duplicate)}", path,
              config.get("name"), class_name)
     name = str(config.get("name", "model"))
@@ -148,7 +155,7 @@ def _batch_shape(layer, path):
     return tuple(shape)
 
 
-def _parse_layer(entry, keras_major, path, depth):
+def _parse_layer(entry, keras_major, path, depth, counted):
     _require(isinstance(entry, dict), "layer entry is not a JSON object", path)
     class_name = entry.get("class_name")
     config = entry.get("config")
@@ -160,7 +167,7 @@ def _parse_layer(entry, keras_major, path, depth):
     layer = LayerSpec(class_name, name, config, entry.get("module"))
     if class_name in MODEL_CLASSES:
         layer.submodel = _parse_model({"class_name": class_name, "config": config},
-                                      keras_major, path, depth + 1)
+                                      keras_major, path, depth + 1, counted)
     inbound = entry.get("inbound_nodes", [])
     _require(isinstance(inbound, list), "inbound_nodes is not a list", path, name, class_name)
     try:

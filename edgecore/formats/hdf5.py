@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from ..errors import ModelFormatError
+from .h5guard import check_file_global_heaps, read_attr
 from .weights import HDF5_ERRORS, WeightRef, assign_by_name, hdf5_errors, read_dataset
 
 
@@ -23,10 +24,11 @@ def _text(value):
     return str(value)
 
 
-def _attr_list(group, name):
-    if name not in group.attrs:
+def _attr_list(group, name, path):
+    value = read_attr(group, name, path)
+    if value is None:
         return []
-    return [_text(v) for v in np.atleast_1d(group.attrs[name]).ravel()]
+    return [_text(v) for v in np.atleast_1d(value).ravel()]
 
 
 class HDF5Model:
@@ -34,16 +36,17 @@ class HDF5Model:
 
     def __init__(self, path, h5file):
         self.path = path
-        attrs = h5file.attrs
-        if "model_config" not in attrs:
+        model_config = read_attr(h5file, "model_config", path)
+        if model_config is None:
             raise ModelFormatError(
                 "HDF5 file has no 'model_config' attribute: it holds weights only "
                 "(model.save_weights) or is not a Keras model", path=path)
-        self.keras_version = _text(attrs.get("keras_version", "2"))
+        self.keras_version = _text(read_attr(h5file, "keras_version", path) or "2")
         self.keras_major = 3 if self.keras_version.startswith("3") else 2
-        self.model_config = _json_attr(attrs, "model_config", path)
-        self.training_config = (_json_attr(attrs, "training_config", path)
-                                if "training_config" in attrs else None)
+        self.model_config = _json_attr(model_config, "model_config", path)
+        training_config = read_attr(h5file, "training_config", path)
+        self.training_config = (None if training_config is None
+                                else _json_attr(training_config, "training_config", path))
         self.flavour = f"h5-keras{self.keras_major}"
         self.weights = HDF5WeightSource(path, h5file)
 
@@ -51,9 +54,9 @@ class HDF5Model:
         self.weights.file.close()
 
 
-def _json_attr(attrs, name, path):
+def _json_attr(value, name, path):
     try:
-        return json.loads(_text(attrs[name]))
+        return json.loads(_text(value))
     except RecursionError:
         raise ModelFormatError(f"attribute {name!r} is JSON nested too deeply", path=path) from None
     except (ValueError, TypeError) as exc:
@@ -95,7 +98,7 @@ class HDF5WeightSource:
             raise ModelFormatError(
                 "the config has this layer but 'model_weights' holds no group for it",
                 path=self.path, layer=group_name, layer_class=leaves[0].class_name)
-        names = _attr_list(group, "weight_names")
+        names = _attr_list(group, "weight_names", self.path)
         refs = []
         for name in names:
             var = name[:-2] if name.endswith(":0") else name
@@ -153,6 +156,8 @@ def _assign_nested(leaves, refs, path):
 
 
 def open_hdf5(path):
+    with open(path, "rb") as f:
+        check_file_global_heaps(f, path)
     try:
         h5file = h5py.File(path, "r")
     except HDF5_ERRORS as exc:

@@ -1,19 +1,24 @@
 """Keras 3 `.keras` archives: a zip of metadata.json, config.json and model.weights.h5.
 
 The weights file is opened in place inside the zip (Keras stores it uncompressed), so it
-is never extracted to disk or copied whole into memory.  Its layout is
+is never extracted to disk or copied whole into memory; only a re-zipped, compressed copy
+is decompressed once, to an anonymous temporary file.  Its layout is
 `layers/<auto>/vars/<i>` where <auto> is a snake-case class name with a per-class counter,
 NOT the layer name; each `vars` group carries the real layer name as attribute `name`,
 which is what we key on.  Nested models nest: `layers/functional/layers/conv2d/vars/0`.
 Variables are positional, in the layer's own order (Keras's save_own_variables).
 """
 import json
+import shutil
+import struct
+import tempfile
 import zipfile
 import zlib
 
 import h5py
 
 from ..errors import ModelFormatError
+from .h5guard import check_file_global_heaps, read_attr
 from .weights import HDF5_ERRORS, WeightRef, hdf5_errors, read_dataset
 
 # Bytes of JSON we accept: MobileNetV2's config is 166 KB; a 64 MB config is hostile.
@@ -23,6 +28,8 @@ MAX_JSON_BYTES = 64 << 20
 # a damaged compressed stream (zlib.error, EOFError), undecodable names (ValueError).
 ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, RuntimeError,
               NotImplementedError, EOFError, zlib.error)
+# Largest compressed model.weights.h5 we decompress (its declared size; zipfile stops there).
+MAX_DEFLATED_WEIGHTS_BYTES = 4 << 30
 # Nesting of `layers/<auto>/layers/...` groups: Keras applications nest 2 deep; a deeper
 # tree is a damaged file (e.g. a hard link pointing back at its parent, a cycle).
 MAX_NESTING = 64
@@ -61,12 +68,46 @@ class KerasZipModel:
         compile_config = config.get("compile_config") or None
         self.training_config = compile_config
         try:
-            self._weights_member = self.zip.open("model.weights.h5")
+            self._weights_member = self._open_weights()
             self.h5 = h5py.File(self._weights_member, "r")
+        except ModelFormatError:  # from the heap check; a ValueError, so let it through here
+            raise
         except HDF5_ERRORS + ZIP_ERRORS as exc:
             raise ModelFormatError(f"model.weights.h5 inside the archive is not readable "
                                    f"HDF5: {exc}", path=self.path) from None
         self.weights = KerasZipWeightSource(self.path, self.h5)
+
+    def _open_weights(self):
+        """model.weights.h5 as a seekable file, after h5guard's check of its bytes: the
+        member itself when stored (as Keras writes it), checked in place in the archive;
+        else decompressed once to a temporary file (seeking backwards in a compressed
+        member restarts the decompression, and h5py seeks all the time)."""
+        info = self.zip.getinfo("model.weights.h5")
+        what = "model.weights.h5"
+        if info.compress_type == zipfile.ZIP_STORED:
+            member = self.zip.open(info)  # checks the local header's signature and name
+            try:
+                with open(self.path, "rb") as f:  # local header: 30 bytes, name, extra field
+                    f.seek(info.header_offset + 26)
+                    name_len, extra_len = struct.unpack("<HH", f.read(4))
+                    start = info.header_offset + 30 + name_len + extra_len
+                    check_file_global_heaps(f, self.path, start, info.compress_size, what)
+            except BaseException:
+                member.close()
+                raise
+            return member
+        if info.file_size > MAX_DEFLATED_WEIGHTS_BYTES:
+            raise ModelFormatError(f"compressed model.weights.h5 declares {info.file_size} "
+                                   f"bytes; refusing to decompress it", path=self.path)
+        extracted = tempfile.TemporaryFile()
+        try:
+            with self.zip.open(info) as member:
+                shutil.copyfileobj(member, extracted, 1 << 20)
+            check_file_global_heaps(extracted, self.path, what=what)
+        except BaseException:
+            extracted.close()
+            raise
+        return extracted
 
     def _json(self, member):
         info = self.zip.getinfo(member)
@@ -117,7 +158,7 @@ class KerasZipWeightSource:
             vars_group = child.get("vars")
             name = None
             if isinstance(vars_group, h5py.Group):
-                name = vars_group.attrs.get("name")
+                name = read_attr(vars_group, "name", self.path)
             name = auto if name is None else (name.decode() if isinstance(name, bytes) else str(name))
             child_path = f"{prefix}layers/{auto}"
             self._vars[names + (name,)] = f"{child_path}/vars"

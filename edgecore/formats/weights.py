@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from ..errors import EdgecoreError, ModelFormatError
+from .h5guard import is_weight_type
 
 # What h5py raises when the HDF5 library meets a damaged file: OSError/RuntimeError (bad
 # B-tree, address past the end of file, read error), KeyError (an object that cannot be
@@ -26,8 +27,8 @@ def hdf5_errors(path, what, layer=None, layer_class=None):
     naming the file (and the layer being read), never a bare h5py exception."""
     try:
         yield
-    except EdgecoreError:
-        raise
+    except EdgecoreError as exc:
+        raise exc.with_context(path=path, layer=layer, layer_class=layer_class)
     except HDF5_ERRORS as exc:
         raise ModelFormatError(f"{what} (file truncated or corrupt?): {type(exc).__name__}: "
                                f"{exc}", path=path, layer=layer, layer_class=layer_class) from None
@@ -77,7 +78,7 @@ def read_dataset(h5file, ref, expected_shape, path, slots):
             raise ModelFormatError(f"weight {ref.var_name!r} at {ref.dataset!r} is an empty "
                                    f"(null) dataset", **context)
         shape = tuple(int(d) for d in dataset.shape)
-        kind = dataset.dtype.kind
+        standard_type = is_weight_type(dataset)
     if expected_shape is not None and shape != tuple(expected_shape):
         raise ModelFormatError(
             f"weight {ref.var_name!r} has shape {shape} in the file, but the layer's config "
@@ -85,12 +86,19 @@ def read_dataset(h5file, ref, expected_shape, path, slots):
     if int(np.prod(shape, dtype=np.int64)) > MAX_TENSOR_ELEMENTS:
         raise ModelFormatError(f"weight {ref.var_name!r} of shape {shape} is absurdly large",
                                **context)
-    if kind not in "fiu":
-        raise ModelFormatError(f"weight {ref.var_name!r} has non-numeric dtype {dataset.dtype}",
-                               **context)
+    if not standard_type:  # strings, compounds, or a damaged float type
+        raise ModelFormatError(f"weight {ref.var_name!r} is not stored as a standard integer or "
+                               f"IEEE float (HDF5 datatype {_type_name(dataset)})", **context)
     with hdf5_errors(what=f"cannot read weight {ref.var_name!r}", **context):
         data = dataset[()]
     return np.asarray(data, dtype=np.float32)
+
+
+def _type_name(dataset):
+    try:
+        return str(dataset.dtype)
+    except HDF5_ERRORS:  # the datatype is too damaged to describe
+        return "undecodable"
 
 
 def assign_by_name(slots, refs, path):
