@@ -21,7 +21,9 @@ for _p in (_ROOT, os.path.join(_ROOT, "tests")):
 import shapes  # noqa: E402
 from edgecore import _kernels as K  # noqa: E402
 from reference.check import assert_close  # noqa: E402
+from reference.conv2d import conv2d_backward_fast  # noqa: E402
 from reference.dwconv2d import dwconv2d as np_dwconv2d  # noqa: E402
+from reference.gemm import dense_backward  # noqa: E402
 from reference.pooling import pool2d_fast  # noqa: E402
 from reference.softmax import softmax as np_softmax  # noqa: E402
 
@@ -193,3 +195,66 @@ def test_activation_relu6(benchmark, impl):
     ours()
     assert np.array_equal(y, np.clip(x, 0, 6))
     _time(benchmark, "activation relu6 56x56x144", impl, ours if impl == "edgecore" else numpy)
+
+
+# --- Training: Dense and Conv2D backward on MobileNetV2-head shapes, batch 32 ---------------
+# Our GEMM-based backward (weights in their plain Keras layout, transposed / packed into
+# scratch every call) against NumPy + OpenBLAS doing x.T @ dy, dy @ w.T and dy.sum(0).
+
+DENSE_BACKWARD = [(32, 1280, 10), (32, 1280, 1000)]
+
+
+@pytest.mark.parametrize("impl", ["edgecore", "numpy"])
+@pytest.mark.parametrize("m, k, n", DENSE_BACKWARD, ids=[f"{m}x{k}to{n}" for m, k, n in DENSE_BACKWARD])
+def test_dense_backward(benchmark, m, k, n, impl):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    dy = rng.standard_normal((m, n)).astype(np.float32)
+    dx, dw, db = np.empty((m, k), np.float32), np.empty((k, n), np.float32), np.empty(n, np.float32)
+    scratch = np.empty(K.dense_grad_scratch_size(m, k, n), np.float32)
+    dx_ref, dw_ref, db_ref = np.empty_like(dx), np.empty_like(dw), np.empty_like(db)
+
+    def ours():
+        K.dense_grad(x, w, dy, dx, dw, db, scratch)
+
+    def numpy():
+        np.matmul(x.T, dy, out=dw_ref)
+        np.matmul(dy, w.T, out=dx_ref)
+        np.sum(dy, axis=0, out=db_ref)
+
+    ours()
+    for got, ref, mag in zip((dx, dw, db), dense_backward(x, w, dy), dense_backward(x, w, dy, True)):
+        assert_close(got, ref, mag, what="bench dense_backward")
+    _time(benchmark, f"dense_backward[{K.gemm_isa()[0]}] {m}x{k} -> {n}", impl,
+          ours if impl == "edgecore" else numpy)
+
+
+CONV_BACKWARD = [  # (n, hw, cin, cout, k): the MobileNetV2 head 1x1, and a 3x3 'same' head
+    (32, 7, 320, 1280, 1), (32, 7, 160, 160, 3)]
+
+
+@pytest.mark.parametrize("impl", ["edgecore", "numpy"])
+@pytest.mark.parametrize("n, hw, cin, cout, k", CONV_BACKWARD,
+                         ids=[f"{n}x{h}x{h}x{ci}_{k}x{k}to{co}" for n, h, ci, co, k in CONV_BACKWARD])
+def test_conv2d_backward(benchmark, n, hw, cin, cout, k, impl):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, hw, hw, cin)).astype(np.float32)
+    w = rng.standard_normal((k, k, cin, cout)).astype(np.float32)
+    dy = rng.standard_normal((n, hw, hw, cout)).astype(np.float32)
+    geom = dict(strides=(1, 1), dilation=(1, 1), pads=shapes.same_pads(hw, hw, k, k, 1, 1))
+    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty(cout, np.float32)
+    scratch = np.empty(K.conv2d_grad_scratch_size(x.shape, w.shape, **geom), np.float32)
+
+    def ours():
+        K.conv2d_grad(x, w, dy, dx, dw, db, scratch, **geom)
+
+    def numpy():
+        return conv2d_backward_fast(x, w, dy, **geom)
+
+    ours()
+    for got, ref in zip((dx, dw, db), numpy()):
+        assert_close(got, ref, rtol=1e-4, atol=1e-2 * float(np.abs(ref).max()) * 1e-3,
+                     what="bench conv2d_backward")
+    _time(benchmark, f"conv2d_backward[{K.gemm_isa()[0]}] {n}x{hw}x{hw}x{cin} {k}x{k} -> {cout}",
+          impl, ours if impl == "edgecore" else numpy)

@@ -8,7 +8,10 @@
 #     read-only weights are accepted) that validates every shape before releasing the GIL;
 #   * the plan runner (runner.pxi) calls the cores directly: the planner validated shapes
 #     once, at compile time;
-#   * no kernel allocates: scratch comes from the arena, sized by `<kernel>_scratch_floats`.
+#   * no kernel allocates: scratch comes from the arena, sized by `<kernel>_scratch_floats`;
+#   * training adds the backward of each trainable family beside its forward, plus
+#     losses.pxi (losses fused with their gradient), optimizers.pxi (Keras's update rules,
+#     arithmetic in f32_optimizer_updates.h) and dropout.pxi.
 # Non-goals: threading (single-threaded by design for now), dtypes other than float32.
 
 from libc.math cimport INFINITY
@@ -16,11 +19,15 @@ from libc.math cimport INFINITY
 include "common.pxi"
 include "activations.pxi"
 include "gemm.pxi"
+include "dense.pxi"
 include "conv2d.pxi"
 include "dwconv2d.pxi"
 include "pooling.pxi"
 include "softmax.pxi"
 include "elementwise.pxi"
 include "normalization.pxi"
+include "losses.pxi"
+include "optimizers.pxi"
+include "dropout.pxi"
 include "layout.pxi"
 include "runner.pxi"

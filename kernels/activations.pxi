@@ -5,6 +5,15 @@
 # textbook one.  Math is done in double and rounded once: Keras/TF compute in float32
 # with their own approximations, so we agree to round-off, which the parity tests bound.
 # y may alias x (activations run in place in the plan).
+#
+# activation_backward: dx = dy * f'(x) with f' as TensorFlow differentiates Keras's ops, so
+# the kinks follow TF rather than calculus: relu'(0) = 0 (ReluGrad tests y > 0); relu6 and
+# relu(max_value=6) pass 0 < x < 6 (Relu6Grad); relu with another max_value is relu then
+# clip_by_value, whose gradient passes at both bounds (x <= max passes); leaky_relu'(0) =
+# alpha (LeakyReluGrad tests x > 0); hard_sigmoid / hard_swish differentiate relu6(x + 3)
+# / 6 with x + 3 rounded in float32 (so hard_sigmoid'(2.9999998) = 0, as in TF); elu'(0) =
+# alpha, selu'(0) = scale.  Where TF's gradient reads the forward output (sigmoid, tanh,
+# exponential, elu, selu) so does this, from y when the caller has it.
 
 from libc.math cimport exp, expm1, log1p, tanh, erf, fabs, sqrt, fmin, fmax
 
@@ -105,6 +114,115 @@ cdef void activation_forward(float* y, const float* x, Py_ssize_t n,
             y[i] = act_scalar(x[i], a)
 
 
+cdef inline double _relu_general_deriv(float x, const Activation* a) noexcept nogil:
+    # d/dx of _relu_general as TF differentiates Keras's ReLU.static_call, branch by branch.
+    cdef bint pos
+    cdef float v
+    if a.alpha != 0 and a.max_value == INFINITY and a.threshold == 0:
+        return 1.0 if x > 0 else a.alpha                  # tf.nn.leaky_relu
+    if a.threshold != 0:
+        pos = x > a.threshold                             # where(x > threshold, x, 0)
+        v = x if pos else 0
+        if a.max_value < INFINITY:                        # clip_by_value: bounds pass
+            pos = pos and 0 <= v <= a.max_value
+    elif a.max_value == 6:
+        pos = 0 < x < 6                                   # tf.nn.relu6
+    else:
+        pos = x > 0                                       # tf.nn.relu
+        if a.max_value < INFINITY:
+            pos = pos and x <= a.max_value
+    # minus alpha * relu(threshold - x): its gradient is alpha where threshold - x > 0.
+    return (1.0 if pos else 0.0) + (a.alpha if a.alpha != 0 and x < a.threshold else 0.0)
+
+
+cdef inline double _act_deriv(float xf, float yf, const Activation* a) noexcept nogil:
+    """f'(x) as TF computes it (see the file comment); yf = f(xf) as act_scalar gives it."""
+    cdef double x = xf, y = yf, s, t, u, sp
+    cdef float xs
+    cdef int code = a.code
+    if code == ACT_RELU:
+        return _relu_general_deriv(xf, a)
+    elif code == ACT_SIGMOID:
+        return y * (1.0 - y)                              # SigmoidGrad reads y
+    elif code == ACT_HARD_SIGMOID or code == ACT_HARD_SWISH:
+        xs = xf + <float>3.0                              # relu6(x + 3) / 6, x + 3 in float
+        u = 1.0 / 6.0 if 0 < xs < 6 else 0.0
+        if code == ACT_HARD_SIGMOID:
+            return u
+        return fmin(fmax(<double>xs, 0.0), 6.0) / 6.0 + x * u     # x * hard_sigmoid(x)
+    elif code == ACT_HARD_SIGMOID_K2:
+        xs = xf * <float>0.2 + <float>0.5                 # clip_by_value: bounds pass
+        return <float>0.2 if 0 <= xs <= 1 else 0.0          # dy * 0.2f, as TF's Mul
+    elif code == ACT_SWISH:
+        s = _sigmoid(x)                                   # tf.nn.silu's custom gradient
+        return s * (1.0 + x * (1.0 - s))
+    elif code == ACT_GELU:
+        return 0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) * 0.3989422804014327
+    elif code == ACT_GELU_TANH:
+        t = tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (
+            1.0 + 3.0 * 0.044715 * x * x)
+    elif code == ACT_ELU:
+        return 1.0 if x > 0 else y + a.alpha              # EluGrad: alpha * (elu(x) + 1)
+    elif code == ACT_SELU:
+        return _SELU_SCALE if y >= 0 else y + _SELU_SCALE * _SELU_ALPHA   # SeluGrad
+    elif code == ACT_SOFTPLUS:
+        return _sigmoid(x)
+    elif code == ACT_SOFTSIGN:
+        return 1.0 / ((1.0 + fabs(x)) * (1.0 + fabs(x)))
+    elif code == ACT_LEAKY_RELU:
+        return 1.0 if x > 0 else a.alpha                  # LeakyReluGrad: alpha at 0
+    elif code == ACT_TANH:
+        return 1.0 - y * y                                # TanhGrad reads y
+    elif code == ACT_EXPONENTIAL:
+        return y
+    elif code == ACT_MISH:
+        sp = _softplus(x)
+        t = tanh(sp)
+        return t + x * (1.0 - t * t) * _sigmoid(x)
+    elif code == ACT_LOG_SIGMOID:
+        return _sigmoid(-x)
+    return 1.0
+
+
+cdef void activation_backward(float* dx, const float* dy, const float* x, const float* y,
+                              Py_ssize_t n, const Activation* a) noexcept nogil:
+    """dx[i] = dy[i] * f'(x[i]) for i < n, f' as TensorFlow differentiates the Keras op
+    (file comment); OVERWRITES dx, which may be dy, x or y (element i is read before it is
+    written).  x is the forward input; y is the
+    forward output f(x) (read by sigmoid, tanh, exponential, elu, selu, like TF's gradient
+    ops) or NULL to recompute it from x.  Pure masks (relu family, leaky, hard_sigmoid)
+    multiply in float and are exact; the others are computed in double, rounded once."""
+    cdef Py_ssize_t i
+    cdef float xv, yv
+    cdef bint plain_relu = a.code == ACT_RELU and a.alpha == 0 and a.threshold == 0
+    if a.code == ACT_LINEAR:
+        if dx != dy:
+            for i in range(n):
+                dx[i] = dy[i]
+    elif plain_relu and a.max_value == INFINITY:
+        for i in range(n):
+            dx[i] = dy[i] if x[i] > 0 else 0                  # ReluGrad
+    elif plain_relu and a.max_value == 6:
+        for i in range(n):
+            dx[i] = dy[i] if 0 < x[i] < 6 else 0              # Relu6Grad
+    elif a.code == ACT_LEAKY_RELU:
+        for i in range(n):
+            dx[i] = dy[i] if x[i] > 0 else dy[i] * a.alpha    # LeakyReluGrad
+    elif a.code == ACT_RELU:
+        for i in range(n):
+            dx[i] = dy[i] * <float>_relu_general_deriv(x[i], a)     # 0, 1 or alpha: exact
+    elif a.code == ACT_HARD_SIGMOID:
+        for i in range(n):
+            xv = x[i] + <float>3.0
+            dx[i] = dy[i] / <float>6.0 if 0 < xv < 6 else 0     # (dy / 6) through Relu6Grad
+    else:
+        for i in range(n):
+            xv = x[i]
+            yv = y[i] if y != NULL else act_scalar(xv, a)
+            dx[i] = <float>(dy[i] * _act_deriv(xv, yv, a))
+
+
 def activation(const float[::1] x, float[::1] y, int code, float alpha=0.0,
                float max_value=INFINITY, float threshold=0.0):
     """Checked wrapper: y = act(x).  x and y may be the same buffer."""
@@ -114,3 +232,30 @@ def activation(const float[::1] x, float[::1] y, int code, float alpha=0.0,
         return
     with nogil:
         activation_forward(&y[0], &x[0], x.shape[0], &a)
+
+
+def activation_grad(const float[::1] dy, const float[::1] x, y, float[::1] dx, int code,
+                    float alpha=0.0, float max_value=INFINITY, float threshold=0.0):
+    """dx = dy * f'(x) for activation `code` (TF's gradient rules); overwrites dx, which may
+    be dy, x or y.  y: the forward output f(x) (float32, len(x)) or None to recompute it."""
+    cdef Activation a = _checked_activation(code, alpha, max_value, threshold)
+    cdef Py_ssize_t n = x.shape[0]
+    cdef const float[::1] yv
+    cdef const float* yp = NULL
+    _require(dy.shape[0] == n and dx.shape[0] == n,
+             f"activation_grad: dy has {dy.shape[0]}, x {n}, dx {dx.shape[0]} elements")
+    if n == 0:
+        return
+    if y is not None:
+        yv = y
+        _require(yv.shape[0] == n, f"activation_grad: y has {yv.shape[0]} elements, x {n}")
+        yp = &yv[0]
+        _require(&dx[0] == yp or not _overlaps(&dx[0], dx.nbytes, yp, yv.nbytes),
+                 "activation_grad: dx partially overlaps y")
+    # Elementwise: dx may be any input itself, but must not partially overlap one.
+    _require(&dx[0] == &dy[0] or not _overlaps(&dx[0], dx.nbytes, &dy[0], dy.nbytes),
+             "activation_grad: dx partially overlaps dy")
+    _require(&dx[0] == &x[0] or not _overlaps(&dx[0], dx.nbytes, &x[0], x.nbytes),
+             "activation_grad: dx partially overlaps x")
+    with nogil:
+        activation_backward(&dx[0], &dy[0], &x[0], yp, n, &a)

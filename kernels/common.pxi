@@ -90,3 +90,52 @@ cdef inline bint _overlaps(const void* a, Py_ssize_t a_bytes, const void* b,
     cdef const char* pa = <const char*>a
     cdef const char* pb = <const char*>b
     return pa < pb + b_bytes and pb < pa + a_bytes
+
+
+# --- helpers of the backward wrappers, whose outputs are optional (None: not needed) ------
+# Messages are formatted only on failure: these run on every call of a training wrapper.
+
+cdef struct _Span:
+    const char* p           # NULL: an absent optional buffer
+    Py_ssize_t nbytes
+
+
+cdef inline _Span _span(const void* p, Py_ssize_t nbytes) noexcept:
+    cdef _Span s
+    s.p = <const char*>p
+    s.nbytes = nbytes
+    return s
+
+
+cdef float* _optional_out(object buf, tuple shape, str what, _Span* span) except? NULL:
+    """Pointer to an optional output: None gives NULL, anything else must be a writable,
+    C-contiguous float32 buffer of exactly `shape` (checked through the buffer protocol, so
+    nothing is ever silently copied).  Writes its byte range to *span."""
+    cdef float[::1] flat
+    span.p = NULL
+    span.nbytes = 0
+    if buf is None:
+        return NULL
+    mv = memoryview(buf)
+    if mv.format not in ("f", "<f", "=f") or not mv.c_contiguous or mv.readonly:
+        raise KernelShapeError(f"{what} must be a writable C-contiguous float32 array")
+    if mv.shape != shape or mv.nbytes == 0:
+        raise KernelShapeError(f"{what} is {tuple(mv.shape)}, expected {shape}")
+    flat = mv.cast("B").cast("f")
+    span[0] = _span(&flat[0], mv.nbytes)
+    return &flat[0]
+
+
+cdef void _require_disjoint(const _Span* outs, int n_out, tuple out_names, const _Span* ins,
+                            int n_in, tuple in_names, str name) except *:
+    """No present output range overlaps an input range or another output."""
+    cdef int i, j
+    for i in range(n_out):
+        if outs[i].p == NULL:
+            continue
+        for j in range(n_in):
+            if ins[j].p != NULL and _overlaps(outs[i].p, outs[i].nbytes, ins[j].p, ins[j].nbytes):
+                raise KernelShapeError(f"{name}: {out_names[i]} overlaps {in_names[j]}")
+        for j in range(i):
+            if outs[j].p != NULL and _overlaps(outs[i].p, outs[i].nbytes, outs[j].p, outs[j].nbytes):
+                raise KernelShapeError(f"{name}: {out_names[i]} overlaps {out_names[j]}")

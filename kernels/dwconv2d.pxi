@@ -17,10 +17,19 @@
 #
 # Also defines the window helpers pooling.pxi (included after this file) reuses, and the
 # buffer-overlap check the checked wrappers of the later families use.
+#
+# Backward (dwconv2d_backward): one pass over the output pixels per block of channels; at
+# each pixel every valid tap adds x * dy into the kernel gradient and dy * w into the input
+# gradient.  dw sums N*OH*OW products per weight (400k for a 112x112 batch of 32), so each
+# output row is summed in a float stack block and the rows are added in double: a float
+# running sum would drift by ~sqrt(terms) ulp.  The block holds _DWB_STACK floats, so a
+# channel block spans _DWB_STACK / (KH*KW*M) channels; kernels too large for even one
+# channel (KH*KW*M > _DWB_STACK) accumulate straight into dw in float.
 # Non-goals: im2col / Winograd, threading.
 
 cdef enum:
     _DW_CB = 16     # channels per register block (4 SSE / NEON vectors)
+    _DWB_STACK = 2048   # backward: floats of per-row dw partial sums (and doubles of totals)
 
 
 cdef struct DwConvGeom:
@@ -190,7 +199,143 @@ cdef void dwconv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_hw
                 activation_forward(y_row, y_row, g.ow * cm, act)
 
 
+cdef void _dwb_pixel(float* part, Py_ssize_t ldp, float* dx_b, const float* x_b,
+                     const float* w_hwcm, const float* dy_c, const DwConvGeom* g, Py_ssize_t x0,
+                     Py_ssize_t ky0, Py_ssize_t ky1, Py_ssize_t kx0, Py_ssize_t kx1,
+                     Py_ssize_t c0, Py_ssize_t nc) noexcept nogil:
+    """One output pixel, input channels [c0, c0 + nc), taps [ky0, ky1) x [kx0, kx1):
+    part[tap * ldp + (c - c0) * M + m] += x[tap pixel, c] * dy_c[c * M + m] (part may be NULL)
+    and dx_b[tap pixel, c] += sum_m dy_c[c * M + m] * w[tap, c, m] (dx_b may be NULL).
+    x0 is the offset of tap (0, 0) in the image (it may lie in the padding).  Accumulates."""
+    cdef Py_ssize_t cm = g.c * g.m, ky, kx, off, j, mi
+    cdef const float* xp
+    cdef const float* wp
+    cdef const float* dyp = dy_c + c0 * g.m
+    cdef float* pp
+    cdef float* dxp
+    cdef float xv, acc
+    for ky in range(ky0, ky1):
+        for kx in range(kx0, kx1):
+            off = x0 + ky * g.dh * g.w * g.c + kx * g.dw * g.c + c0
+            xp = x_b + off
+            wp = w_hwcm + (ky * g.kw + kx) * cm + c0 * g.m
+            if part != NULL:
+                pp = part + (ky * g.kw + kx) * ldp
+                if g.m == 1:
+                    for j in range(nc):
+                        pp[j] += xp[j] * dyp[j]
+                else:
+                    for j in range(nc):
+                        xv = xp[j]
+                        for mi in range(g.m):
+                            pp[j * g.m + mi] += xv * dyp[j * g.m + mi]
+            if dx_b != NULL:
+                dxp = dx_b + off
+                if g.m == 1:
+                    for j in range(nc):
+                        dxp[j] += dyp[j] * wp[j]
+                else:
+                    for j in range(nc):
+                        acc = 0
+                        for mi in range(g.m):
+                            acc += dyp[j * g.m + mi] * wp[j * g.m + mi]
+                        dxp[j] += acc
+
+
+cdef void _dwb_channel_block(float* dx_nhwc, float* dw_hwcm, const float* x_nhwc,
+                             const float* w_hwcm, const float* dy_nhwc, const DwConvGeom* g,
+                             Py_ssize_t c0, Py_ssize_t nc, bint direct) noexcept nogil:
+    """Input channels [c0, c0 + nc) over every output pixel.  dw (may be NULL) gets its
+    channels' columns: overwritten through the stack blocks, or, when `direct`, accumulated
+    in place (the caller zeroed it).  dx (may be NULL) accumulates."""
+    cdef float part[_DWB_STACK]
+    cdef double total[_DWB_STACK]
+    cdef Py_ssize_t taps = g.kh * g.kw, cm = g.c * g.m, ncm = nc * g.m
+    cdef Py_ssize_t b, oy, ox, iy, ix, ky0, ky1, kx0, kx1, t, j
+    cdef float* pp = NULL
+    cdef Py_ssize_t ldp = ncm
+    cdef bint staged = dw_hwcm != NULL and not direct
+    if dw_hwcm != NULL and direct:
+        pp = dw_hwcm + c0 * g.m
+        ldp = cm
+    elif staged:
+        pp = part
+        for j in range(taps * ncm):
+            total[j] = 0.0
+    for b in range(g.n):
+        for oy in range(g.oh):
+            if staged:
+                for j in range(taps * ncm):
+                    part[j] = 0.0
+            iy = oy * g.sh - g.pad_top
+            _window_taps(iy, g.h, g.kh, g.dh, &ky0, &ky1)
+            for ox in range(g.ow):
+                ix = ox * g.sw - g.pad_left
+                _window_taps(ix, g.w, g.kw, g.dw, &kx0, &kx1)
+                _dwb_pixel(pp, ldp, dx_nhwc + b * g.h * g.w * g.c if dx_nhwc != NULL else NULL,
+                           x_nhwc + b * g.h * g.w * g.c, w_hwcm,
+                           dy_nhwc + ((b * g.oh + oy) * g.ow + ox) * cm, g,
+                           (iy * g.w + ix) * g.c, ky0, ky1, kx0, kx1, c0, nc)
+            if staged:
+                for j in range(taps * ncm):
+                    total[j] += part[j]
+    if staged:
+        for t in range(taps):
+            for j in range(ncm):
+                dw_hwcm[t * cm + c0 * g.m + j] = <float>total[t * ncm + j]
+
+
+cdef void dwconv2d_backward(float* dx_nhwc, float* dw_hwcm, float* db, const float* x_nhwc,
+                            const float* w_hwcm, const float* dy_nhwc,
+                            const DwConvGeom* g) noexcept nogil:
+    """Gradients of y = depthwise_conv(x, w) + b given dy (N, OH, OW, C*M), after the
+    activation's backward: dw (KH, KW, C, M), db (C*M), dx (N, H, W, C).  OVERWRITES each
+    output; any of them may be NULL (not needed).  Needs no scratch.  No output may overlap
+    an input or another output."""
+    cdef Py_ssize_t taps = g.kh * g.kw, cb, blk
+    cdef bint direct = taps * g.m > _DWB_STACK
+    if db != NULL:
+        f32_column_sums(db, dy_nhwc, g.n * g.oh * g.ow, g.c * g.m)
+    if dx_nhwc != NULL:
+        memset(dx_nhwc, 0, g.n * g.h * g.w * g.c * sizeof(float))
+    if dw_hwcm == NULL and dx_nhwc == NULL:
+        return
+    if dw_hwcm == NULL or direct:
+        cb = g.c
+        if dw_hwcm != NULL:
+            memset(dw_hwcm, 0, taps * g.c * g.m * sizeof(float))
+    else:
+        cb = _DWB_STACK // (taps * g.m)
+        if cb >= _DW_CB:
+            cb = cb // _DW_CB * _DW_CB      # whole vectors in the channel loops
+    for blk in range((g.c + cb - 1) // cb):
+        _dwb_channel_block(dx_nhwc, dw_hwcm, x_nhwc, w_hwcm, dy_nhwc, g, blk * cb,
+                           min(cb, g.c - blk * cb), direct)
+
+
 # --- checked Python entry point --------------------------------------------------------
+
+cdef DwConvGeom _dw_geom(tuple x_shape, tuple w_shape, tuple strides, tuple dilation,
+                         tuple pads, str name) except *:
+    """Validate and build the geometry of x (N, H, W, C) and w (KH, KW, C, M)."""
+    cdef DwConvGeom g
+    _require(len(strides) == 2 and len(dilation) == 2 and len(pads) == 4,
+             f"{name}: strides and dilation are (h, w), pads (top, bottom, left, right)")
+    g.n, g.h, g.w, g.c = x_shape
+    g.kh, g.kw, g.m = w_shape[0], w_shape[1], w_shape[3]
+    g.sh, g.sw = strides
+    g.dh, g.dw = dilation
+    g.pad_top, g.pad_left = pads[0], pads[2]
+    _require(min(g.n, g.h, g.w, g.c, g.kh, g.kw, g.m) > 0,
+             f"{name}: empty shape x={x_shape} w={w_shape}")
+    _require(w_shape[2] == g.c, f"{name}: kernel has {w_shape[2]} input channels, x has {g.c}")
+    _require(min(g.sh, g.sw, g.dh, g.dw) > 0, f"{name}: strides and dilation must be >= 1")
+    _require(min(pads) >= 0, f"{name}: negative padding {tuple(pads)}")
+    g.oh = (g.h + pads[0] + pads[1] - (g.kh - 1) * g.dh - 1) // g.sh + 1
+    g.ow = (g.w + pads[2] + pads[3] - (g.kw - 1) * g.dw - 1) // g.sw + 1
+    _require(g.oh > 0 and g.ow > 0, f"{name}: kernel larger than padded input {x_shape}")
+    return g
+
 
 def dwconv2d(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w_hwcm,
              float[:, :, :, ::1] y, strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0),
@@ -201,25 +346,12 @@ def dwconv2d(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w_hwcm,
     pads = (top, bottom, left, right) as Keras computes them; y must not overlap x.
     """
     cdef Activation a_ = _checked_activation(act, alpha, max_value, threshold)
-    cdef DwConvGeom g
+    cdef DwConvGeom g = _dw_geom((x.shape[0], x.shape[1], x.shape[2], x.shape[3]),
+                                 (w_hwcm.shape[0], w_hwcm.shape[1], w_hwcm.shape[2],
+                                  w_hwcm.shape[3]), tuple(strides), tuple(dilation),
+                                 tuple(pads), "dwconv2d")
     cdef const float[::1] biasv
     cdef const float* biasp = NULL
-    _require(len(strides) == 2 and len(dilation) == 2 and len(pads) == 4,
-             "dwconv2d: strides and dilation are (h, w), pads (top, bottom, left, right)")
-    g.n, g.h, g.w, g.c = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-    g.kh, g.kw, g.m = w_hwcm.shape[0], w_hwcm.shape[1], w_hwcm.shape[3]
-    g.sh, g.sw = strides
-    g.dh, g.dw = dilation
-    g.pad_top, g.pad_left = pads[0], pads[2]
-    _require(min(g.n, g.h, g.w, g.c, g.kh, g.kw, g.m) > 0,
-             f"dwconv2d: empty shape x={tuple(x.shape)[:4]} w={tuple(w_hwcm.shape)[:4]}")
-    _require(w_hwcm.shape[2] == g.c,
-             f"dwconv2d: kernel has {w_hwcm.shape[2]} input channels, x has {g.c}")
-    _require(min(g.sh, g.sw, g.dh, g.dw) > 0, "dwconv2d: strides and dilation must be >= 1")
-    _require(min(pads) >= 0, f"dwconv2d: negative padding {tuple(pads)}")
-    g.oh = (g.h + pads[0] + pads[1] - (g.kh - 1) * g.dh - 1) // g.sh + 1
-    g.ow = (g.w + pads[2] + pads[3] - (g.kw - 1) * g.dw - 1) // g.sw + 1
-    _require(g.oh > 0 and g.ow > 0, f"dwconv2d: kernel larger than padded input {tuple(x.shape)[:4]}")
     _require((y.shape[0], y.shape[1], y.shape[2], y.shape[3]) == (g.n, g.oh, g.ow, g.c * g.m),
              f"dwconv2d: y is {tuple(y.shape)[:4]}, expected {(g.n, g.oh, g.ow, g.c * g.m)}")
     _require(not _overlap(&y[0, 0, 0, 0], y.nbytes, &x[0, 0, 0, 0], x.nbytes)
@@ -234,3 +366,33 @@ def dwconv2d(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w_hwcm,
                  "dwconv2d: y overlaps the bias")
     with nogil:
         dwconv2d_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &w_hwcm[0, 0, 0, 0], biasp, &g, &a_)
+
+
+def dwconv2d_grad(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w_hwcm,
+                  const float[:, :, :, ::1] dy, dx, dw, db, strides=(1, 1), dilation=(1, 1),
+                  pads=(0, 0, 0, 0)):
+    """DepthwiseConv2D backward: dw (KH, KW, C, M), db (C*M,), dx (N, H, W, C) from dy
+    (N, OH, OW, C*M); overwrites each given output (float32 C-contiguous, or None)."""
+    cdef DwConvGeom g = _dw_geom((x.shape[0], x.shape[1], x.shape[2], x.shape[3]),
+                                 (w_hwcm.shape[0], w_hwcm.shape[1], w_hwcm.shape[2],
+                                  w_hwcm.shape[3]), tuple(strides), tuple(dilation),
+                                 tuple(pads), "dwconv2d_grad")
+    cdef _Span outs[3]
+    cdef _Span ins[3]
+    cdef float* dxp
+    cdef float* dwp
+    cdef float* dbp
+    if (dy.shape[0] != g.n or dy.shape[1] != g.oh or dy.shape[2] != g.ow
+            or dy.shape[3] != g.c * g.m):
+        raise KernelShapeError(f"dwconv2d_grad: dy is {tuple(dy.shape)[:4]}, expected "
+                               f"{(g.n, g.oh, g.ow, g.c * g.m)}")
+    dxp = _optional_out(dx, (g.n, g.h, g.w, g.c), "dwconv2d_grad: dx", &outs[0])
+    dwp = _optional_out(dw, (g.kh, g.kw, g.c, g.m), "dwconv2d_grad: dw", &outs[1])
+    dbp = _optional_out(db, (g.c * g.m,), "dwconv2d_grad: db", &outs[2])
+    ins[0] = _span(&x[0, 0, 0, 0], x.nbytes)
+    ins[1] = _span(&w_hwcm[0, 0, 0, 0], w_hwcm.nbytes)
+    ins[2] = _span(&dy[0, 0, 0, 0], dy.nbytes)
+    _require_disjoint(outs, 3, ("dx", "dw", "db"), ins, 3, ("x", "w", "dy"), "dwconv2d_grad")
+    with nogil:
+        dwconv2d_backward(dxp, dwp, dbp, &x[0, 0, 0, 0], &w_hwcm[0, 0, 0, 0],
+                          &dy[0, 0, 0, 0], &g)

@@ -11,6 +11,9 @@
 # -fopt-info-vec: "control flow in loop"); any other stride pattern takes a scalar loop.
 # Aliasing: y may be a or b only where that operand is contiguous with y's shape, so every
 # element is read before the same element is written (Add of 3+ inputs accumulates in place).
+# Backward beside channel_affine_forward: channel_affine_backward (frozen scale and shift,
+# the input gradient only); BatchNormalization with trainable gamma / beta is in
+# normalization.pxi.
 # Non-goals: integer dtypes, negative strides, rank > 6.
 
 cdef enum BinaryOp:
@@ -193,6 +196,20 @@ cdef void channel_affine_forward(float* y, const float* x, Py_ssize_t rows, Py_s
             yr[j] = xr[j] * scale[j] + shift[j]
 
 
+cdef void channel_affine_backward(float* dx, const float* dy, Py_ssize_t rows, Py_ssize_t c,
+                                  const float* scale) noexcept nogil:
+    """dx[r, j] = dy[r, j] * scale[j] over (rows, c): the input gradient of
+    channel_affine_forward (scale and shift frozen).  OVERWRITES dx, which may be dy."""
+    cdef Py_ssize_t r, j
+    cdef float* dxr
+    cdef const float* dyr
+    for r in range(rows):
+        dxr = dx + r * c
+        dyr = dy + r * c
+        for j in range(c):
+            dxr[j] = dyr[j] * scale[j]
+
+
 cdef void prelu_forward(float* y, const float* x, const float* alpha, Py_ssize_t n,
                         Py_ssize_t per_sample, int rank, const Py_ssize_t* sample_shape,
                         const Py_ssize_t* alpha_strides) noexcept nogil:
@@ -298,6 +315,22 @@ def channel_affine(const float[:, ::1] x, const float[::1] scale, const float[::
              "channel_affine: y partially overlaps x")
     with nogil:
         channel_affine_forward(&y[0, 0], &x[0, 0], rows, c, &scale[0], &shift[0])
+
+
+def channel_affine_grad(const float[:, ::1] dy, const float[::1] scale, float[:, ::1] dx):
+    """dx[r, c] = dy[r, c] * scale[c] (input gradient of channel_affine); overwrites dx,
+    which may be dy."""
+    cdef Py_ssize_t rows = dy.shape[0], c = dy.shape[1]
+    _require(rows > 0 and c > 0, f"channel_affine_grad: empty input {tuple(dy.shape)[:2]}")
+    _require(scale.shape[0] == c, f"channel_affine_grad: scale has {scale.shape[0]} values, C = {c}")
+    _require(dx.shape[0] == rows and dx.shape[1] == c,
+             f"channel_affine_grad: dx is {tuple(dx.shape)[:2]}, expected {(rows, c)}")
+    _require(&dx[0, 0] == &dy[0, 0] or not _overlap(&dx[0, 0], dx.nbytes, &dy[0, 0], dy.nbytes),
+             "channel_affine_grad: dx partially overlaps dy")
+    _require(not _overlap(&dx[0, 0], dx.nbytes, &scale[0], scale.nbytes),
+             "channel_affine_grad: dx overlaps scale")
+    with nogil:
+        channel_affine_backward(&dx[0, 0], &dy[0, 0], rows, c, &scale[0])
 
 
 def prelu(const float[::1] x, const float[::1] alpha, float[::1] y, sample_shape,

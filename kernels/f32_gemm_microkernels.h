@@ -17,6 +17,11 @@
  *   bias  NR floats of the packed bias (zero padded) or NULL
  *   c     row-major, row stride ldc; only the first nc (<= NR) columns are written
  * Names follow XNNPACK's scheme: f32_gemm_<MR>x<NR>__<isa>.
+ *
+ * Accumulate variant (training: weight gradients summed over row blocks), same contract
+ * without bias and clamp: C[mr x nc] += A . Bpanel, f32_gemm_acc_<MR>x<NR>__<isa>.  It is
+ * a separate function rather than a flag on the forward one so the inference path keeps
+ * its exact code (no extra branch or register pressure there).
  */
 #ifndef EDGECORE_F32_GEMM_MICROKERNELS_H
 #define EDGECORE_F32_GEMM_MICROKERNELS_H
@@ -28,11 +33,15 @@ typedef void (*f32_gemm_ukernel_fn)(size_t mr, size_t nc, size_t kc, const float
                                     size_t lda, const float *bp, const float *bias, float *c,
                                     size_t ldc, float lo, float hi);
 
+typedef void (*f32_gemm_acc_ukernel_fn)(size_t mr, size_t nc, size_t kc, const float *a,
+                                        size_t lda, const float *bp, float *c, size_t ldc);
+
 typedef struct {
     const char *name;
     int mr;
     int nr;
     f32_gemm_ukernel_fn ukernel;
+    f32_gemm_acc_ukernel_fn ukernel_acc;
 } f32_gemm_config;
 
 /* The tile body, shared by every ISA: two vectors of VW floats per row (NR = 2*VW), MR rows.
@@ -83,6 +92,55 @@ typedef struct {
         }                                                                                   \
     }
 
+/* The accumulate tile: the accumulators start from C (rows >= mr alias row mr-1, as A
+ * does, and are never stored; a partial tile is loaded through a zero-padded buffer so
+ * nothing past column nc is read), then the same k loop, then a plain store. */
+#define EC_F32_GEMM_ACC_BODY(VT, VW, MR)                                                    \
+    const float *ap[MR];                                                                    \
+    VT acc0[MR], acc1[MR], b0, b1;                                                          \
+    for (size_t i = 0; i < MR; i++) {                                                       \
+        size_t r = i < mr ? i : mr - 1;                                                     \
+        const float *crow = c + r * ldc;                                                    \
+        ap[i] = a + r * lda;                                                                \
+        if (nc == 2 * VW) {                                                                 \
+            acc0[i] = *(const VT *)crow;                                                    \
+            acc1[i] = *(const VT *)(crow + VW);                                             \
+        } else {                                                                            \
+            float tile[2 * VW] = {0};                                                       \
+            for (size_t j = 0; j < nc; j++) tile[j] = crow[j];                              \
+            acc0[i] = *(const VT *)tile;                                                    \
+            acc1[i] = *(const VT *)(tile + VW);                                             \
+        }                                                                                   \
+    }                                                                                       \
+    for (size_t k = 0; k < kc; k++) {                                                       \
+        b0 = *(const VT *)bp;                                                               \
+        b1 = *(const VT *)(bp + VW);                                                        \
+        bp += 2 * VW;                                                                       \
+        for (size_t i = 0; i < MR; i++) {                                                   \
+            VT av = (VT){0} + ap[i][k];                                                     \
+            acc0[i] += av * b0;                                                             \
+            acc1[i] += av * b1;                                                             \
+        }                                                                                   \
+    }                                                                                       \
+    for (size_t i = 0; i < mr; i++) {                                                       \
+        float *crow = c + i * ldc;                                                          \
+        if (nc == 2 * VW) {                                                                 \
+            *(VT *)crow = acc0[i];                                                          \
+            *(VT *)(crow + VW) = acc1[i];                                                   \
+        } else {                                                                            \
+            float tile[2 * VW];                                                             \
+            *(VT *)tile = acc0[i];                                                          \
+            *(VT *)(tile + VW) = acc1[i];                                                   \
+            for (size_t j = 0; j < nc; j++) crow[j] = tile[j];                              \
+        }                                                                                   \
+    }
+
+#define EC_DEFINE_F32_GEMM_ACC(NAME, ATTR, VT, VW, MR)                                      \
+    ATTR static void NAME(size_t mr, size_t nc, size_t kc, const float *a, size_t lda,      \
+                          const float *bp, float *c, size_t ldc) {                          \
+        EC_F32_GEMM_ACC_BODY(VT, VW, MR)                                                    \
+    }
+
 #define EC_DEFINE_F32_GEMM(NAME, ATTR, VT, VI, VW, MR)                                      \
     ATTR static void NAME(size_t mr, size_t nc, size_t kc, const float *a, size_t lda,      \
                           const float *bp, const float *bias, float *c, size_t ldc,         \
@@ -97,9 +155,11 @@ typedef int ec_v4i __attribute__((vector_size(16), aligned(4), may_alias));
 #if defined(__aarch64__)
 /* 32 vector registers: 8 rows x 2 vectors = 16 accumulators leave room for B and A. */
 EC_DEFINE_F32_GEMM(f32_gemm_8x8__neon, , ec_v4f, ec_v4i, 4, 8)
+EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_8x8__neon, , ec_v4f, 4, 8)
 #else
 /* 16 vector registers on SSE: 4 x 2 accumulators plus B and broadcast A. */
 EC_DEFINE_F32_GEMM(f32_gemm_4x8__vec128, , ec_v4f, ec_v4i, 4, 4)
+EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_4x8__vec128, , ec_v4f, 4, 4)
 #endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -110,19 +170,21 @@ typedef float ec_v16f __attribute__((vector_size(64), aligned(4), may_alias));
 typedef int ec_v16i __attribute__((vector_size(64), aligned(4), may_alias));
 /* AVX2: 16 ymm registers, 6 x 2 accumulators (the classic 6x16 tile). */
 EC_DEFINE_F32_GEMM(f32_gemm_6x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, ec_v8i, 8, 6)
+EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_6x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, 8, 6)
 /* AVX-512: 32 zmm registers, 8 x 2 accumulators. */
 EC_DEFINE_F32_GEMM(f32_gemm_8x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, ec_v16i, 16, 8)
+EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_8x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, 16, 8)
 #endif
 
 static const f32_gemm_config f32_gemm_configs[] = {
 #if defined(EC_HAVE_X86_DISPATCH)
-    {"avx512f", 8, 32, f32_gemm_8x32__avx512f},
-    {"avx2", 6, 16, f32_gemm_6x16__avx2_fma},
+    {"avx512f", 8, 32, f32_gemm_8x32__avx512f, f32_gemm_acc_8x32__avx512f},
+    {"avx2", 6, 16, f32_gemm_6x16__avx2_fma, f32_gemm_acc_6x16__avx2_fma},
 #endif
 #if defined(__aarch64__)
-    {"neon", 8, 8, f32_gemm_8x8__neon},
+    {"neon", 8, 8, f32_gemm_8x8__neon, f32_gemm_acc_8x8__neon},
 #else
-    {"vec128", 4, 8, f32_gemm_4x8__vec128},
+    {"vec128", 4, 8, f32_gemm_4x8__vec128, f32_gemm_acc_4x8__vec128},
 #endif
 };
 static const int f32_gemm_config_count =

@@ -1,5 +1,6 @@
-# Data movement: zero padding / cropping, concatenation, nearest and bilinear upsampling,
-# transposition.  No arithmetic except bilinear interpolation.
+# Data movement: zero padding / cropping, concatenation (and its backward, a column slice),
+# nearest and bilinear upsampling, transposition.  No arithmetic except bilinear
+# interpolation.
 #
 # Everything is NHWC (or flat) and contiguous, so most kernels are memcpy over whole pixel
 # rows or channel vectors.  Bilinear upsampling is exactly tf.image.resize(method='bilinear',
@@ -43,6 +44,15 @@ cdef void concat_forward(float* y, const float* x, Py_ssize_t outer, Py_ssize_t 
     cdef Py_ssize_t o
     for o in range(outer):
         memcpy(y + o * inner_y + offset, x + o * inner_x, inner_x * sizeof(float))
+
+
+cdef void concat_backward(float* dx, const float* dy, Py_ssize_t outer, Py_ssize_t inner_x,
+                          Py_ssize_t inner_y, Py_ssize_t offset) noexcept nogil:
+    """The gradient of one concat_forward input: dx (outer, inner_x) = columns [offset,
+    offset + inner_x) of dy (outer, inner_y).  OVERWRITES dx."""
+    cdef Py_ssize_t o
+    for o in range(outer):
+        memcpy(dx + o * inner_x, dy + o * inner_y + offset, inner_x * sizeof(float))
 
 
 cdef void upsample_nearest_forward(float* y_nhwc, const float* x_nhwc, Py_ssize_t n,
@@ -184,6 +194,22 @@ def concat(const float[::1] x, float[::1] y, Py_ssize_t outer, Py_ssize_t offset
     _require(not _overlap(&y[0], y.nbytes, &x[0], x.nbytes), "concat: y overlaps x")
     with nogil:
         concat_forward(&y[0], &x[0], outer, inner_x, inner_y, offset)
+
+
+def concat_grad(const float[::1] dy, float[::1] dx, Py_ssize_t outer, Py_ssize_t offset):
+    """dx, viewed as (outer, len(dx) // outer), = its columns [offset, ...) of dy viewed as
+    (outer, len(dy) // outer): the gradient of one Concatenate input; overwrites dx."""
+    cdef Py_ssize_t inner_x, inner_y
+    _require(outer > 0 and dx.shape[0] > 0 and dx.shape[0] % outer == 0
+             and dy.shape[0] % outer == 0,
+             f"concat_grad: {dx.shape[0]} and {dy.shape[0]} elements do not split into {outer} rows")
+    inner_x = dx.shape[0] // outer
+    inner_y = dy.shape[0] // outer
+    _require(0 <= offset and offset + inner_x <= inner_y,
+             f"concat_grad: columns [{offset}, {offset + inner_x}) do not fit rows of {inner_y}")
+    _require(not _overlap(&dx[0], dx.nbytes, &dy[0], dy.nbytes), "concat_grad: dx overlaps dy")
+    with nogil:
+        concat_backward(&dx[0], &dy[0], outer, inner_x, inner_y, offset)
 
 
 def upsample_nearest(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, Py_ssize_t fh,

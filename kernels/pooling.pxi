@@ -9,13 +9,23 @@
 # measured 2x slower here (the per-cell branching outweighs the saved loads and stores).
 # The wrapper requires every pad < window size, which guarantees a non-empty window
 # (Keras 'same' padding never exceeds k - 1 per side).
+#
+# Backward, as TensorFlow differentiates Keras's ops (all overwrite dx):
+#   max pooling (MaxPoolGrad)    each window's dy goes to ONE cell, the first maximum in
+#                                row-major window order (TF's CPU kernel keeps the first
+#                                strict maximum); overlapping windows add up;
+#   average pooling              dy / (valid cells) to every valid cell of the window;
+#   global average (reduce_mean) dy / (H*W) to every pixel;
+#   global max (reduce_max)      dy split EQUALLY among the pixels tied at the maximum (TF's
+#                                _MinOrMaxGrad: (x == max) / count * dy), unlike max pooling.
 # Non-goals: dilated pooling, count_include_pad averaging.
 
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 cdef enum:
     _GAP_BLOCK = 256    # channels per block of global average pooling (3 KiB of stack)
     _GAP_RUN = 8        # pixels summed in float before the double accumulator
+    _POOLB_BLOCK = 256  # channels per block of the max-pooling backward (3 KiB of stack)
 
 cdef struct PoolGeom:
     Py_ssize_t n, h, w, c           # input x_nhwc
@@ -133,9 +143,129 @@ cdef void global_maxpool_forward(float* y_nc, const float* x_nhwc, Py_ssize_t n,
             _max_into(y_nc + b * c, x_nhwc + (b * hw + p) * c, c)
 
 
+cdef void _maxpool_pixel_backward(float* dx_b, const float* dy_c, const float* x_b,
+                                  const PoolGeom* g, Py_ssize_t iy, Py_ssize_t ix) noexcept nogil:
+    """dx_b[argmax cell, j] += dy_c[j] for the window whose top-left input cell is (iy, ix);
+    the argmax is the first maximum in row-major window order (strict > while scanning)."""
+    cdef float best[_POOLB_BLOCK]
+    cdef Py_ssize_t at[_POOLB_BLOCK]
+    cdef Py_ssize_t ky0, ky1, kx0, kx1, ky, kx, j, blk, c0, nc, off
+    cdef const float* xp
+    _window_taps(iy, g.h, g.ph, 1, &ky0, &ky1)
+    _window_taps(ix, g.w, g.pw, 1, &kx0, &kx1)
+    for blk in range((g.c + _POOLB_BLOCK - 1) // _POOLB_BLOCK):
+        c0 = blk * _POOLB_BLOCK
+        nc = min(<Py_ssize_t>_POOLB_BLOCK, g.c - c0)
+        off = ((iy + ky0) * g.w + ix + kx0) * g.c + c0
+        for j in range(nc):
+            best[j] = x_b[off + j]
+            at[j] = off
+        for ky in range(ky0, ky1):
+            for kx in range(kx0, kx1):
+                off = ((iy + ky) * g.w + ix + kx) * g.c + c0
+                xp = x_b + off
+                for j in range(nc):
+                    if xp[j] > best[j]:
+                        best[j] = xp[j]
+                        at[j] = off
+        for j in range(nc):
+            dx_b[at[j] + j] += dy_c[c0 + j]
+
+
+cdef void maxpool2d_backward(float* dx_nhwc, const float* dy_nhwc, const float* x_nhwc,
+                             const PoolGeom* g) noexcept nogil:
+    """Gradient of maxpool2d_forward: each window's dy goes to its first maximum in
+    row-major window order (ties: the earliest cell, as TF's CPU MaxPoolGrad), summed over
+    overlapping windows; padding is ignored as in the forward.  OVERWRITES dx (N, H, W, C),
+    which must not overlap dy or x."""
+    cdef Py_ssize_t b, oy, ox
+    memset(dx_nhwc, 0, g.n * g.h * g.w * g.c * sizeof(float))
+    for b in range(g.n):
+        for oy in range(g.oh):
+            for ox in range(g.ow):
+                _maxpool_pixel_backward(dx_nhwc + b * g.h * g.w * g.c,
+                                        dy_nhwc + ((b * g.oh + oy) * g.ow + ox) * g.c,
+                                        x_nhwc + b * g.h * g.w * g.c, g,
+                                        oy * g.sh - g.pad_top, ox * g.sw - g.pad_left)
+
+
+cdef void avgpool2d_backward(float* dx_nhwc, const float* dy_nhwc,
+                             const PoolGeom* g) noexcept nogil:
+    """Gradient of avgpool2d_forward: each window's dy times 1 / (its number of VALID cells,
+    the Keras 'same' rule) to each valid cell, summed over overlapping windows.  OVERWRITES
+    dx (N, H, W, C), which must not overlap dy."""
+    cdef Py_ssize_t b, oy, ox, iy, ix, ky0, ky1, kx0, kx1, ky, kx, j
+    cdef const float* dyp
+    cdef float* dxp
+    cdef float inv
+    memset(dx_nhwc, 0, g.n * g.h * g.w * g.c * sizeof(float))
+    for b in range(g.n):
+        for oy in range(g.oh):
+            iy = oy * g.sh - g.pad_top
+            _window_taps(iy, g.h, g.ph, 1, &ky0, &ky1)
+            for ox in range(g.ow):
+                ix = ox * g.sw - g.pad_left
+                _window_taps(ix, g.w, g.pw, 1, &kx0, &kx1)
+                # TF's AvgPoolGrad scales by 1.0 / count computed in double, then float.
+                inv = <float>(1.0 / <double>((ky1 - ky0) * (kx1 - kx0)))
+                dyp = dy_nhwc + ((b * g.oh + oy) * g.ow + ox) * g.c
+                for ky in range(ky0, ky1):
+                    for kx in range(kx0, kx1):
+                        dxp = dx_nhwc + ((b * g.h + iy + ky) * g.w + ix + kx) * g.c
+                        for j in range(g.c):
+                            dxp[j] += dyp[j] * inv
+
+
+cdef void global_avgpool_backward(float* dx_nhwc, const float* dy_nc, Py_ssize_t n,
+                                  Py_ssize_t hw, Py_ssize_t c) noexcept nogil:
+    """Gradient of global_avgpool_forward: dx[b, p, :] = dy[b, :] / hw for every pixel p
+    (a division, as TF's reduce_mean gradient).  OVERWRITES dx (n, hw, c)."""
+    cdef Py_ssize_t b, p, j
+    cdef float fhw = <float>hw
+    cdef float* first
+    for b in range(n):
+        first = dx_nhwc + b * hw * c
+        for j in range(c):
+            first[j] = dy_nc[b * c + j] / fhw
+        for p in range(1, hw):
+            memcpy(first + p * c, first, c * sizeof(float))
+
+
+cdef void global_maxpool_backward(float* dx_nhwc, const float* dy_nc, const float* x_nhwc,
+                                  Py_ssize_t n, Py_ssize_t hw, Py_ssize_t c) noexcept nogil:
+    """Gradient of global_maxpool_forward as TF's reduce_max: dy split equally among the
+    pixels tied at the maximum, dx = (1 / count) * dy there, 0 elsewhere.  OVERWRITES dx
+    (n, hw, c), which must not overlap dy or x."""
+    cdef float mx[_POOLB_BLOCK]
+    cdef float share[_POOLB_BLOCK]
+    cdef Py_ssize_t b, p, j, blk, c0, nc
+    cdef const float* xp
+    cdef float* dxp
+    for b in range(n):
+        for blk in range((c + _POOLB_BLOCK - 1) // _POOLB_BLOCK):
+            c0 = blk * _POOLB_BLOCK
+            nc = min(<Py_ssize_t>_POOLB_BLOCK, c - c0)
+            memcpy(mx, x_nhwc + b * hw * c + c0, nc * sizeof(float))
+            for p in range(1, hw):
+                _max_into(mx, x_nhwc + (b * hw + p) * c + c0, nc)
+            for j in range(nc):
+                share[j] = 0
+            for p in range(hw):
+                xp = x_nhwc + (b * hw + p) * c + c0
+                for j in range(nc):
+                    share[j] += 1 if xp[j] == mx[j] else 0
+            for j in range(nc):
+                share[j] = (<float>1 / share[j]) * dy_nc[b * c + c0 + j]
+            for p in range(hw):
+                xp = x_nhwc + (b * hw + p) * c + c0
+                dxp = dx_nhwc + (b * hw + p) * c + c0
+                for j in range(nc):
+                    dxp[j] = share[j] if xp[j] == mx[j] else 0
+
+
 # --- checked Python entry points -------------------------------------------------------
 
-cdef PoolGeom _pool_geom(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, pool, strides,
+cdef PoolGeom _pool_geom(const float[:, :, :, ::1] x, const float[:, :, :, ::1] y, pool, strides,
                          pads, str name) except *:
     """Validate and build the geometry; pads = (top, bottom, left, right)."""
     cdef PoolGeom g
@@ -180,7 +310,7 @@ def avgpool2d(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, pool=(2, 2), s
         avgpool2d_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &g)
 
 
-cdef void _check_global(const float[:, :, :, ::1] x, float[:, ::1] y, str name) except *:
+cdef void _check_global(const float[:, :, :, ::1] x, const float[:, ::1] y, str name) except *:
     _require(min(x.shape[0], x.shape[1], x.shape[2], x.shape[3]) > 0,
              f"{name}: empty input {tuple(x.shape)[:4]}")
     _require(y.shape[0] == x.shape[0] and y.shape[1] == x.shape[3],
@@ -202,3 +332,49 @@ def global_maxpool(const float[:, :, :, ::1] x, float[:, ::1] y):
     with nogil:
         global_maxpool_forward(&y[0, 0], &x[0, 0, 0, 0], x.shape[0], x.shape[1] * x.shape[2],
                                x.shape[3])
+
+
+def maxpool2d_grad(const float[:, :, :, ::1] x, const float[:, :, :, ::1] dy,
+                   float[:, :, :, ::1] dx, pool=(2, 2), strides=None, pads=(0, 0, 0, 0)):
+    """MaxPooling2D backward: dx (shape of x) from dy (shape of the pooled output); each
+    window's gradient goes to its first maximum in row-major order.  Overwrites dx."""
+    cdef PoolGeom g = _pool_geom(x, dy, tuple(pool), tuple(pool if strides is None else strides),
+                                 tuple(pads), "maxpool2d_grad")
+    _require((dx.shape[0], dx.shape[1], dx.shape[2], dx.shape[3]) == (g.n, g.h, g.w, g.c),
+             f"maxpool2d_grad: dx is {tuple(dx.shape)[:4]}, expected {(g.n, g.h, g.w, g.c)}")
+    _require(not _overlap(&dx[0, 0, 0, 0], dx.nbytes, &x[0, 0, 0, 0], x.nbytes)
+             and not _overlap(&dx[0, 0, 0, 0], dx.nbytes, &dy[0, 0, 0, 0], dy.nbytes),
+             "maxpool2d_grad: dx overlaps x or dy")
+    with nogil:
+        maxpool2d_backward(&dx[0, 0, 0, 0], &dy[0, 0, 0, 0], &x[0, 0, 0, 0], &g)
+
+
+def avgpool2d_grad(const float[:, :, :, ::1] dy, float[:, :, :, ::1] dx, pool=(2, 2),
+                   strides=None, pads=(0, 0, 0, 0)):
+    """AveragePooling2D backward: dx (the input's shape) from dy; overwrites dx."""
+    cdef PoolGeom g = _pool_geom(dx, dy, tuple(pool), tuple(pool if strides is None else strides),
+                                 tuple(pads), "avgpool2d_grad")
+    with nogil:
+        avgpool2d_backward(&dx[0, 0, 0, 0], &dy[0, 0, 0, 0], &g)
+
+
+def global_avgpool_grad(const float[:, ::1] dy, float[:, :, :, ::1] dx):
+    """GlobalAveragePooling2D backward: dx (N, H, W, C) = dy (N, C) / (H*W); overwrites dx."""
+    _check_global(dx, dy, "global_avgpool_grad")
+    with nogil:
+        global_avgpool_backward(&dx[0, 0, 0, 0], &dy[0, 0], dx.shape[0],
+                                dx.shape[1] * dx.shape[2], dx.shape[3])
+
+
+def global_maxpool_grad(const float[:, :, :, ::1] x, const float[:, ::1] dy,
+                        float[:, :, :, ::1] dx):
+    """GlobalMaxPooling2D backward: dy split equally among tied maxima; overwrites dx."""
+    _check_global(x, dy, "global_maxpool_grad")
+    _require(tuple(dx.shape)[:4] == tuple(x.shape)[:4],
+             f"global_maxpool_grad: dx is {tuple(dx.shape)[:4]}, x {tuple(x.shape)[:4]}")
+    _require(not _overlap(&dx[0, 0, 0, 0], dx.nbytes, &x[0, 0, 0, 0], x.nbytes)
+             and not _overlap(&dx[0, 0, 0, 0], dx.nbytes, &dy[0, 0], dy.nbytes),
+             "global_maxpool_grad: dx overlaps x or dy")
+    with nogil:
+        global_maxpool_backward(&dx[0, 0, 0, 0], &dy[0, 0], &x[0, 0, 0, 0], x.shape[0],
+                                x.shape[1] * x.shape[2], x.shape[3])

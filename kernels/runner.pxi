@@ -2,20 +2,26 @@
 #
 # A plan (edgecore/plan/planner.py) is an int64 table with one row per op and a float32
 # table beside it.  Columns of the int row:
-#   0 opcode   1 y   2 x0   3 x1   4 w   5 b   6 scratch   7 activation code
-#   8..        op parameters (sizes, strides, geometry), documented per opcode below
+#   0 opcode
+#   1 y   2 x0   3 x1   4 w   5 b   6 scratch   7 y2   8 x2      operand refs
+#   9 activation code
+#   10..  op parameters (sizes, strides, geometry), documented per opcode below
 # Float row: 0 alpha, 1 max_value, 2 threshold (the fused activation), 3.. op parameters.
-# Operands 1..6 are refs: -1 for none, else (base << 40) | float offset, base 0 = the
-# activation arena, 1 = the weights buffer.  The planner validated every shape and size
+# Operand refs: -1 for none, else (base << 40) | float offset; bases (plan/builder.py):
+# 0 the activation arena, 1 the packed frozen weights, 2 the trainable parameters and the
+# frozen parameters training reads (Keras layout), 3 their gradients.  Forward ops use
+# y..scratch; backward and loss ops also y2 (a second output) and x2 (a third input).  The planner validated every shape and size
 # when it built the table, so the loop calls the kernel cores without checks; run_plan
 # only checks that the table and buffers are the ones the plan was made for.
 
 from libc.string cimport memcpy
+from libc.stdint cimport uint64_t
 
 DEF REF_SHIFT = 40
-DEF ROW_INTS_ = 32
+DEF ROW_INTS_ = 36
 DEF ROW_FLOATS_ = 8
-DEF P = 8    # first parameter column
+DEF N_BASES = 4
+DEF P = 10   # first parameter column
 DEF FP = 3   # first float parameter column
 
 ROW_INTS = ROW_INTS_
@@ -44,7 +50,32 @@ cdef enum OpCode:
     OP_UPSAMPLE_NEAREST = 17   # n, h, w, c, fh, fw
     OP_UPSAMPLE_BILINEAR = 18  # n, h, w, c, oh, ow
     OP_TRANSPOSE = 19          # rank, x_shape[rank], perm[rank]
-    OP_COUNT = 20
+    # --- training: forward helpers (live weights are kept in Keras layout) -------------
+    OP_PACK_GEMM_B = 20        # k, n                 y = packed panels of x0 (k, n)
+    OP_PACK_GEMM_BIAS = 21     # n                    y = packed bias from x0 (n)
+    OP_BATCHNORM_FORWARD = 22  # rows, c              y = x0 * (w * inv_std) + (b - mean * ...)
+                               #                      x2 = [mean(c), inv_std(c)], w/b may be -1
+    OP_DROPOUT_FORWARD = 23    # n, seed; f: rate     y = x0 * y2, y2 = the mask
+    # --- training: backward (dx = y, may be -1; param gradients in y2 and b) ----------
+    OP_DENSE_BACKWARD = 24     # m, k, n              x0 = x, x1 = dy, w = kernel (k, n)
+    OP_CONV2D_BACKWARD = 25    # ConvGeom             x0 = x, x1 = dy, w = kernel HWIO
+    OP_DWCONV2D_BACKWARD = 26  # DwConvGeom           x0 = x, x1 = dy, w = kernel HWCM
+    OP_ACTIVATION_BACKWARD = 27  # n                  x0 = x, x1 = dy, x2 = y
+    OP_SOFTMAX_BACKWARD = 28   # outer, n, inner      x1 = dy, x2 = y
+    OP_MAXPOOL2D_BACKWARD = 29   # PoolGeom           x0 = x, x1 = dy
+    OP_AVGPOOL2D_BACKWARD = 30   # PoolGeom           x1 = dy
+    OP_GLOBAL_AVGPOOL_BACKWARD = 31  # n, hw, c       x1 = dy
+    OP_GLOBAL_MAXPOOL_BACKWARD = 32  # n, hw, c       x0 = x, x1 = dy
+    OP_BATCHNORM_BACKWARD = 33  # rows, c             x0 = x, x1 = dy, w = gamma, x2 = stats;
+                                #                     y2 = dgamma, b = dbeta
+    OP_DROPOUT_BACKWARD = 34   # n                    x0 = mask, x1 = dy
+    OP_CONCAT_BACKWARD = 35    # outer, inner_x, inner_y, offset   x1 = dy
+    # --- training: losses (y = dL/dlogits, y2 = per-sample losses) --------------------
+    OP_SPARSE_SOFTMAX_CE = 36  # rows, classes; f: -, grad_scale   x0 = logits, x1 = int64 labels
+    OP_SOFTMAX_CE = 37         # rows, classes; f: smoothing, grad_scale
+    OP_SIGMOID_BCE = 38        # rows, cols; f: smoothing, grad_scale
+    OP_MSE = 39                # rows, cols; f: -, grad_scale
+    OP_COUNT = 40
 
 OPCODES = {
     "copy": OP_COPY, "gemm": OP_GEMM, "conv2d": OP_CONV2D, "dwconv2d": OP_DWCONV2D,
@@ -54,7 +85,21 @@ OPCODES = {
     "prelu": OP_PRELU, "layernorm": OP_LAYERNORM, "window_copy": OP_WINDOW_COPY,
     "concat": OP_CONCAT, "upsample_nearest": OP_UPSAMPLE_NEAREST,
     "upsample_bilinear": OP_UPSAMPLE_BILINEAR, "transpose": OP_TRANSPOSE,
+    "pack_gemm_b": OP_PACK_GEMM_B, "pack_gemm_bias": OP_PACK_GEMM_BIAS,
+    "batchnorm_forward": OP_BATCHNORM_FORWARD, "dropout_forward": OP_DROPOUT_FORWARD,
+    "dense_backward": OP_DENSE_BACKWARD, "conv2d_backward": OP_CONV2D_BACKWARD,
+    "dwconv2d_backward": OP_DWCONV2D_BACKWARD, "activation_backward": OP_ACTIVATION_BACKWARD,
+    "softmax_backward": OP_SOFTMAX_BACKWARD, "maxpool2d_backward": OP_MAXPOOL2D_BACKWARD,
+    "avgpool2d_backward": OP_AVGPOOL2D_BACKWARD,
+    "global_avgpool_backward": OP_GLOBAL_AVGPOOL_BACKWARD,
+    "global_maxpool_backward": OP_GLOBAL_MAXPOOL_BACKWARD,
+    "batchnorm_backward": OP_BATCHNORM_BACKWARD, "dropout_backward": OP_DROPOUT_BACKWARD,
+    "concat_backward": OP_CONCAT_BACKWARD,
+    "sparse_softmax_cross_entropy": OP_SPARSE_SOFTMAX_CE,
+    "softmax_cross_entropy": OP_SOFTMAX_CE, "sigmoid_binary_cross_entropy": OP_SIGMOID_BCE,
+    "mean_squared_error": OP_MSE,
 }
+ROW_PARAM_START = P
 
 
 cdef inline float* _ref(int64_t ref, float** bases) noexcept nogil:
@@ -70,7 +115,9 @@ cdef void _run_op(const int64_t* r, const float* f, float** bases) noexcept nogi
     cdef float* w = _ref(r[4], bases)
     cdef float* b = _ref(r[5], bases)
     cdef float* scratch = _ref(r[6], bases)
-    cdef Activation act = make_activation(<int>r[7], f[0], f[1], f[2])
+    cdef float* y2 = _ref(r[7], bases)
+    cdef float* x2 = _ref(r[8], bases)
+    cdef Activation act = make_activation(<int>r[9], f[0], f[1], f[2])
     cdef const int64_t* p = r + P
     cdef Py_ssize_t shape[6]
     cdef Py_ssize_t sa[6]
@@ -139,6 +186,62 @@ cdef void _run_op(const int64_t* r, const float* f, float** bases) noexcept nogi
             shape[i] = p[1 + i]
             perm[i] = <int>p[1 + rank + i]
         transpose_forward(y, x0, rank, shape, perm)
+    elif code >= OP_PACK_GEMM_B:
+        _run_training_op(code, y, x0, x1, w, b, scratch, y2, x2, &act, p, f)
+
+
+cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, float* b,
+                           float* scratch, float* y2, float* x2, const Activation* act,
+                           const int64_t* p, const float* f) noexcept nogil:
+    cdef ConvGeom cg
+    cdef DwConvGeom dg
+    cdef PoolGeom pg
+    cdef uint64_t counter
+    if code == OP_PACK_GEMM_B:
+        f32_gemm_pack_b(y, x0, p[1], p[0], p[1])
+    elif code == OP_PACK_GEMM_BIAS:
+        f32_gemm_pack_bias(y, x0, p[0])
+    elif code == OP_BATCHNORM_FORWARD:
+        batchnorm_inference_forward(y, x0, p[0], p[1], x2, x2 + p[1], w, b)
+    elif code == OP_DROPOUT_FORWARD:
+        counter = <uint64_t>p[1]  # a fresh seed per step, written by the trainer
+        dropout_forward(y, y2, x0, p[0], f[FP], &counter)
+    elif code == OP_DENSE_BACKWARD:
+        dense_backward(y, y2, b, x0, w, x1, p[0], p[1], p[2], scratch)
+    elif code == OP_CONV2D_BACKWARD:
+        _fill(&cg, p, sizeof(ConvGeom) // sizeof(Py_ssize_t))
+        conv2d_backward(y, y2, b, x0, w, x1, &cg, scratch)
+    elif code == OP_DWCONV2D_BACKWARD:
+        _fill(&dg, p, sizeof(DwConvGeom) // sizeof(Py_ssize_t))
+        dwconv2d_backward(y, y2, b, x0, w, x1, &dg)
+    elif code == OP_ACTIVATION_BACKWARD:
+        activation_backward(y, x1, x0, x2, p[0], act)
+    elif code == OP_SOFTMAX_BACKWARD:
+        softmax_backward(y, x1, x2, p[0], p[1], p[2])
+    elif code == OP_MAXPOOL2D_BACKWARD:
+        _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
+        maxpool2d_backward(y, x1, x0, &pg)
+    elif code == OP_AVGPOOL2D_BACKWARD:
+        _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
+        avgpool2d_backward(y, x1, &pg)
+    elif code == OP_GLOBAL_AVGPOOL_BACKWARD:
+        global_avgpool_backward(y, x1, p[0], p[1], p[2])
+    elif code == OP_GLOBAL_MAXPOOL_BACKWARD:
+        global_maxpool_backward(y, x1, x0, p[0], p[1], p[2])
+    elif code == OP_BATCHNORM_BACKWARD:
+        batchnorm_inference_backward(y, y2, b, x0, x1, p[0], p[1], x2, x2 + p[1], w)
+    elif code == OP_DROPOUT_BACKWARD:
+        dropout_backward(y, x1, x0, p[0])
+    elif code == OP_CONCAT_BACKWARD:
+        concat_backward(y, x1, p[0], p[1], p[2], p[3])
+    elif code == OP_SPARSE_SOFTMAX_CE:
+        sparse_softmax_cross_entropy(y2, y, x0, <const int64_t*>x1, p[0], p[1], f[FP + 1])
+    elif code == OP_SOFTMAX_CE:
+        softmax_cross_entropy(y2, y, x0, x1, p[0], p[1], f[FP], f[FP + 1])
+    elif code == OP_SIGMOID_BCE:
+        sigmoid_binary_cross_entropy(y2, y, x0, x1, p[0], p[1], f[FP], f[FP + 1])
+    elif code == OP_MSE:
+        mean_squared_error(y2, y, x0, x1, p[0], p[1], f[FP + 1])
 
 
 cdef inline void _fill(void* geom, const int64_t* p, int count) noexcept nogil:
@@ -152,10 +255,12 @@ cdef inline void _fill(void* geom, const int64_t* p, int count) noexcept nogil:
 
 
 def run_plan(const int64_t[:, ::1] ops, const float[:, ::1] fparams, float[::1] arena,
-             float[::1] weights, Py_ssize_t arena_floats, int gemm_nr):
+             float[::1] weights, Py_ssize_t arena_floats, int gemm_nr, float[::1] params=None,
+             float[::1] grads=None):
     """Execute a plan.  arena must hold at least the plan's arena_floats; the weights
-    buffer must be the one the plan's model packed for the current GEMM variant."""
-    cdef float* bases[2]
+    buffer must be the one the plan's model packed for the current GEMM variant; params
+    and grads are the training buffers (plans of a compiled model reference them)."""
+    cdef float* bases[N_BASES]
     cdef Py_ssize_t i
     _require(ops.shape[1] == ROW_INTS_ and fparams.shape[1] == ROW_FLOATS_
              and fparams.shape[0] == ops.shape[0], "run_plan: op table has the wrong layout")
@@ -166,6 +271,8 @@ def run_plan(const int64_t[:, ::1] ops, const float[:, ::1] fparams, float[::1] 
         return
     bases[0] = &arena[0] if arena.shape[0] else NULL
     bases[1] = &weights[0] if weights.shape[0] else NULL
+    bases[2] = &params[0] if params is not None and params.shape[0] else NULL
+    bases[3] = &grads[0] if grads is not None and grads.shape[0] else NULL
     with nogil:
         for i in range(ops.shape[0]):
             _run_op(&ops[i, 0], &fparams[i, 0], bases)

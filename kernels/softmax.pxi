@@ -7,6 +7,8 @@
 # still runs over contiguous memory.  exp is _exp_nonpos, a branch-free polynomial GCC
 # vectorises (glibc's expf is a call per element); sums are accumulated in double.
 # y may alias x: each pass reads x[i] before it writes y[i], later passes read only y.
+# softmax_backward: dx = y * (dy - sum(dy * y)) along the same axis, TF's SoftmaxGrad
+# ((dy - sum) * y, the sum in double here), over the same two paths.
 # Non-goals: masking, log_softmax (add beside this when a loss needs it).
 
 from libc.stdint cimport int32_t
@@ -138,6 +140,55 @@ cdef void softmax_forward(float* y, const float* x, Py_ssize_t outer, Py_ssize_t
                            min(<Py_ssize_t>_SM_LANES, inner - j0))
 
 
+cdef void _softmax_backward_row(float* dx, const float* dy, const float* y,
+                                Py_ssize_t n) noexcept nogil:
+    cdef double acc = 0.0
+    cdef float s
+    cdef Py_ssize_t i
+    for i in range(n):
+        acc += <double>dy[i] * y[i]
+    s = <float>acc
+    for i in range(n):
+        dx[i] = (dy[i] - s) * y[i]
+
+
+cdef void _softmax_backward_lanes(float* dx, const float* dy, const float* y, Py_ssize_t n,
+                                  Py_ssize_t inner, Py_ssize_t lanes) noexcept nogil:
+    cdef double acc[_SM_LANES]
+    cdef float s[_SM_LANES]
+    cdef Py_ssize_t i, j, o
+    for j in range(lanes):
+        acc[j] = 0.0
+    for i in range(n):
+        o = i * inner
+        for j in range(lanes):
+            acc[j] += <double>dy[o + j] * y[o + j]
+    for j in range(lanes):
+        s[j] = <float>acc[j]
+    for i in range(n):
+        o = i * inner
+        for j in range(lanes):
+            dx[o + j] = (dy[o + j] - s[j]) * y[o + j]
+
+
+cdef void softmax_backward(float* dx, const float* dy, const float* y, Py_ssize_t outer,
+                           Py_ssize_t n, Py_ssize_t inner) noexcept nogil:
+    """Gradient of softmax_forward over the middle axis of (outer, n, inner), from its
+    output y: dx = (dy - sum(dy * y)) * y.  OVERWRITES dx, which may be dy or y (each
+    slice's sum is taken before any of it is written)."""
+    cdef Py_ssize_t o, blk, j0, base
+    if inner == 1:
+        for o in range(outer):
+            _softmax_backward_row(dx + o * n, dy + o * n, y + o * n, n)
+        return
+    for o in range(outer):
+        for blk in range((inner + _SM_LANES - 1) // _SM_LANES):
+            j0 = blk * _SM_LANES
+            base = o * n * inner + j0
+            _softmax_backward_lanes(dx + base, dy + base, y + base, n, inner,
+                                    min(<Py_ssize_t>_SM_LANES, inner - j0))
+
+
 # --- checked Python entry point ---------------------------------------------------------
 
 def softmax(const float[:, :, ::1] x, float[:, :, ::1] y):
@@ -155,3 +206,22 @@ def softmax(const float[:, :, ::1] x, float[:, :, ::1] y):
              "softmax: y partially overlaps x")
     with nogil:
         softmax_forward(&y[0, 0, 0], &x[0, 0, 0], outer, n, inner)
+
+
+def softmax_grad(const float[:, :, ::1] dy, const float[:, :, ::1] y, float[:, :, ::1] dx):
+    """dx = (dy - sum(dy * y)) * y over axis 1 of (outer, n, inner) arrays, y the softmax
+    output; overwrites dx, which may be dy or y itself (not a partial overlap)."""
+    cdef Py_ssize_t outer = y.shape[0], n = y.shape[1], inner = y.shape[2]
+    _require(outer > 0 and n > 0 and inner > 0, f"softmax_grad: empty input {tuple(y.shape)[:3]}")
+    _require((dy.shape[0], dy.shape[1], dy.shape[2]) == (outer, n, inner)
+             and (dx.shape[0], dx.shape[1], dx.shape[2]) == (outer, n, inner),
+             f"softmax_grad: dy {tuple(dy.shape)[:3]} and dx {tuple(dx.shape)[:3]} must match y "
+             f"{(outer, n, inner)}")
+    _require(&dx[0, 0, 0] == &dy[0, 0, 0]
+             or not _overlap(&dx[0, 0, 0], dx.nbytes, &dy[0, 0, 0], dy.nbytes),
+             "softmax_grad: dx partially overlaps dy")
+    _require(&dx[0, 0, 0] == &y[0, 0, 0]
+             or not _overlap(&dx[0, 0, 0], dx.nbytes, &y[0, 0, 0], y.nbytes),
+             "softmax_grad: dx partially overlaps y")
+    with nogil:
+        softmax_backward(&dx[0, 0, 0], &dy[0, 0, 0], &y[0, 0, 0], outer, n, inner)

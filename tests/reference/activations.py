@@ -70,3 +70,75 @@ def activation(x, name, alpha=0.0, max_value=math.inf, threshold=0.0):
     if name in ("elu", "leaky_relu"):
         return ACTIVATIONS[name](x, alpha=alpha)
     return ACTIVATIONS[name](x)
+
+
+# --- derivatives, as TensorFlow differentiates Keras 3's ops --------------------------------
+
+def _relu_derivative(x32, negative_slope, max_value, threshold):
+    """Keras ReLU.static_call differentiated op by op as TF does: where / Relu / Relu6 /
+    clip_by_value (minimum then maximum, whose gradients pass at ties) and the negative
+    part relu(-x + threshold), with every comparison on float32 values."""
+    thr = np.float32(threshold)
+    if negative_slope != 0 and max_value is None and threshold == 0:
+        return np.where(x32 > 0, 1.0, negative_slope)          # LeakyReluGrad: x > 0
+    clip = max_value is not None
+    if threshold != 0:
+        v = np.where(x32 > thr, x32, np.float32(0))
+        g = (x32 > thr).astype(np.float64)
+    elif max_value == 6:
+        v, clip = None, False
+        g = ((x32 > 0) & (x32 < 6)).astype(np.float64)         # Relu6Grad
+    else:
+        v = np.maximum(x32, np.float32(0))
+        g = (x32 > 0).astype(np.float64)                       # ReluGrad: y > 0
+    if clip:
+        g = g * ((v >= 0) & (v <= np.float32(max_value)))
+    if negative_slope != 0:
+        g = g + negative_slope * ((-x32 + thr) > 0)
+    return g
+
+
+def _derivatives(x, x32, y):
+    """name -> f'(x) for the activations without parameters; y is the float32 forward
+    output, read where TF's gradient op reads it."""
+    s = _sigmoid(x)
+    xs = x32 + np.float32(3.0)                                 # relu6(x + 3) in float32
+    hs_mask = ((xs > 0) & (xs < 6)) / 6.0
+    k2 = x32 * np.float32(0.2) + np.float32(0.5)
+    t_gelu = np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))
+    t_mish = np.tanh(_softplus(x))
+    return {
+        "linear": np.ones_like(x),
+        "sigmoid": y * (1.0 - y),                              # SigmoidGrad(y)
+        "hard_sigmoid": hs_mask,
+        "hard_sigmoid_k2": np.where((k2 >= 0) & (k2 <= 1), float(np.float32(0.2)), 0.0),
+        "hard_swish": np.clip(xs.astype(np.float64), 0.0, 6.0) / 6.0 + x * hs_mask,
+        "swish": s * (1.0 + x * (1.0 - s)),                    # tf.nn.silu's gradient
+        "gelu": 0.5 * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+        + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi),
+        "gelu_tanh": 0.5 * (1.0 + t_gelu) + 0.5 * x * (1.0 - t_gelu ** 2)
+        * math.sqrt(2.0 / math.pi) * (1.0 + 3 * 0.044715 * x ** 2),
+        "selu": np.where(y < 0, y + SELU_SCALE * SELU_ALPHA, SELU_SCALE),   # SeluGrad(y)
+        "softplus": s,                                         # SoftplusGrad
+        "softsign": 1.0 / (1.0 + np.abs(x)) ** 2,
+        "tanh": 1.0 - y * y,                                   # TanhGrad(y)
+        "exponential": y,
+        "mish": t_mish + x * (1.0 - t_mish ** 2) * s,
+        "log_sigmoid": _sigmoid(-x),
+    }
+
+
+def activation_derivative(x, y, name, alpha=0.0, max_value=math.inf, threshold=0.0):
+    """f'(x) in float64 with TensorFlow's rules at the kinks (see kernels/activations.pxi):
+    x is the float32 input, y = f(x) the float32 forward output."""
+    x32 = np.asarray(x, np.float32)
+    x = x32.astype(np.float64)
+    y = np.asarray(y, np.float64)
+    if name == "relu":
+        return _relu_derivative(x32, alpha, None if math.isinf(max_value) else max_value,
+                                threshold)
+    if name == "leaky_relu":
+        return np.where(x32 > 0, 1.0, float(np.float32(alpha)))
+    if name == "elu":                                          # EluGrad(y), alpha at 0
+        return np.where(x > 0, 1.0, y + float(np.float32(alpha)))
+    return _derivatives(x, x32, y)[name]

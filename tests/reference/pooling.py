@@ -1,6 +1,8 @@
 """Pooling references with Keras semantics: windows over explicit padding, where padded
 cells are ignored by max and not counted by average ('same' AveragePooling2D divides by
-the number of valid cells)."""
+the number of valid cells).  Backward as TensorFlow differentiates them: max pooling sends
+each window's gradient to its first maximum in row-major order (MaxPoolGrad), global max
+splits it equally among tied maxima (reduce_max's gradient)."""
 import numpy as np
 
 from .conv2d import output_size
@@ -49,3 +51,37 @@ def pool2d_fast(x_nhwc, pool, strides, pads, kind):
 def global_pool(x_nhwc, kind):
     x = np.asarray(x_nhwc, np.float64)
     return x.max(axis=(1, 2)) if kind == "max" else x.mean(axis=(1, 2))
+
+
+def pool2d_backward(x_nhwc, dy_nhwc, pool, strides, pads, kind):
+    """dx of pool2d for kind 'max' or 'avg', float64, window by window."""
+    x = np.asarray(x_nhwc, np.float64)
+    dy = np.asarray(dy_nhwc, np.float64)
+    n, h, w, c = x.shape
+    (ph, pw), (sh, sw) = pool, strides
+    top, left = pads[0], pads[2]
+    dx = np.zeros_like(x)
+    b_idx, c_idx = np.meshgrid(np.arange(n), np.arange(c), indexing="ij")
+    for oy in range(dy.shape[1]):
+        for ox in range(dy.shape[2]):
+            y0, y1 = max(oy * sh - top, 0), min(oy * sh - top + ph, h)
+            x0, x1 = max(ox * sw - left, 0), min(ox * sw - left + pw, w)
+            g = dy[:, oy, ox, :]
+            if kind == "avg":
+                dx[:, y0:y1, x0:x1, :] += g[:, None, None, :] / ((y1 - y0) * (x1 - x0))
+                continue
+            # np.argmax returns the first maximum in C (row-major) order of the window.
+            first = x[:, y0:y1, x0:x1, :].reshape(n, -1, c).argmax(axis=1)
+            np.add.at(dx, (b_idx, y0 + first // (x1 - x0), x0 + first % (x1 - x0), c_idx), g)
+    return dx
+
+
+def global_pool_backward(x_nhwc, dy_nc, kind):
+    """dx of global_pool: dy / (H*W) everywhere for 'avg'; for 'max' dy split equally among
+    the pixels equal to the maximum (TensorFlow's reduce_max gradient)."""
+    x = np.asarray(x_nhwc, np.float64)
+    dy = np.asarray(dy_nc, np.float64)[:, None, None, :]
+    if kind == "avg":
+        return np.broadcast_to(dy / (x.shape[1] * x.shape[2]), x.shape).copy()
+    tied = x == x.max(axis=(1, 2), keepdims=True)
+    return tied * dy / tied.sum(axis=(1, 2), keepdims=True)

@@ -1,0 +1,145 @@
+"""Conv2D backward (groups == 1, plain HWIO kernel): dx, dw, db against the float64
+im2col / col2im reference on the forward tests' ncnn-style grid (strides, dilation, same /
+valid / asymmetric pads, channel tails), a subset under every GEMM variant, finite
+differences of the forward kernel, optional outputs, multi-block batches, bad shapes."""
+import numpy as np
+import pytest
+
+import shapes
+from edgecore import _kernels as K
+from reference.check import assert_close, assert_unchanged, frozen
+from reference.conv2d import conv2d_backward as ref_backward, conv2d_backward_fast
+from reference.finite_diff import directional, rounding_error
+
+CASES = [c for c in shapes.conv_cases() if c.groups == 1]
+# Under every GEMM variant: pointwise, strided pointwise, 3x3 same, dilated, asymmetric pads.
+ISA_CASES = [CASES[0], CASES[7], CASES[18], CASES[45], CASES[-1], CASES[-4]]
+
+
+def _geom(case):
+    return dict(strides=(case.sh, case.sw), dilation=(case.dh, case.dw), pads=case.pads)
+
+
+def _inputs(case, seed):
+    rng = np.random.default_rng(seed)
+    oh, ow = case.out_hw
+    return frozen(rng.standard_normal((case.n, case.h, case.w, case.cin)),
+                  rng.standard_normal((case.kh, case.kw, case.cin, case.cout)),
+                  rng.standard_normal((case.n, oh, ow, case.cout)))
+
+
+def run_grad(case, x, w, dy, want=("dx", "dw", "db")):
+    outs = {"dx": np.full(x.shape, np.nan, np.float32) if "dx" in want else None,
+            "dw": np.full(w.shape, np.nan, np.float32) if "dw" in want else None,
+            "db": np.full(w.shape[3], np.nan, np.float32) if "db" in want else None}
+    size = K.conv2d_grad_scratch_size(x.shape, w.shape, **_geom(case))
+    store = np.full(size + 256, np.nan, np.float32)
+    K.conv2d_grad(x, w, dy, outs["dx"], outs["dw"], outs["db"], store[:size], **_geom(case))
+    assert np.isnan(store[size:]).all(), "conv2d_grad wrote past its scratch size"
+    return outs
+
+
+def check_against_reference(case, x, w, dy, got, what):
+    refs = ref_backward(x, w, dy, **_geom(case))
+    mags = ref_backward(x, w, dy, magnitude=True, **_geom(case))
+    for name, ref, mag in zip(("dx", "dw", "db"), refs, mags):
+        if got[name] is not None:
+            assert_close(got[name], ref, mag, what=f"{what} {name} {case.id}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_conv2d_grad_matches_reference(case):
+    (x, w, dy), copies = _inputs(case, 7)
+    got = run_grad(case, x, w, dy)
+    check_against_reference(case, x, w, dy, got, "conv2d_grad")
+    assert_unchanged([x, w, dy], copies, "conv2d_grad")
+
+
+@pytest.mark.parametrize("case", ISA_CASES, ids=[c.id for c in ISA_CASES])
+def test_conv2d_grad_every_gemm_variant(gemm_isa, case):
+    (x, w, dy), _ = _inputs(case, 8)
+    check_against_reference(case, x, w, dy, run_grad(case, x, w, dy), f"conv2d_grad {gemm_isa[0]}")
+
+
+def test_conv2d_grad_many_row_blocks():
+    """Batch 4 of 18x17 with a 3x3x40 kernel: ~1200 output rows, several weight-gradient
+    blocks (the last partial), so dw accumulates across blocks and dx scatters per block."""
+    case = shapes._case(4, (18, 17), 40, 24, shapes.CONV_TABLE[3])
+    (x, w, dy), _ = _inputs(case, 9)
+    check_against_reference(case, x, w, dy, run_grad(case, x, w, dy), "conv2d_grad blocks")
+
+
+@pytest.mark.parametrize("want", [("dx",), ("dw",), ("db",), ("dw", "db")])
+@pytest.mark.parametrize("case", [CASES[0], CASES[18]], ids=lambda c: c.id)
+def test_conv2d_grad_optional_outputs(case, want):
+    (x, w, dy), _ = _inputs(case, 10)
+    got = run_grad(case, x, w, dy, want)
+    assert all((got[k] is None) == (k not in want) for k in got)
+    check_against_reference(case, x, w, dy, got, f"conv2d_grad only {want}")
+
+
+def _forward_loss(case, dy64):
+    """sum(dy * conv(x, w)) through the forward kernel (packing w for the current GEMM)."""
+    def loss(x, w):
+        wp = np.empty(K.conv2d_packed_sizes(case.kh, case.kw, case.cin, case.cout, 1)[0],
+                      np.float32)
+        K.conv2d_pack_weights(np.ascontiguousarray(w), 1, wp)
+        scratch = np.empty(max(K.conv2d_scratch_size(x.shape, w.shape, **_geom(case)), 1),
+                           np.float32)
+        y = np.empty(dy64.shape, np.float32)
+        K.conv2d(np.ascontiguousarray(x), w.shape, wp, y, scratch, **_geom(case))
+        return float((y * dy64).sum())
+    return loss
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[18], CASES[45], CASES[-1]], ids=lambda c: c.id)
+def test_conv2d_grad_matches_finite_differences(case):
+    """<grad, v> against the directional derivative of sum(dy * conv(x, w)); linear in x
+    and in w, so a large step leaves only the rounding of the float32 forward."""
+    (x, w, dy), _ = _inputs(case, 11)
+    got = run_grad(case, x, w, dy)
+    dy64 = dy.astype(np.float64)
+    loss = _forward_loss(case, dy64)
+    mag = float((ref_backward(x, w, dy, magnitude=True, **_geom(case))[1] * np.abs(w)).sum())
+    rng = np.random.default_rng(12)
+    for name, base, grad in (("x", x, got["dx"]), ("w", w, got["dw"])):
+        v = rng.standard_normal(base.shape)
+        f = (lambda t: loss(t, w)) if name == "x" else (lambda t: loss(x, t))
+        fd = directional(f, base.astype(np.float64), v, h=0.5)
+        tol = rounding_error(4 * mag, 0.5) + 1e-5 * float((np.abs(grad) * np.abs(v)).sum())
+        assert abs(fd - float((grad * v).sum())) <= tol, (name, fd, float((grad * v).sum()))
+    bias_fd = dy64.sum(axis=(0, 1, 2))          # the bias adds to every output pixel
+    assert_close(got["db"], bias_fd, np.abs(dy64).sum(axis=(0, 1, 2)), what="conv2d db")
+
+
+def test_conv2d_grad_validation():
+    case = shapes.ConvCase(1, 9, 7, 4, 8, 3, 3, 1, 1, 1, 1, "valid", (0, 0, 0, 0))
+    (x, w, dy), _ = _inputs(case, 1)
+    scratch = np.empty(K.conv2d_grad_scratch_size(x.shape, w.shape), np.float32)
+    dx, dw, db = np.empty(x.shape, np.float32), np.empty(w.shape, np.float32), np.empty(8, np.float32)
+    K.conv2d_grad(x, w, dy, dx, dw, db, scratch)
+    bad = [
+        lambda: K.conv2d_grad(x, w, np.ascontiguousarray(dy[:, :, :4]), dx, dw, db, scratch),
+        lambda: K.conv2d_grad(x, w, dy, dx[:, :8], dw, db, scratch),
+        lambda: K.conv2d_grad(x, w, dy, dx, dw[:2], db, scratch),
+        lambda: K.conv2d_grad(x, w, dy, dx, dw, db[:7], scratch),
+        lambda: K.conv2d_grad(x, w, dy, dx, dw, db, scratch[:-1]),
+        lambda: K.conv2d_grad(x, np.ascontiguousarray(w[:, :, :3]), dy, dx, dw, db, scratch),
+        lambda: K.conv2d_grad(x, w, dy, dx, dw, db, scratch, groups=2),        # no grouped backward
+        lambda: K.conv2d_grad(x, w, dy, dx, dw, db, scratch, strides=(0, 1)),
+        lambda: K.conv2d_grad(x, w, dy, dx, dw, db, scratch, pads=(0, 0, 0)),
+        lambda: K.conv2d_grad(x, w, dy, dx, dw, dw.reshape(-1)[:8], scratch),  # db inside dw
+        lambda: K.conv2d_grad(x, w, dy, dx, dw, db, dx.reshape(-1)),           # scratch is dx
+    ]
+    for call in bad:
+        with pytest.raises(K.KernelShapeError):
+            call()
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[18], CASES[45], CASES[-1]], ids=lambda c: c.id)
+def test_numpy_backward_used_by_the_benchmark_is_right(case):
+    (x, w, dy), _ = _inputs(case, 13)
+    got = conv2d_backward_fast(x, w, dy, **_geom(case))
+    mags = ref_backward(x, w, dy, magnitude=True, **_geom(case))
+    for name, g, r, m in zip(("dx", "dw", "db"), got, ref_backward(x, w, dy, **_geom(case)), mags):
+        assert_close(g, r, m, what=f"numpy conv2d backward {name} {case.id}")

@@ -1,0 +1,116 @@
+"""DepthwiseConv2D backward against the float64 tap-by-tap reference on the forward grid
+(channel tails around the 16-channel block, depth multipliers, strides, dilation, pads
+beyond the kernel reach), several channel blocks, the large-kernel fallback, finite
+differences of the forward kernel, optional outputs and bad shapes."""
+import numpy as np
+import pytest
+
+import shapes
+from edgecore import _kernels as K
+from reference.check import assert_close, assert_unchanged, frozen
+from reference.dwconv2d import dwconv2d_backward as ref_backward
+from reference.finite_diff import directional, rounding_error
+
+CASES = shapes.dwconv_cases()
+
+
+def _geom(case):
+    return dict(strides=(case.sh, case.sw), dilation=(case.dh, case.dw), pads=case.pads)
+
+
+def _inputs(case, seed):
+    rng = np.random.default_rng(seed)
+    oh, ow = case.out_hw
+    return frozen(rng.standard_normal((case.n, case.h, case.w, case.cin)),
+                  rng.standard_normal((case.kh, case.kw, case.cin, case.cout)),
+                  rng.standard_normal((case.n, oh, ow, case.cin * case.cout)))
+
+
+def run_grad(case, x, w, dy, want=("dx", "dw", "db")):
+    outs = {"dx": np.full(x.shape, np.nan, np.float32) if "dx" in want else None,
+            "dw": np.full(w.shape, np.nan, np.float32) if "dw" in want else None,
+            "db": np.full(dy.shape[3], np.nan, np.float32) if "db" in want else None}
+    K.dwconv2d_grad(x, w, dy, outs["dx"], outs["dw"], outs["db"], **_geom(case))
+    return outs
+
+
+def check(case, x, w, dy, got, what):
+    refs = ref_backward(x, w, dy, **_geom(case))
+    mags = ref_backward(x, w, dy, magnitude=True, **_geom(case))
+    for name, ref, mag in zip(("dx", "dw", "db"), refs, mags):
+        if got[name] is not None:
+            assert_close(got[name], ref, mag, what=f"{what} {name} {case.id}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_dwconv2d_grad_matches_reference(case):
+    (x, w, dy), copies = _inputs(case, 21)
+    check(case, x, w, dy, run_grad(case, x, w, dy), "dwconv2d_grad")
+    assert_unchanged([x, w, dy], copies, "dwconv2d_grad")
+
+
+BLOCK_CASES = [
+    shapes._case(2, (9, 7), 300, 1, shapes.DW_TABLE[0]),     # 3x3: blocks of 224 channels
+    shapes._case(1, (14, 14), 48, 1, shapes.DW_TABLE[-2]),   # 7x7: blocks of 32 channels
+    shapes._case(1, (9, 7), 40, 3, shapes.DW_TABLE[1]),      # M = 3: blocks of 64 channels
+    shapes._case(1, (35, 34), 3, 2, (33, 33, 1, 1, 1, 1, "valid")),   # 33x33x2 taps: direct
+]
+
+
+@pytest.mark.parametrize("case", BLOCK_CASES, ids=[c.id for c in BLOCK_CASES])
+def test_dwconv2d_grad_channel_blocks_and_large_kernels(case):
+    (x, w, dy), _ = _inputs(case, 22)
+    check(case, x, w, dy, run_grad(case, x, w, dy), "dwconv2d_grad")
+
+
+@pytest.mark.parametrize("want", [("dx",), ("dw",), ("db",), ("dw", "db")])
+def test_dwconv2d_grad_optional_outputs(want):
+    case = CASES[2]
+    (x, w, dy), _ = _inputs(case, 23)
+    got = run_grad(case, x, w, dy, want)
+    assert all((got[k] is None) == (k not in want) for k in got)
+    check(case, x, w, dy, got, f"dwconv2d_grad only {want}")
+
+
+@pytest.mark.parametrize("case", [CASES[2], CASES[-5], BLOCK_CASES[2]], ids=lambda c: c.id)
+def test_dwconv2d_grad_matches_finite_differences(case):
+    """<grad, v> against the directional derivative of sum(dy * dwconv(x, w)) through the
+    forward kernel (linear in x and in w: a large step leaves only rounding)."""
+    (x, w, dy), _ = _inputs(case, 24)
+    got = run_grad(case, x, w, dy)
+    dy64 = dy.astype(np.float64)
+
+    def loss(xv, wv):
+        y = np.empty(dy.shape, np.float32)
+        K.dwconv2d(np.ascontiguousarray(xv), np.ascontiguousarray(wv), y, **_geom(case))
+        return float((y * dy64).sum())
+
+    mag = float((ref_backward(x, w, dy, magnitude=True, **_geom(case))[1] * np.abs(w)).sum())
+    rng = np.random.default_rng(25)
+    for name, base, grad in (("x", x, got["dx"]), ("w", w, got["dw"])):
+        v = rng.standard_normal(base.shape)
+        f = (lambda t: loss(t, w)) if name == "x" else (lambda t: loss(x, t))
+        fd = directional(f, base.astype(np.float64), v, h=0.5)
+        tol = rounding_error(4 * mag, 0.5) + 1e-5 * float((np.abs(grad) * np.abs(v)).sum())
+        assert abs(fd - float((grad * v).sum())) <= tol, (name, fd, float((grad * v).sum()))
+
+
+def test_dwconv2d_grad_validation():
+    case = shapes.ConvCase(1, 9, 7, 4, 2, 3, 3, 1, 1, 1, 1, "valid", (0, 0, 0, 0))
+    (x, w, dy), _ = _inputs(case, 1)
+    dx, dw, db = np.empty(x.shape, np.float32), np.empty(w.shape, np.float32), np.empty(8, np.float32)
+    K.dwconv2d_grad(x, w, dy, dx, dw, db)
+    bad = [
+        lambda: K.dwconv2d_grad(x, w, np.ascontiguousarray(dy[..., :4]), dx, dw, db),
+        lambda: K.dwconv2d_grad(x, w, dy, dx[:, :8], dw, db),
+        lambda: K.dwconv2d_grad(x, w, dy, dx, dw[:2], db),
+        lambda: K.dwconv2d_grad(x, w, dy, dx, dw, db[:4]),
+        lambda: K.dwconv2d_grad(x, np.ascontiguousarray(w[:, :, :3]), dy, dx, dw, db),
+        lambda: K.dwconv2d_grad(x, w, dy, dx, dw, db, strides=(1, 0)),
+        lambda: K.dwconv2d_grad(x, w, dy, dx, dw, db, pads=(0, 0, 0)),
+        lambda: K.dwconv2d_grad(x, w, dy, dx, dw, dw.reshape(-1)[:8]),     # db inside dw
+        lambda: K.dwconv2d_grad(x, w, dy, dx, dw, np.empty(8, np.float64)),
+    ]
+    for call in bad:
+        with pytest.raises(K.KernelShapeError):
+            call()
