@@ -129,6 +129,13 @@ def _parse_model(model_config, keras_major, path, depth=0, counted=None):
     outputs = _io_keys(config.get("output_layers"), path, name)
     if keras_major == 2:
         outputs = _renumber_keras2_nested_calls(layers, outputs, path)
+    else:
+        # Keras 3 writes a nested Functional that is itself a model output with its node
+        # index + 1 in output_layers (Model(inp, base(inp))), though its call is node 0.
+        functional = {layer.name for layer in layers if layer.submodel is not None
+                      and layer.class_name in ("Functional", "Model")}
+        outputs = [TensorKey(k.layer, k.node - 1, k.tensor) if k.layer in functional
+                   and k.node > 0 else k for k in outputs]
     return ModelSpec("functional", name, trainable, layers, inputs, outputs)
 
 

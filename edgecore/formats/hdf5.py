@@ -25,9 +25,18 @@ def _text(value):
 
 
 def _attr_list(group, name, path):
+    """A list attribute; Keras splits one longer than an HDF5 object header holds (64 KB)
+    into name0, name1, ... (legacy_h5_format.py), which are joined back here."""
     value = read_attr(group, name, path)
     if value is None:
-        return []
+        parts, chunk = [], 0
+        while True:
+            piece = read_attr(group, f"{name}{chunk}", path)
+            if piece is None:
+                break
+            parts.extend(np.atleast_1d(piece).ravel())
+            chunk += 1
+        return [_text(v) for v in parts]
     return [_text(v) for v in np.atleast_1d(value).ravel()]
 
 
