@@ -29,7 +29,8 @@ from .errors import (EdgecoreError, MemoryBudgetError, ModelFormatError, ShapeEr
 __version__ = "0.1.0"
 
 __all__ = ["load", "Model", "EdgecoreError", "ModelFormatError", "UnsupportedLayerError",
-           "ShapeError", "MemoryBudgetError", "__version__"]
+           "ShapeError", "MemoryBudgetError", "optimizers", "losses", "callbacks", "utils",
+           "__version__"]
 
 
 def load(path, memory_budget=None, input_shape=None, _rewrites=None):
@@ -58,4 +59,8 @@ def __getattr__(name):
         from .model import Model
 
         return Model
+    if name in ("optimizers", "losses", "callbacks", "utils"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'edgecore' has no attribute {name!r}")

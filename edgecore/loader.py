@@ -20,7 +20,7 @@ from .formats.weights import MAX_TENSOR_ELEMENTS, WeightSlots
 from .graph.flatten import flatten
 from .graph.graph import build_graph
 from .graph.rewrites import fold_batchnorm_into_conv, folded_weights, fuse_activation_into_producer
-from .layers.model import ModelLayer
+from .layers.model import ModelLayer, walk_layers
 from .layers.registry import layer_factory
 from .plan.arena import align, aligned_empty
 from .plan.builder import Region
@@ -32,15 +32,7 @@ class LoadContext:
     keras_major: int
     keras_version: str
     flavour: str
-
-
-def walk_layers(graph, scope=()):
-    """(scope, layer) for every leaf layer, depth first in config order."""
-    for layer in graph.layers:
-        if isinstance(layer, ModelLayer):
-            yield from walk_layers(layer.graph, scope + (layer.name,))
-        else:
-            yield scope, layer
+    model_config: dict = None  # the file's config as read; Model.save writes it back
 
 
 def record_weight_shapes(graph, ctx):
@@ -90,6 +82,13 @@ class WeightReader:
                 for ref, shape in zip(refs, layer.var_shapes)]
 
 
+def file_reader(model_file, graph):
+    """read(layer) -> Keras-order weights from an open model file (indexed once)."""
+    scopes = {layer: scope for scope, layer in walk_layers(graph)}
+    reader = WeightReader(model_file, index_weights(model_file, graph))
+    return lambda layer: reader.read(scopes[layer], layer)
+
+
 def index_weights(model_file, graph):
     leaves = [weight_slots(scope, layer) for scope, layer in walk_layers(graph)
               if layer.variables() and layer.var_shapes is not None]
@@ -122,10 +121,7 @@ def read_layer_weights(path, layer):
 def layout_weights(flat):
     """Give every layer of the flat graph its Regions in the weights buffer (sizes come
     from the config alone); returns (layers in order, total floats).  No data is read."""
-    layers = []
-    for node in flat.nodes:
-        if node.layer not in layers:
-            layers.append(node.layer)
+    layers = list(dict.fromkeys(node.layer for node in flat.nodes))  # first-use order
     total = 0
     for layer in layers:
         layer.params = {}
@@ -135,16 +131,16 @@ def layout_weights(flat):
     return layers, total
 
 
-def fill_weights(layers, total, reader, scopes):
-    """Allocate the weights buffer once and pack every layer into it, one at a time."""
+def fill_weights(layers, total, read):
+    """Allocate the weights buffer once and pack every layer into it, one at a time;
+    read(layer) gives a layer's Keras-order weights."""
     weights = aligned_empty(total)
     for layer in layers:
         if not layer.params:
             continue
-        raw = reader.read(scopes[layer], layer) if layer.variables() else []
+        raw = read(layer) if layer.variables() else []
         if getattr(layer, "folded_bn", None) is not None:
-            bn = layer.folded_bn
-            raw = folded_weights(layer, raw, reader.read(scopes[bn], bn))
+            raw = folded_weights(layer, raw, read(layer.folded_bn))
         views = {key: weights[r.offset:r.offset + r.size] for key, r in layer.params.items()}
         layer.pack(raw, views)
         del raw
@@ -156,7 +152,7 @@ def load_graph(path):
     model_file = open_model_file(path)
     try:
         ctx = LoadContext(path, model_file.keras_major, model_file.keras_version,
-                          model_file.flavour)
+                          model_file.flavour, model_file.model_config)
         graph = build_graph(model_file.spec, ctx, layer_factory(ctx))
         record_weight_shapes(graph, ctx)
         return model_file, ctx, graph

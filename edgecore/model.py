@@ -11,7 +11,7 @@ import numpy as np
 from . import _kernels
 from .errors import ShapeError
 from .layers.core import InputLayer
-from .layers.model import ModelLayer, param_counts
+from .layers.model import ModelLayer, every_layer, param_counts, walk_layers
 from .plan.arena import aligned_empty
 from .plan.planner import build_plan
 from .summary import format_summary
@@ -38,7 +38,8 @@ class Model:
         self._arena = aligned_empty(0)
         for layer in graph.layers:
             layer.parent = None
-        _attach_weight_reader(graph, ctx.path)
+        for layer in every_layer(graph):
+            layer.weights_source = self._layer_weights
 
     # --- introspection -----------------------------------------------------------------
     @property
@@ -176,8 +177,11 @@ class Model:
         arena = self._arena
         for array, offset in zip(inputs, plan.input_offsets):
             arena[offset:offset + array.size].reshape(array.shape)[...] = array
+        trainer = self.trainer
         _kernels.run_plan(plan.ops, plan.fparams, arena, self.weights_buffer,
-                          plan.arena_floats, plan.gemm_isa[2])
+                          plan.arena_floats, plan.gemm_isa[2],
+                          None if trainer is None else trainer.params,
+                          None if trainer is None else trainer.grads)
         for array, offset in zip(outputs, plan.output_offsets):
             array[...] = arena[offset:offset + array.size].reshape(array.shape)
 
@@ -223,7 +227,9 @@ class Model:
             self._arena = aligned_empty(plan.arena_floats)
         return plan
 
-    def _standardize_inputs(self, x):
+    def _standardize_inputs(self, x, convert=True):
+        """Validated input arrays; float32 C-contiguous unless convert=False (training
+        datasets stay in their dtype, uint8 images say, and convert per batch)."""
         declared = self.graph.inputs
         if isinstance(x, dict):
             names = self.input_names
@@ -243,7 +249,8 @@ class Model:
             if array.dtype.kind not in "fiub":
                 raise ShapeError(f"input {i} ({tensor.key[0]!r}) has dtype {array.dtype}; "
                                  f"numbers expected", path=self.path)
-            array = np.ascontiguousarray(array, dtype=np.float32)
+            if convert:
+                array = np.ascontiguousarray(array, dtype=np.float32)
             expected = (None,) + tuple(tensor.shape)
             if array.ndim != len(expected) or any(
                     e is not None and e != g for e, g in zip(expected[1:], array.shape[1:])):
@@ -258,21 +265,174 @@ class Model:
                              path=self.path)
         return arrays
 
+    # --- training ----------------------------------------------------------------------
+    trainer = None  # set by compile()
+    stop_training = False
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, memory_budget=None):
+        """Prepare training, with Keras's names: optimizer (an edgecore.optimizers object or
+        "sgd"/"adam"/"adamw"/"rmsprop"), loss (an edgecore.losses object or a Keras loss
+        name), metrics (["accuracy"]).  The layers whose `trainable` flag is set (and whose
+        enclosing models' are) train; everything else stays bit-for-bit as loaded.
+
+        The params, gradients and optimizer state are sized here and checked against
+        memory_budget (default: the one given to load) before anything is allocated;
+        the activation arena is checked when a batch size is first planned (fit checks
+        every shape it will use before its first step)."""
+        from .loader import file_reader, fill_weights, layout_weights
+        from .formats import open_model_file
+        from .plan.budget import check_budget, parse_bytes
+        from .train import losses as losses_module
+        from .train import optimizers as optimizers_module
+        from .train.setup import analyze
+        from .train.trainer import Trainer
+
+        if loss is None:
+            raise ValueError("compile needs a loss")
+        optimizer = optimizers_module.get(optimizer)
+        loss = losses_module.get(loss)
+        metrics = losses_module.metric_names(metrics)
+        budget = parse_bytes(memory_budget) if memory_budget is not None else self.memory_budget
+        previous = {layer: self._layer_weights(layer) for layer in self._live_layers()}
+        setup = analyze(self.graph, self.trainable, self.path)
+        layers, total = layout_weights(setup.prefix)
+        trainer = Trainer(self, setup, optimizer, loss, metrics, budget)
+        check_budget(budget, weights_bytes=4 * total, arena_bytes=0, path=self.path,
+                     what="training", extra={"params, gradients, optimizer state":
+                                             trainer.state_bytes()})
+        # Free the inference buffers before allocating the training ones.
+        for layer in self._live_layers():
+            layer.live = False
+        self.weights_buffer, self.trainer, self._plans, self._last_plan = None, None, {}, None
+        self._arena = aligned_empty(0)
+        model_file = open_model_file(self.path)
+        try:
+            from_file = file_reader(model_file, self.graph)
+            read = lambda layer: previous[layer] if layer in previous else from_file(layer)
+            self.weights_buffer = fill_weights(layers, total, read)
+            self.weights_floats = total
+            trainer.allocate()
+            trainer.fill_params(read)
+        finally:
+            model_file.close()
+        for layer in setup.live:
+            layer.live = True
+        self.flat, self.trainer, self.memory_budget = setup.flat, trainer, budget
+        self.optimizer, self.loss = optimizer, loss
+
+    def _require_compiled(self):
+        if self.trainer is None:
+            raise RuntimeError("the model must be compiled first: model.compile(optimizer=..., "
+                               "loss=...)")
+
+    def train_on_batch(self, x, y, return_dict=False):
+        """One optimizer step on one batch; returns the loss (and metrics) of that batch
+        as Keras 3 does (metrics are not accumulated across calls)."""
+        from .train.loops import train_on_batch
+
+        self._require_compiled()
+        return _keras_result(train_on_batch(self, x, y), return_dict)
+
+    def evaluate(self, x, y, batch_size=None, verbose=0, return_dict=False):
+        """Loss (and metrics) over all samples, inference mode, like Keras."""
+        from .train.loops import evaluate
+
+        self._require_compiled()
+        return _keras_result(evaluate(self, x, y, batch_size or DEFAULT_BATCH_SIZE), return_dict)
+
+    def fit(self, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_data=None, shuffle=True, initial_epoch=0, augment=None,
+            feature_cache="auto", checkpoint=None, resume=False):
+        """Train like Keras's fit and return a History.  Beyond Keras: batch_size="auto"
+        (the largest that fits the memory budget), augment (a callable(x_batch, rng) ->
+        x_batch applied to each batch; it bypasses the feature cache), feature_cache
+        ("auto": cache the frozen prefix's output per sample, in RAM or spilled next to
+        the model when the budget says so; True, False, "disk"), checkpoint (a .h5 path
+        rewritten atomically after each epoch, optimizer state included) and resume
+        (continue from that checkpoint if it exists)."""
+        from .train.loops import fit
+
+        self._require_compiled()
+        return fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_data,
+                   shuffle, initial_epoch, augment, feature_cache, checkpoint, resume)
+
+    def _live_layers(self):
+        return [layer for _, layer in walk_layers(self.graph) if layer.live]
+
+    def _layer_weights(self, layer, read_file=None):
+        """Keras-order weights of a layer: live ones from the params buffer, the rest read
+        back from the model file (packed and folded forms are not Keras's).  A nested
+        model reads all its layers through one open file."""
+        if isinstance(layer, ModelLayer):
+            if read_file is None:
+                from .formats import open_model_file
+                from .loader import file_reader
+
+                model_file = open_model_file(self.path)
+                try:
+                    return self._layer_weights(layer, file_reader(model_file, self.graph))
+                finally:
+                    model_file.close()
+            weights = []
+            for inner in layer.graph.layers:
+                weights.extend(self._layer_weights(inner, read_file))
+            return weights
+        if not layer.variables() or not getattr(layer, "var_shapes", None):
+            return []
+        if read_file is None:
+            from .loader import read_layer_weights  # h5py stays out of `import edgecore`
+
+            read_one = lambda: read_layer_weights(self.path, layer)
+        else:
+            read_one = lambda: read_file(layer)
+        if layer.live:
+            params = self.trainer.params
+            views = {key: params[r.offset:r.offset + r.size] for key, r in layer.live_params.items()}
+            return layer.live_weights(views, read_one)
+        return read_one()
+
+    # --- saving ------------------------------------------------------------------------
+    def save(self, path):
+        """Write the model as a legacy Keras .h5 (Keras 3 spelling) that
+        `keras.models.load_model` opens; .keras paths are refused (ValueError).  Atomic:
+        an existing file at path is replaced only once the new one is complete."""
+        from .formats.save_hdf5 import check_save_path, save_hdf5
+
+        with self._weights_reader() as weights_of:
+            save_hdf5(self, check_save_path(path), weights_of=weights_of)
+
+    def _weights_reader(self):
+        """A context giving weights_of(layer) that reads through one open model file
+        (a save asks for every layer: one open instead of one per layer)."""
+        import contextlib
+
+        from .formats import open_model_file
+        from .loader import file_reader
+
+        @contextlib.contextmanager
+        def reader():
+            model_file = open_model_file(self.path)
+            try:
+                read_file = file_reader(model_file, self.graph)
+                yield lambda layer: self._layer_weights(layer, read_file)
+            finally:
+                model_file.close()
+
+        return reader()
+
 
 def load_model(path, memory_budget=None, input_shape=None, rewrites=None):
     """The whole of `edgecore.load`: read the config, plan, check the budget, and only then
     read and pack the weights (see edgecore.load for the arguments)."""
     # The loader (and with it h5py) is imported here, not at `import edgecore`.
     from .graph.flatten import flatten
-    from .loader import (INFERENCE_REWRITES, WeightReader, fill_weights, index_weights,
-                         layout_weights, load_graph, walk_layers)
+    from .loader import INFERENCE_REWRITES, file_reader, fill_weights, layout_weights, load_graph
     from .plan.budget import check_budget, parse_bytes
 
     rewrites = INFERENCE_REWRITES if rewrites is None else rewrites
     budget = parse_bytes(memory_budget)
     model_file, ctx, graph = load_graph(path)
     try:
-        scopes = {layer: scope for scope, layer in walk_layers(graph)}
         flat = flatten(graph)
         for rewrite in rewrites:
             rewrite(flat)
@@ -285,31 +445,15 @@ def load_model(path, memory_budget=None, input_shape=None, rewrites=None):
                          what="the packed weights alone")
         if shapes is not None:
             model.cache_plan(build_plan(flat, shapes, path))  # checks the budget too
-        reader = WeightReader(model_file, index_weights(model_file, graph))
-        model.weights_buffer = fill_weights(layers, total, reader, scopes)
+        model.weights_buffer = fill_weights(layers, total, file_reader(model_file, graph))
     finally:
         model_file.close()
     return model
 
 
-def _attach_weight_reader(graph, path):
-    for layer in graph.layers:
-        layer.model_path = path
-        layer.weights_source = layer_get_weights
-        if isinstance(layer, ModelLayer):
-            _attach_weight_reader(layer.graph, path)
-
-
-def layer_get_weights(layer):
-    """Keras-order weights of a layer, read back from the model file (folded and packed
-    forms are not Keras's, so the file is the faithful source for frozen layers)."""
-    if isinstance(layer, ModelLayer):
-        weights = []
-        for inner in layer.graph.layers:
-            weights.extend(layer_get_weights(inner))
-        return weights
-    if not layer.variables() or not getattr(layer, "var_shapes", None):
-        return []
-    from .loader import read_layer_weights  # h5py stays out of `import edgecore`
-
-    return read_layer_weights(layer.model_path, layer)
+def _keras_result(logs, return_dict):
+    """Keras's return convention: the dict, or the values in order (a scalar alone)."""
+    if return_dict:
+        return logs
+    values = list(logs.values())
+    return values[0] if len(values) == 1 else values

@@ -1,7 +1,7 @@
 """Imports flow one way: the tree is the data path (STYLE.md item 1).
 
-    errors -> formats -> layers -> graph -> plan -> loader/summary/model -> the package's
-    public API (__init__: load) -> cli
+    errors/utils -> formats -> layers -> graph -> plan -> loader -> train -> summary/model
+    -> the package's public API (__init__: load, optimizers, losses...) -> cli
 
 A package may import itself and anything to its left (and the compiled _kernels), never
 anything to its right.  Checked on the source text so a violating import fails even if
@@ -13,8 +13,9 @@ from pathlib import Path
 import edgecore
 
 PACKAGE = Path(edgecore.__file__).resolve().parent
-ORDER = ["errors", "_kernels", "formats", "layers", "graph", "plan",
-         "loader", "summary", "model", "__init__", "cli", "__main__"]
+ORDER = ["errors", "utils", "_kernels", "formats", "layers", "graph", "plan", "loader",
+         "train", "summary", "model", "optimizers", "losses", "callbacks",
+         "__init__", "cli", "__main__"]
 
 
 def _rank(module):

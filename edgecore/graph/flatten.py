@@ -10,9 +10,10 @@ from .graph import Tensor
 
 
 class FlatNode:
-    __slots__ = ("layer", "inputs", "outputs", "call", "call_index", "scope", "activation")
+    __slots__ = ("layer", "inputs", "outputs", "call", "call_index", "scope", "activation",
+                 "inference_only")
 
-    def __init__(self, node, inputs, outputs, scope):
+    def __init__(self, node, inputs, outputs, scope, inference_only=False):
         self.layer = node.layer
         self.inputs = inputs
         self.outputs = outputs
@@ -21,6 +22,9 @@ class FlatNode:
         self.scope = scope  # enclosing ModelLayers, outermost first
         # The activation this call applies; rewrites may fuse a following one in here.
         self.activation = getattr(node.layer, "act", None)
+        # Whether Keras's fit runs this call in inference mode although it is training
+        # (Dropout off, BatchNormalization on its moving statistics): see _training_false.
+        self.inference_only = inference_only
 
     @property
     def trainable(self):
@@ -48,25 +52,36 @@ class FlatGraph:
 def flatten(graph):
     inputs = [Tensor(t.key, t.shape) for t in graph.inputs]
     nodes = []
-    outputs = _inline(graph, dict(zip(graph.inputs, inputs)), (), nodes)
+    outputs = _inline(graph, dict(zip(graph.inputs, inputs)), (), nodes, False)
     return FlatGraph(nodes, inputs, outputs)
 
 
-def _inline(graph, mapping, scope, nodes):
+def _training_false(node):
+    """A call recorded with training=False that Keras's fit honours.  tf.keras (Keras 2)
+    honours it for the call and everything inside (the transfer recipe's
+    `base(x, training=False)`); Keras 3.15's fit passes training=True to every call and
+    overrides it (verified against Keras when writing the training fixtures), so for
+    Keras 3 files it changes nothing."""
+    return (node.call is not None and node.call.kwargs.get("training") is False
+            and node.layer.ctx.keras_major == 2)
+
+
+def _inline(graph, mapping, scope, nodes, inference_only):
     """Append graph's calls to nodes with inputs renamed by mapping; return its outputs."""
     for node in graph.nodes:
         inputs = [mapping[t] for t in node.inputs]
+        frozen_mode = inference_only or _training_false(node)
         if isinstance(node.layer, ModelLayer):
             inner = node.layer.graph
             inner_outputs = _inline(inner, dict(zip(inner.inputs, inputs)),
-                                    scope + (node.layer,), nodes)
+                                    scope + (node.layer,), nodes, frozen_mode)
             for outer, inner_t in zip(node.outputs, inner_outputs):
                 mapping[outer] = inner_t
             continue
         outputs = [Tensor(t.key, t.shape) for t in node.outputs]
         for old, new in zip(node.outputs, outputs):
             mapping[old] = new
-        flat = FlatNode(node, inputs, outputs, scope)
+        flat = FlatNode(node, inputs, outputs, scope, frozen_mode)
         for t in outputs:
             t.producer = flat
         nodes.append(flat)

@@ -71,9 +71,10 @@ def unfold_batchnorm(pairs):
         bn.folded_into = None
 
 
-def fuse_activation_into_producer(flat):
+def fuse_activation_into_producer(flat, allow=lambda producer, activation: True):
     """Give a Conv/Dense call the elementwise activation layer that follows it (ReLU6 in
-    MobileNetV2), so the GEMM epilogue applies it while the tile is in registers."""
+    MobileNetV2), so the GEMM epilogue applies it while the tile is in registers.
+    allow(producer_node, activation_node) lets training keep trained layers apart."""
     users = flat.consumers()
     fused = 0
     for node in list(flat.nodes):
@@ -85,7 +86,7 @@ def fuse_activation_into_producer(flat):
         if act_node is None or not hasattr(act_node.layer, "elementwise_activation"):
             continue
         act = act_node.layer.elementwise_activation()
-        if act is None:
+        if act is None or not allow(node, act_node):
             continue
         node.activation = act
         _absorb(flat, node, act_node)

@@ -84,6 +84,17 @@ def lower_activation(b, act, y, x):
         b.op("activation", y, x, act=act, ints=(b.size(x),), inplace=True)
 
 
+def lower_activation_backward(b, act, dx, dy, x, y):
+    """dx = dL/dx of y = act(x) given dy; x is the activation's input, y its output."""
+    if act == SOFTMAX:
+        shape = b.shape(y)
+        b.op("softmax_backward", dx, None, dy, x2=y, ints=(b.size(y) // shape[-1], shape[-1], 1))
+    elif act.is_linear:
+        b.alias(dx, dy)
+    else:
+        b.op("activation_backward", dx, x, dy, x2=y, act=act, ints=(b.size(x),))
+
+
 def lower_softmax(b, y, x, axis):
     shape = b.shape(x)
     axis = axis % len(shape)
@@ -111,6 +122,13 @@ class _ElementwiseActivationLayer(Layer):
 
     def lower(self, b, node):
         lower_activation(b, self.act, node.outputs[0], node.inputs[0])
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        if dy_is_preact:
+            return [dy]
+        dx = b.temp(b.shape(node.inputs[0]))
+        lower_activation_backward(b, self.act, dx, dy, node.inputs[0], node.outputs[0])
+        return [dx]
 
 
 class Activation(_ElementwiseActivationLayer):
@@ -169,6 +187,20 @@ class Softmax(Layer):
 
     def lower(self, b, node):
         lower_softmax(b, node.outputs[0], node.inputs[0], self.axis)
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        if dy_is_preact:
+            return [dy]
+        x, y = node.inputs[0], node.outputs[0]
+        shape = b.shape(y)
+        axis = self.axis % len(shape)
+        outer = 1
+        for d in shape[:axis]:
+            outer *= d
+        dx = b.temp(shape)
+        b.op("softmax_backward", dx, None, dy, x2=y,
+             ints=(outer, shape[axis], b.size(y) // (outer * shape[axis])))
+        return [dx]
 
 
 class PReLU(Layer):

@@ -7,6 +7,8 @@ one weights buffer, and its forward lowering into plan ops.  `registry.py` holds
 
 Shapes here exclude the batch axis; `None` is an unknown (symbolic) dimension.
 """
+import numpy as np
+
 from ..errors import ModelFormatError, ShapeError, UnsupportedLayerError
 
 
@@ -109,6 +111,45 @@ class Layer:
         trainable (BatchNormalization's moving statistics, Normalization's state)."""
         return ()
 
+    # --- training ----------------------------------------------------------------------
+    # A layer a training plan reads in Keras layout ("live": trained, or frozen but on the
+    # backward path) has its variables in the params buffer: live_params maps each
+    # variable name to its Region there, live_grads the trainable ones to their gradient.
+    live = False
+    live_params = {}
+    live_grads = {}
+
+    def trainable_variables(self):
+        """Names of the variables an optimizer updates when the layer trains."""
+        frozen = set(self.non_trainable_variables())
+        return tuple(name for name, _ in self.variables() if name not in frozen)
+
+    def live_layout(self, trained):
+        """[(key, floats, trainable)] this layer keeps in the params buffer when live:
+        by default its Keras variables as they are (Keras layout)."""
+        trainable = set(self.trainable_variables()) if trained else set()
+        return [(name, self.elements([shape]), name in trainable)
+                for (name, _), shape in zip(self.variables(), self.var_shapes)]
+
+    def live_pack(self, raw, views):
+        """Fill the live views from the Keras-order weights."""
+        for (name, _), array in zip(self.variables(), raw):
+            views[name][:] = np.asarray(array, dtype=np.float32).ravel()
+
+    def live_weights(self, views, read_file):
+        """Keras-order weights of a live layer from its views (read_file() gives the
+        file's copy, for variables the params buffer does not hold)."""
+        return [views[name].reshape(shape).copy()
+                for (name, _), shape in zip(self.variables(), self.var_shapes)]
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        """Emit ops for dL/d(inputs) given dy = dL/d(output); need_dx[i] says whether
+        input i needs its gradient.  Returns one gradient tensor (or None) per input, and
+        writes parameter gradients into live_grads.  Overwrites; the caller accumulates."""
+        raise self.unsupported(
+            f"training through {self.class_name} is not supported; set trainable=False "
+            f"on it and on every layer before it, so no gradient has to cross it")
+
     # --- lowering --------------------------------------------------------------------
     def lower(self, b, node):
         """Emit the ops computing node.outputs from node.inputs into plan builder b."""
@@ -151,3 +192,18 @@ def same_padding(size, kernel, stride, dilation):
     out = (size + stride - 1) // stride
     total = max((out - 1) * stride + effective - size, 0)
     return total // 2, total - total // 2
+
+
+def pack_live_gemm(b, kernel, k, n, bias=None):
+    """Ops packing a live (Keras-layout, params-buffer) kernel (k, n) and bias into arena
+    temporaries in the GEMM micro-kernel's panel layout; returns (packed, packed_bias).
+    Packing every step costs k*n copies against the GEMM's m*k*n multiply-adds."""
+    from .. import _kernels
+
+    packed = b.temp((_kernels.gemm_packed_size(k, n),))
+    b.op("pack_gemm_b", packed, kernel, ints=(k, n))
+    packed_bias = None
+    if bias is not None:
+        packed_bias = b.temp((_kernels.gemm_packed_bias_size(n),))
+        b.op("pack_gemm_bias", packed_bias, bias, ints=(n,))
+    return packed, packed_bias

@@ -8,8 +8,10 @@ bias, so packing here never needs to know about it beyond "there is now a bias".
 import numpy as np
 
 from .. import _kernels
-from .activations import SOFTMAX, lower_activation, parse_activation
-from .base import Layer, check_channels_last, conv_output_length, int_pair, same_padding
+from .activations import (LINEAR, SOFTMAX, lower_activation, lower_activation_backward,
+                          parse_activation)
+from .base import (Layer, check_channels_last, conv_output_length, int_pair, pack_live_gemm,
+                   same_padding)
 
 MAX_KERNEL = 1 << 12
 
@@ -66,11 +68,28 @@ class _Conv2DBase(Layer):
         return c
 
     def lower_with_activation(self, b, node, emit):
-        """emit(act) lowers the convolution with a fused activation; softmax is separate."""
-        act = node.activation
-        emit(None if act == SOFTMAX else act)
+        """emit(out, act) lowers the convolution into `out` with a fused activation;
+        softmax is separate.  A live (training) layer keeps the pre-activation instead,
+        for its backward pass."""
+        act, y = node.activation, node.outputs[0]
+        if self.live:
+            z = y if act == LINEAR else b.temp(b.shape(y))
+            b.preact[node] = z
+            emit(z, None)
+            if z is not y:
+                lower_activation(b, act, y, z)
+            return
+        emit(y, None if act == SOFTMAX else act)
         if act == SOFTMAX:
-            lower_activation(b, SOFTMAX, node.outputs[0], node.outputs[0])
+            lower_activation(b, SOFTMAX, y, y)
+
+    def backward_preact(self, b, node, dy, dy_is_preact):
+        """dL/d(pre-activation) from dL/d(output)."""
+        if dy_is_preact or node.activation == LINEAR:
+            return dy
+        dz = b.temp(b.shape(node.outputs[0]))
+        lower_activation_backward(b, node.activation, dz, dy, b.preact[node], node.outputs[0])
+        return dz
 
 
 class Conv2D(_Conv2DBase):
@@ -119,9 +138,33 @@ class Conv2D(_Conv2DBase):
         w_shape = (*self.kernel_size, c // self.groups, self.filters)
         scratch = _kernels.conv2d_scratch_size(b.shape(x), w_shape, self.strides,
                                                self.dilation, self.pads(h, w), self.groups)
-        self.lower_with_activation(b, node, lambda act: b.op(
-            "conv2d", y, x, w=self.params["kernel"], b=self.params.get("bias"), act=act,
-            scratch=scratch, ints=(*geom, self.filters, self.groups)))
+        kernel, bias = self.params.get("kernel"), self.params.get("bias")
+        if self.live:
+            self.require_single_group()
+            kernel, bias = pack_live_gemm(b, self.live_params["kernel"],
+                                          w_shape[0] * w_shape[1] * w_shape[2], self.filters,
+                                          self.live_params.get("bias"))
+        self.lower_with_activation(b, node, lambda out, act: b.op(
+            "conv2d", out, x, w=kernel, b=bias, act=act, scratch=scratch,
+            ints=(*geom, self.filters, self.groups)))
+
+    def require_single_group(self):
+        if self.groups != 1:
+            raise self.unsupported("training a grouped Conv2D (groups > 1)")
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        x = node.inputs[0]
+        geom = (*self.geometry(b, x, node.outputs[0]), self.filters, self.groups)
+        n, h, w, c = b.shape(x)
+        scratch = _kernels.conv2d_grad_scratch_size(
+            b.shape(x), (*self.kernel_size, c, self.filters), self.strides, self.dilation,
+            self.pads(h, w))
+        dz = self.backward_preact(b, node, dy, dy_is_preact)
+        dx = b.temp(b.shape(x)) if need_dx[0] else None
+        b.op("conv2d_backward", dx, x, dz, w=self.live_params["kernel"],
+             y2=self.live_grads.get("kernel"), b=self.live_grads.get("bias"), b_out=True,
+             scratch=scratch, ints=geom)
+        return [dx]
 
 
 class DepthwiseConv2D(_Conv2DBase):
@@ -166,9 +209,20 @@ class DepthwiseConv2D(_Conv2DBase):
     def lower(self, b, node):
         x, y = node.inputs[0], node.outputs[0]
         geom = self.geometry(b, x, y)
-        self.lower_with_activation(b, node, lambda act: b.op(
-            "dwconv2d", y, x, w=self.params["kernel"], b=self.params.get("bias"), act=act,
+        # HWCM is both the Keras layout and the kernel's: a live kernel is used in place.
+        params = self.live_params if self.live else self.params
+        self.lower_with_activation(b, node, lambda out, act: b.op(
+            "dwconv2d", out, x, w=params["kernel"], b=params.get("bias"), act=act,
             ints=(*geom, self.depth_multiplier)))
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        x = node.inputs[0]
+        dz = self.backward_preact(b, node, dy, dy_is_preact)
+        dx = b.temp(b.shape(x)) if need_dx[0] else None
+        b.op("dwconv2d_backward", dx, x, dz, w=self.live_params["kernel"],
+             y2=self.live_grads.get("kernel"), b=self.live_grads.get("bias"), b_out=True,
+             ints=(*self.geometry(b, x, node.outputs[0]), self.depth_multiplier))
+        return [dx]
 
 
 class SeparableConv2D(_Conv2DBase):
@@ -222,6 +276,8 @@ class SeparableConv2D(_Conv2DBase):
         mid = b.temp((n, oh, ow, cm))
         b.op("dwconv2d", mid, x, w=self.params["depthwise"], act=None,
              ints=(*self.geometry(b, x, y), self.depth_multiplier))
-        self.lower_with_activation(b, node, lambda act: b.op(
-            "gemm", y, mid, w=self.params["pointwise"], b=self.params.get("bias"), act=act,
+        if self.live:
+            raise self.unsupported("training a SeparableConv2D")
+        self.lower_with_activation(b, node, lambda out, act: b.op(
+            "gemm", out, mid, w=self.params["pointwise"], b=self.params.get("bias"), act=act,
             ints=(n * oh * ow, self.filters, cm)))

@@ -3,8 +3,9 @@ GaussianNoise, ActivityRegularization)."""
 import numpy as np
 
 from .. import _kernels
-from .activations import SOFTMAX, lower_activation, parse_activation
-from .base import Layer
+from .activations import (LINEAR, SOFTMAX, lower_activation, lower_activation_backward,
+                          parse_activation)
+from .base import Layer, pack_live_gemm
 
 
 class InputLayer(Layer):
@@ -33,19 +34,58 @@ class InputLayer(Layer):
 
 
 class Identity(Layer):
-    """Dropout, SpatialDropout, GaussianNoise/Dropout: the identity at inference."""
+    """Dropout, SpatialDropout, GaussianNoise/Dropout: the identity at inference.
+
+    In a training plan, Dropout below no training=False call is real inverted dropout
+    (Keras's rule: a mask of keep probability 1 - rate, scaled by 1 / (1 - rate)), drawn
+    from a counter-based generator seeded per step (edgecore.utils.set_random_seed); the
+    other noise layers would be active in Keras's fit too and are refused there."""
 
     keras_classes = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
                      "GaussianNoise", "GaussianDropout", "AlphaDropout",
                      "ActivityRegularization")
     identity_at_inference = True
 
+    def parse(self, config):
+        self.rate = float(config.get("rate", 0.0) or 0.0)
+        if self.class_name == "Dropout" and config.get("noise_shape") is not None:
+            self.noise_shape = config["noise_shape"]
+        else:
+            self.noise_shape = None
+
+    def active_in_training(self, node):
+        """Would Keras's fit apply this layer's noise at this call?"""
+        if node.inference_only or self.class_name == "ActivityRegularization":
+            return False
+        if self.class_name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D",
+                               "SpatialDropout3D", "GaussianDropout", "AlphaDropout"):
+            return self.rate > 0
+        return True  # GaussianNoise
+
     def output_shapes(self, input_shapes, call):
         self.expect_inputs(input_shapes, 1)
         return [input_shapes[0]]
 
     def lower(self, b, node):
-        b.alias(node.outputs[0], node.inputs[0])
+        x, y = node.inputs[0], node.outputs[0]
+        if not (b.training and self.active_in_training(node)):
+            b.alias(y, x)
+            return
+        if self.class_name != "Dropout" or self.noise_shape is not None:
+            raise self.unsupported(f"{self.class_name} is active in Keras's fit here, and "
+                                   f"edgecore trains only through plain Dropout; call the "
+                                   f"model part holding it with training=False")
+        mask = b.temp(b.shape(x))
+        b.dropout_masks[node] = mask
+        b.op("dropout_forward", y, x, y2=mask, ints=(b.size(x), 0), floats=(self.rate,))
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        mask = b.dropout_masks.get(node)
+        if mask is None:
+            return [dy]
+        dx = b.temp(b.shape(node.inputs[0]))
+        b.op("dropout_backward", dx, mask, dy, ints=(b.size(dx),))
+        return [dx]
 
 
 class Dense(Layer):
@@ -101,8 +141,36 @@ class Dense(Layer):
         k = b.shape(x)[-1]
         m = b.size(x) // k
         act = node.activation
+        if self.live:
+            # Trained weights are in Keras layout; the activation stays a separate op so
+            # its input (the pre-activation) is there for the backward pass.
+            w, bias = pack_live_gemm(b, self.live_params["kernel"], k, self.units,
+                                     self.live_params.get("bias"))
+            z = y if act == LINEAR else b.temp(b.shape(y))
+            b.preact[node] = z
+            b.op("gemm", z, x, w=w, b=bias, ints=(m, self.units, k))
+            if z is not y:
+                lower_activation(b, act, y, z)
+            return
         gemm_act = None if act == SOFTMAX else act
         b.op("gemm", y, x, w=self.params["kernel"], b=self.params.get("bias"), act=gemm_act,
              ints=(m, self.units, k))
         if act == SOFTMAX:
             lower_activation(b, SOFTMAX, y, y)
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        from .. import _kernels
+
+        x, y = node.inputs[0], node.outputs[0]
+        k = b.shape(x)[-1]
+        m = b.size(x) // k
+        dz = dy
+        if not dy_is_preact and node.activation != LINEAR:
+            dz = b.temp(b.shape(y))
+            lower_activation_backward(b, node.activation, dz, dy, b.preact[node], y)
+        dx = b.temp(b.shape(x)) if need_dx[0] else None
+        b.op("dense_backward", dx, x, dz, w=self.live_params["kernel"],
+             y2=self.live_grads.get("kernel"), b=self.live_grads.get("bias"), b_out=True,
+             scratch=_kernels.dense_grad_scratch_size(m, k, self.units),
+             ints=(m, k, self.units))
+        return [dx]

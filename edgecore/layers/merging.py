@@ -156,18 +156,41 @@ class _ElementwiseMerge(Layer):
             lower_binary(b, self.op, y, y, extra, b.shape(y), extra_shape)
 
 
+def _same_shape_operands(layer, b, node):
+    """Backward passes here route dy unchanged (or scaled): no broadcast, no constants."""
+    constants = bool(layer.calls) and any(kind == "const"
+                                          for kind, _ in layer.operands[node.call_index])
+    if constants or any(b.shape(t) != b.shape(node.outputs[0]) for t in node.inputs):
+        raise layer.unsupported("training through a broadcasting or constant-operand "
+                                f"{layer.class_name}")
+
+
 class Add(_ElementwiseMerge):
     keras_classes = ("Add",)
     op = "add"
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        _same_shape_operands(self, b, node)
+        return [dy if need else None for need in need_dx]
 
 
 class Subtract(_ElementwiseMerge):
     keras_classes = ("Subtract",)
     op = "subtract"
 
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        _same_shape_operands(self, b, node)
+        negated = None
+        if need_dx[1]:
+            negated = b.temp(b.shape(dy))
+            b.op("scale", negated, dy, ints=(b.size(dy),), floats=(-1.0,))
+        return [dy if need_dx[0] else None, negated]
+
     def output_shapes(self, input_shapes, call):
-        if len(input_shapes) != 2:
-            raise self.shape_error(f"takes exactly 2 inputs, got {len(input_shapes)}")
+        index = next((i for i, c in enumerate(self.calls) if c is call), None)
+        operands = len(self.operands[index]) if index is not None else len(input_shapes)
+        if operands != 2:  # two tensors, or a tensor and a constant (Keras 3's `x - c`)
+            raise self.shape_error(f"takes exactly 2 operands, got {operands}")
         return super().output_shapes(input_shapes, call)
 
 
@@ -194,6 +217,12 @@ class Average(_ElementwiseMerge):
         super().lower(b, node)
         y = node.outputs[0]
         b.op("scale", y, y, ints=(b.size(y),), floats=(1.0 / len(node.inputs),), inplace=True)
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        _same_shape_operands(self, b, node)
+        share = b.temp(b.shape(dy))
+        b.op("scale", share, dy, ints=(b.size(dy),), floats=(1.0 / len(node.inputs),))
+        return [share if need else None for need in need_dx]
 
 
 class Concatenate(Layer):
@@ -222,16 +251,31 @@ class Concatenate(Layer):
                     out[i] = e
         return [tuple(out)]
 
-    def lower(self, b, node):
+    def blocks(self, b, node):
+        """(outer, inner_y, [(input, inner_x, offset)]) of the (outer, inner) views."""
         y = node.outputs[0]
         out = b.shape(y)
-        axis = self.axis % len(out)
         outer = 1
-        for d in out[:axis]:
+        for d in out[:self.axis % len(out)]:
             outer *= d
-        inner_y = b.size(y) // outer
-        offset = 0
+        parts, offset = [], 0
         for x in node.inputs:
-            inner_x = b.size(x) // outer
-            b.op("concat", y, x, ints=(outer, inner_x, inner_y, offset))
-            offset += inner_x
+            parts.append((x, b.size(x) // outer, offset))
+            offset += b.size(x) // outer
+        return outer, b.size(y) // outer, parts
+
+    def lower(self, b, node):
+        outer, inner_y, parts = self.blocks(b, node)
+        for x, inner_x, offset in parts:
+            b.op("concat", node.outputs[0], x, ints=(outer, inner_x, inner_y, offset))
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        outer, inner_y, parts = self.blocks(b, node)
+        grads = []
+        for (x, inner_x, offset), need in zip(parts, need_dx):
+            dx = None
+            if need:
+                dx = b.temp(b.shape(x))
+                b.op("concat_backward", dx, None, dy, ints=(outer, inner_x, inner_y, offset))
+            grads.append(dx)
+        return grads

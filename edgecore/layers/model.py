@@ -34,6 +34,24 @@ class ModelLayer(Layer):
         raise AssertionError("nested models are inlined before lowering")
 
 
+def walk_layers(graph, scope=()):
+    """(scope, layer) for every leaf layer, depth first in config order; scope is the
+    names of the enclosing models."""
+    for layer in graph.layers:
+        if isinstance(layer, ModelLayer):
+            yield from walk_layers(layer.graph, scope + (layer.name,))
+        else:
+            yield scope, layer
+
+
+def every_layer(graph):
+    """Every layer at every depth, nested models included."""
+    for layer in graph.layers:
+        yield layer
+        if isinstance(layer, ModelLayer):
+            yield from every_layer(layer.graph)
+
+
 def param_counts(layer, parent_trainable):
     """(total, trainable) parameter counts of a layer as Keras counts them."""
     trainable = parent_trainable and layer.trainable

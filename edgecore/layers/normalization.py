@@ -93,10 +93,45 @@ class BatchNormalization(Layer):
         views["scale"][:] = scale
         views["shift"][:] = shift
 
+    def live_layout(self, trained):
+        """gamma and beta (trained when the layer trains), then the frozen moving mean and
+        1/sqrt(moving_variance + epsilon) per channel: inference-mode BatchNormalization,
+        whose statistics never train (see edgecore.train)."""
+        c = self.var_shapes[-1][0]
+        layout = [(name, c, trained) for name in ("gamma", "beta")
+                  if name in dict(self.variables())]
+        return layout + [("stats", 2 * c, False)]
+
+    def live_weights(self, views, read_file):
+        weights = read_file()  # the moving statistics never change
+        for i, (name, _) in enumerate(self.variables()):
+            if name in views:
+                weights[i] = views[name].copy()
+        return weights
+
+    def live_pack(self, raw, views):
+        """Fill live views from the Keras weights [gamma?, beta?, mean, variance]."""
+        arrays = list(raw)
+        for name in ("gamma", "beta"):
+            if name in views:
+                views[name][:] = arrays.pop(0)
+        c = arrays[0].shape[0]
+        views["stats"][:c] = arrays[0]
+        views["stats"][c:] = 1.0 / np.sqrt(arrays[1].astype(np.float64) + self.epsilon)
+
     def lower(self, b, node):
         x, y = node.inputs[0], node.outputs[0]
         shape = b.shape(x)
         c = shape[self.axis_index]
+        if self.live:
+            if self.axis_index != len(shape) - 1:
+                raise self.unsupported("training a BatchNormalization on a non-channel axis")
+            # Inference-mode batch normalization from the current gamma/beta: TF's
+            # x * (gamma * inv_std) + (beta - mean * gamma * inv_std).
+            b.op("batchnorm_forward", y, x, w=self.live_params.get("gamma"),
+                 b=self.live_params.get("beta"), x2=self.live_params["stats"],
+                 ints=(b.size(x) // c, c), inplace=True)
+            return
         if self.axis_index == len(shape) - 1:
             b.op("channel_affine", y, x, w=self.params["scale"], b=self.params["shift"],
                  ints=(b.size(x) // c, c), inplace=True)
@@ -107,6 +142,16 @@ class BatchNormalization(Layer):
         param_shape = tuple(c if i == self.axis_index else 1 for i in range(len(shape)))
         lower_binary(b, "multiply", y, x, self.params["scale"], shape, param_shape)
         lower_binary(b, "add", y, y, self.params["shift"], shape, param_shape)
+
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        x = node.inputs[0]
+        c = b.shape(x)[-1]
+        dx = b.temp(b.shape(x)) if need_dx[0] else None
+        b.op("batchnorm_backward", dx, x, dy, w=self.live_params.get("gamma"),
+             y2=self.live_grads.get("gamma"), b=self.live_grads.get("beta"), b_out=True,
+             x2=self.live_params["stats"], ints=(b.size(x) // c, c))
+        return [dx]
 
 
 class LayerNormalization(Layer):

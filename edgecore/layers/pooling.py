@@ -29,15 +29,24 @@ class _Pool2D(Layer):
             raise self.shape_error(f"pool {list(self.pool)} does not fit the {h}x{w} input")
         return [(oh, ow, c)]
 
-    def lower(self, b, node):
-        x, y = node.inputs[0], node.outputs[0]
+    def geometry(self, b, x, y):
         n, h, w, c = b.shape(x)
         _, oh, ow, _ = b.shape(y)
         top = left = 0
         if self.padding == "same":
             top = same_padding(h, self.pool[0], self.strides[0], 1)[0]
             left = same_padding(w, self.pool[1], self.strides[1], 1)[0]
-        b.op(self.op_name, y, x, ints=(n, h, w, c, *self.pool, *self.strides, top, left, oh, ow))
+        return (n, h, w, c, *self.pool, *self.strides, top, left, oh, ow)
+
+    def lower(self, b, node):
+        x, y = node.inputs[0], node.outputs[0]
+        b.op(self.op_name, y, x, ints=self.geometry(b, x, y))
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        x = node.inputs[0]
+        dx = b.temp(b.shape(x))
+        b.op(self.op_name + "_backward", dx, x, dy, ints=self.geometry(b, x, node.outputs[0]))
+        return [dx]
 
 
 class MaxPooling2D(_Pool2D):
@@ -66,6 +75,13 @@ class _GlobalPool2D(Layer):
         x, y = node.inputs[0], node.outputs[0]
         n, h, w, c = b.shape(x)
         b.op(self.op_name, y, x, ints=(n, h * w, c))
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        x = node.inputs[0]
+        n, h, w, c = b.shape(x)
+        dx = b.temp(b.shape(x))
+        b.op(self.op_name + "_backward", dx, x, dy, ints=(n, h * w, c))
+        return [dx]
 
 
 class GlobalAveragePooling2D(_GlobalPool2D):

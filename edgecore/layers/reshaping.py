@@ -19,6 +19,13 @@ def _pad_spec(value, what, layer):
         raise layer.format_error(f"{what}={value!r} is not a valid 2-D spec") from None
 
 
+def view_backward(b, node, dy):
+    """The gradient of a view (Flatten, Reshape) is dy seen in the input's shape."""
+    dx = b.temp(b.shape(node.inputs[0]))
+    b.alias(dx, dy)
+    return [dx]
+
+
 class _Window2D(Layer):
     """ZeroPadding2D and Cropping2D both copy a shifted window (kernel window_copy)."""
 
@@ -40,6 +47,16 @@ class _Window2D(Layer):
         _, oh, ow, _ = b.shape(y)
         top, _, left, _ = self.amounts
         b.op("window_copy", y, x, ints=(n, h, w, c, oh, ow, self.sign * top, self.sign * left))
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        # The gradient is the opposite window: crop what was padded, pad what was cropped.
+        x, y = node.inputs[0], node.outputs[0]
+        n, h, w, c = b.shape(x)
+        _, oh, ow, _ = b.shape(y)
+        top, _, left, _ = self.amounts
+        dx = b.temp(b.shape(x))
+        b.op("window_copy", dx, dy, ints=(n, oh, ow, c, h, w, -self.sign * top, -self.sign * left))
+        return [dx]
 
 
 class ZeroPadding2D(_Window2D):
@@ -106,6 +123,9 @@ class Flatten(Layer):
     def lower(self, b, node):
         b.alias(node.outputs[0], node.inputs[0])
 
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        return view_backward(b, node, dy)
+
 
 class Reshape(Layer):
     keras_classes = ("Reshape",)
@@ -140,6 +160,9 @@ class Reshape(Layer):
 
     def lower(self, b, node):
         b.alias(node.outputs[0], node.inputs[0])
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        return view_backward(b, node, dy)
 
 
 class Permute(Layer):

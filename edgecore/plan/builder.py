@@ -15,12 +15,18 @@ from dataclasses import dataclass, field
 from .. import _kernels
 
 
+# Buffers an op operand may live in (the runner's base table, in this order).
+BASE_ARENA, BASE_WEIGHTS, BASE_PARAMS, BASE_GRADS = 0, 1, 2, 3
+
+
 @dataclass(frozen=True)
 class Region:
-    """A slice of the model's weights buffer (float offsets)."""
+    """A slice of a model-lifetime buffer (float offsets): the packed frozen weights, or
+    for training the trainable parameters and their gradients (Keras layout)."""
 
     offset: int
     size: int
+    base: int = BASE_WEIGHTS
 
 
 @dataclass
@@ -34,11 +40,14 @@ class PlannedOp:
     w: object = None
     b: object = None
     scratch: int = 0  # floats of arena scratch this op needs
+    y2: object = None  # a second output (backward and loss ops)
+    x2: object = None  # a third input
     act: object = None
     ints: tuple = ()
     floats: tuple = ()
     inplace: bool = False  # y may share x0's storage (elementwise ops)
     reads: list = field(default_factory=list)  # every tensor read (for lifetimes)
+    writes: list = field(default_factory=list)  # every tensor written
 
 
 class Temp:
@@ -50,11 +59,14 @@ class Temp:
 
 
 class PlanBuilder:
-    def __init__(self, shapes):
+    def __init__(self, shapes, training=False):
         self.shapes = shapes  # graph tensor -> full shape (batch included)
         self.ops = []
         self.alias_of = {}  # tensor -> tensor whose storage it shares
         self.node = None
+        self.training = training  # lowering a training step (Dropout active, etc.)
+        self.preact = {}  # node -> its pre-activation tensor, where a live layer keeps one
+        self.dropout_masks = {}  # node -> the mask tensor of an active Dropout
 
     # --- shapes ----------------------------------------------------------------------
     def shape(self, tensor):
@@ -84,13 +96,19 @@ class PlanBuilder:
         return tensor
 
     def op(self, name, y, x0=None, x1=None, w=None, b=None, scratch=0, act=None, ints=(),
-           floats=(), inplace=False):
+           floats=(), inplace=False, y2=None, x2=None, b_out=False):
+        """Emit one op.  y (and y2, and b when b_out) are written, the rest read; any
+        operand may be a graph/temp tensor in the arena or a Region of a model buffer."""
         code = _kernels.OPCODES[name]
-        reads = [self.root(t) for t in (x0, x1) if t is not None and not isinstance(t, Region)]
+        inputs = (x0, x1, x2) + (() if b_out else (w, b)) + ((w,) if b_out else ())
+        outputs = (y, y2) + ((b,) if b_out else ())
+        reads = [self.root(t) for t in inputs if t is not None and not isinstance(t, Region)]
+        writes = [t for t in outputs if t is not None and not isinstance(t, Region)]
         planned = PlannedOp(code, name, self.node, y=y, x0=x0, x1=x1, w=w, b=b,
-                            scratch=int(scratch), act=act, ints=tuple(int(i) for i in ints),
+                            scratch=int(scratch), y2=y2, x2=x2, act=act,
+                            ints=tuple(int(i) for i in ints),
                             floats=tuple(float(f) for f in floats), inplace=inplace,
-                            reads=reads)
+                            reads=reads, writes=writes)
         if len(planned.ints) > _kernels.ROW_PARAM_INTS:
             raise AssertionError(f"{name}: {len(planned.ints)} int params do not fit the op row")
         if len(planned.floats) > _kernels.ROW_PARAM_FLOATS:

@@ -18,8 +18,7 @@ from ..errors import EdgecoreError, ShapeError
 from .arena import Buffer, align, live_lower_bound, place
 from .builder import PlanBuilder, Region
 
-REF_BASE_SHIFT = 40  # operand ref = (base << 40) | float offset; base 0 arena, 1 weights
-BASE_ARENA, BASE_WEIGHTS = 0, 1
+REF_BASE_SHIFT = 40  # operand ref = (base << 40) | float offset; bases in plan/builder.py
 ROW_INTS = _kernels.ROW_INTS
 ROW_FLOATS = _kernels.ROW_FLOATS
 
@@ -69,16 +68,17 @@ def lower(flat, shapes, path=None):
     return b
 
 
-def _lifetimes(b, flat):
+def _lifetimes(b, inputs, outputs):
     """Decide in-place ops, then return {root tensor: [first, last]} op indices."""
     n_ops = len(b.ops)
     reads = {}
     for i, op in enumerate(b.ops):
         for t in op.reads:
             reads.setdefault(b.root(t), []).append(i)
-    for t in flat.outputs:
+    for t in outputs:
         reads.setdefault(b.root(t), []).append(n_ops)
-    inputs = {b.root(t) for t in flat.inputs}
+    graph_inputs = inputs
+    inputs = {b.root(t) for t in graph_inputs}
     for i, op in enumerate(b.ops):
         x = op.x0
         if not op.inplace or x is None or isinstance(x, Region) or op.y in b.alias_of:
@@ -91,12 +91,13 @@ def _lifetimes(b, flat):
             b.alias_of[dst] = src
             reads.setdefault(src, []).extend(reads.pop(dst, []))
     spans = {}
-    for t in flat.inputs:
+    for t in graph_inputs:
         spans[b.root(t)] = [-1, -1]
     for i, op in enumerate(b.ops):
-        root = b.root(op.y)
-        if root not in spans:
-            spans[root] = [i, i]
+        for written in op.writes:
+            root = b.root(written)
+            if root not in spans:
+                spans[root] = [i, i]
     for root, indices in reads.items():
         span = spans.setdefault(root, [min(indices), min(indices)])
         span[1] = max([span[1]] + indices)
@@ -104,10 +105,16 @@ def _lifetimes(b, flat):
 
 
 def build_plan(flat, input_shapes, path=None):
+    """The inference plan of a flat graph for these full input shapes."""
     input_shapes = [tuple(int(d) for d in s) for s in input_shapes]
     shapes = concrete_shapes(flat, input_shapes, path)
     b = lower(flat, shapes, path)
-    spans = _lifetimes(b, flat)
+    return finish_plan(b, flat.inputs, flat.outputs, input_shapes)
+
+
+def finish_plan(b, inputs, outputs, input_shapes):
+    """Lifetimes, arena placement and the op table for the ops lowered into b."""
+    spans = _lifetimes(b, inputs, outputs)
     buffers, where = [], {}
     for root, (first, last) in spans.items():
         buf = Buffer(f"{root.key}", align(b.size(root)), first, last)
@@ -124,7 +131,7 @@ def build_plan(flat, input_shapes, path=None):
         if operand is None:
             return -1
         if isinstance(operand, Region):
-            return (BASE_WEIGHTS << REF_BASE_SHIFT) | operand.offset
+            return (operand.base << REF_BASE_SHIFT) | operand.offset
         return where[b.root(operand)].offset
 
     ops = np.zeros((len(b.ops), ROW_INTS), dtype=np.int64)
@@ -133,7 +140,7 @@ def build_plan(flat, input_shapes, path=None):
     for i, op in enumerate(b.ops):
         act = op.act
         row = [op.code, ref(op.y, i), ref(op.x0, i), ref(op.x1, i), ref(op.w, i), ref(op.b, i),
-               where[("scratch", i)].offset if op.scratch else -1,
+               where[("scratch", i)].offset if op.scratch else -1, ref(op.y2, i), ref(op.x2, i),
                act.code if act is not None else 0]
         ops[i, :len(row)] = row
         ops[i, len(row):len(row) + len(op.ints)] = op.ints
@@ -143,10 +150,10 @@ def build_plan(flat, input_shapes, path=None):
         names.append((op.name, op.node.layer.name if op.node is not None else ""))
     return Plan(
         input_shapes=input_shapes,
-        output_shapes=[shapes[t] for t in flat.outputs],
+        output_shapes=[b.shape(t) for t in outputs],
         ops=ops, fparams=fparams, arena_floats=arena_floats,
-        input_offsets=[where[b.root(t)].offset for t in flat.inputs],
-        output_offsets=[where[b.root(t)].offset for t in flat.outputs],
+        input_offsets=[where[b.root(t)].offset for t in inputs],
+        output_offsets=[where[b.root(t)].offset for t in outputs],
         buffers=buffers, op_names=names, gemm_isa=_kernels.gemm_isa(),
         lower_bound_floats=live_lower_bound(buffers, len(b.ops)),
         naive_floats=sum(buf.size for buf in buffers))

@@ -1,0 +1,229 @@
+"""The compiled training state of a model, and the step, evaluate and fit loops.
+
+Buffers, all allocated once at compile (or when a larger batch is first planned):
+  params   Keras-layout variables of the live layers: the trainable block first (what
+           the optimizer updates), then the frozen variables the suffix reads
+  grads    one gradient per trainable variable, same offsets as the trainable block
+  slots    the optimizer's state (momentum, velocity...), one buffer per slot
+  arena    activations, gradients of activations and scratch of the largest plan
+  staging  the boundary tensors of one batch (prefix output -> training input)
+  cache    the frozen prefix's output for every training sample (fit, when cacheable)
+A memory budget covers all of them plus the packed frozen weights; compile and fit raise
+MemoryBudgetError before any work when the plan does not fit.
+"""
+import numpy as np
+
+from .. import _kernels
+from ..errors import MemoryBudgetError, ShapeError
+from ..plan.arena import align, aligned_empty
+from ..plan.budget import check_budget
+from ..plan.builder import BASE_GRADS, BASE_PARAMS, Region
+from ..plan.planner import build_plan
+from . import losses as losses_module
+from .program import build_step_plan, label_shape
+
+
+def layout_live(live, trained):
+    """Regions of every live layer's variables: (trainable floats, total floats)."""
+    offset = 0
+    for block_trainable in (True, False):
+        if not block_trainable:
+            n_trainable = offset
+        for layer in live:
+            if block_trainable:
+                layer.live_params, layer.live_grads = {}, {}
+            for key, size, trainable in layer.live_layout(layer in trained):
+                if trainable != block_trainable:
+                    continue
+                layer.live_params[key] = Region(offset, size, BASE_PARAMS)
+                if trainable:
+                    layer.live_grads[key] = Region(offset, size, BASE_GRADS)
+                offset += align(size)
+    return n_trainable, offset
+
+
+class Trainer:
+    def __init__(self, model, setup, optimizer, loss, metrics, budget):
+        self.model = model
+        self.setup = setup
+        self.optimizer = optimizer
+        self.loss = loss
+        self.metric_names = list(metrics)
+        self.budget = budget
+        self.trained = setup.trained
+        self.n_trainable, self.n_params = layout_live(setup.live, setup.trained)
+        self.params = self.grads = None  # allocate() once the budget allows them
+        self.plans = {}  # (kind, batch) -> Plan
+        self.arena = aligned_empty(0)
+        self.staging = {}  # batch -> [boundary arrays]
+        self.rng = np.random.default_rng(_seed())
+
+    # --- buffers ---------------------------------------------------------------------
+    def state_bytes(self):
+        """params + grads + optimizer slots, known before anything is allocated."""
+        return 4 * (self.n_params + self.n_trainable) + self.optimizer.slot_bytes(self.n_trainable)
+
+    def allocate(self):
+        self.params = aligned_empty(self.n_params)
+        self.grads = aligned_empty(self.n_trainable)
+        self.grads[...] = 0.0
+        self.optimizer.build(self.n_trainable, aligned_empty)
+
+    def fill_params(self, current_weights):
+        """Write each live layer's Keras weights (current_weights(layer)) into params."""
+        self.params[:] = 0.0
+        for layer in self.setup.live:
+            raw = current_weights(layer)
+            views = {key: self.params[r.offset:r.offset + r.size]
+                     for key, r in layer.live_params.items()}
+            layer.live_pack(raw, views)
+
+    def fixed_bytes(self):
+        return self.state_bytes() + 4 * self.model.weights_floats
+
+    # --- plans -----------------------------------------------------------------------
+    def plan(self, kind, batch):
+        key = (kind, batch)
+        if key not in self.plans:
+            boundary = [(batch,) + tuple(t.shape) for t in self.setup.boundary]
+            if kind == "prefix":
+                inputs = [(batch,) + tuple(t.shape) for t in self.setup.prefix.inputs]
+                plan = build_plan(self.setup.prefix, inputs, self.model.path)
+            else:
+                plan = build_step_plan(self.setup, self.loss, boundary, self.trained,
+                                       self.model.path, backward=(kind == "train"))
+            self.check_fits(max(self.arena.size, plan.arena_floats), batch,
+                            f"the {kind} plan for batch size {batch}")
+            self.plans[key] = plan
+            if self.arena.size < plan.arena_floats:
+                self.arena = aligned_empty(plan.arena_floats)
+        return self.plans[key]
+
+    def check_fits(self, arena_floats, batch, what, cache_bytes=0):
+        boundary_floats = sum(int(np.prod(t.shape)) for t in self.setup.boundary)
+        check_budget(self.budget, weights_bytes=self.fixed_bytes(),
+                     arena_bytes=4 * arena_floats, path=self.model.path, what=what,
+                     extra={"staging": 4 * batch * boundary_floats, "feature cache": cache_bytes})
+
+    def batch_fits(self, batch, cache_bytes=0):
+        """Do the training, evaluation and prefix plans of this batch size fit the budget?"""
+        needed = max(self.arena.size, self._arena_need("train", batch),
+                     self._arena_need("eval", batch),
+                     self._arena_need("prefix", batch) if self.setup.prefix.nodes else 0)
+        try:
+            self.check_fits(needed, batch, f"batch size {batch}", cache_bytes)
+            return True
+        except MemoryBudgetError:
+            return False
+
+    def auto_batch_size(self, n_samples, cache_bytes=0):
+        """The largest batch (<= n_samples) whose training step fits the budget."""
+        if self.budget is None:
+            raise ValueError("batch_size='auto' needs a memory_budget in compile()")
+        lo, hi, best = 1, max(1, n_samples), None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if self.batch_fits(mid, cache_bytes):
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        if best is None:
+            raise MemoryBudgetError(f"not even batch size 1 fits the memory budget",
+                                    allowed_bytes=self.budget, path=self.model.path)
+        return best
+
+    def _arena_need(self, kind, batch):
+        boundary = [(batch,) + tuple(t.shape) for t in self.setup.boundary]
+        if kind == "prefix":
+            inputs = [(batch,) + tuple(t.shape) for t in self.setup.prefix.inputs]
+            return build_plan(self.setup.prefix, inputs, self.model.path).arena_floats
+        return build_step_plan(self.setup, self.loss, boundary, self.trained, self.model.path,
+                               backward=(kind == "train")).arena_floats
+
+    def run(self, plan):
+        _kernels.run_plan(plan.ops, plan.fparams, self.arena, self.model.weights_buffer,
+                          plan.arena_floats, plan.gemm_isa[2], self.params, self.grads)
+
+    # --- one batch -------------------------------------------------------------------
+    def boundary_of(self, inputs):
+        """The suffix's inputs for a batch of raw model inputs (runs the frozen prefix)."""
+        batch = inputs[0].shape[0]
+        if not self.setup.prefix.nodes:
+            return [np.asarray(a, np.float32) for a in inputs]
+        plan = self.plan("prefix", batch)
+        for array, offset in zip(inputs, plan.input_offsets):
+            self.arena[offset:offset + array.size].reshape(array.shape)[...] = array
+        self.run(plan)
+        staging = self.staging.get(batch)
+        if staging is None:
+            staging = self.staging[batch] = [np.empty(s, np.float32) for s in plan.output_shapes]
+        for array, offset in zip(staging, plan.output_offsets):
+            array[...] = self.arena[offset:offset + array.size].reshape(array.shape)
+        return staging
+
+    def step(self, boundary, labels, train=True):
+        """One training (or evaluation) step on a batch of boundary tensors; returns
+        (per-sample losses, model output) as views into the arena (copy to keep)."""
+        batch = boundary[0].shape[0]
+        plan = self.plan("train" if train else "eval", batch)
+        for array, offset in zip(boundary, plan.input_offsets):
+            self.arena[offset:offset + array.size].reshape(array.shape)[...] = array
+        offset = plan.input_offsets[-1]
+        if labels.dtype == np.int64:  # sparse class indices, two float slots each
+            self.arena[offset:offset + 2 * labels.size].view(np.int64)[...] = labels.ravel()
+        else:
+            self.arena[offset:offset + labels.size].reshape(labels.shape)[...] = labels
+        if train:
+            for row in plan.dropout_rows:
+                plan.ops[row, _kernels.ROW_PARAM_START + 1] = int(self.rng.integers(1, 2**62))
+        self.run(plan)
+        if train:
+            self.optimizer.apply(self.params[:self.n_trainable], self.grads)
+        (loss_off, out_off), (loss_shape, out_shape) = plan.output_offsets, plan.output_shapes
+        losses = self.arena[loss_off:loss_off + loss_shape[0]]
+        output = self.arena[out_off:out_off + int(np.prod(out_shape))].reshape(out_shape)
+        return losses, output
+
+    # --- labels and metrics ------------------------------------------------------------
+    def labels_array(self, y, n):
+        out_shape = (n,) + tuple(self.setup.suffix.outputs[0].shape)
+        want = label_shape(self.loss, out_shape)
+        y = np.asarray(y)
+        if y.dtype.kind not in "fiub":
+            raise ShapeError(f"labels have dtype {y.dtype}; numbers expected", path=self.model.path)
+        if self.loss.kind == "sparse_ce" and y.shape == want + (1,):
+            y = y.reshape(want)
+        if y.shape != want:
+            raise ShapeError(f"labels of shape {y.shape} do not fit the model output "
+                             f"{out_shape} with {self.loss.name} (expects {want})",
+                             path=self.model.path)
+        if self.loss.kind == "sparse_ce":
+            classes = out_shape[-1]
+            if not np.all((y >= 0) & (y < classes) & (y == np.floor(y))):
+                raise ShapeError(f"sparse labels must be integers in [0, {classes})",
+                                 path=self.model.path)
+            return np.ascontiguousarray(y, dtype=np.int64)
+        return np.ascontiguousarray(y, dtype=np.float32)
+
+    def metric_values(self, y, output):
+        """{name: per-sample metric values} for the compiled metrics."""
+        values = {}
+        for name in self.metric_names:
+            kind = name if name in losses_module.ACCURACIES else \
+                losses_module.accuracy_kind(np.shape(y), output.shape)
+            if kind == "binary_accuracy":
+                # Keras: equal(y_true, cast(y_pred > 0.5)) -- soft labels never match.
+                predicted = (output > 0.5).astype(np.float32)
+                hits = (predicted == y.reshape(output.shape)).mean(axis=-1)
+            elif kind == "sparse_categorical_accuracy":
+                hits = output.argmax(axis=-1) == y.reshape(output.shape[:-1])
+            else:
+                hits = output.argmax(axis=-1) == y.argmax(axis=-1)
+            values[name] = np.asarray(hits, np.float64).reshape(len(output), -1).mean(axis=1)
+        return values
+
+
+def _seed():
+    from ..utils import _global_seed
+
+    return _global_seed()
