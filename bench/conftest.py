@@ -67,4 +67,5 @@ def _memory_table(terminalreporter):
         if "weights_mb" in row:
             extra = f"   (weights {row['weights_mb']:.1f} MiB, arena {row['arena_mb']:.1f} MiB)"
         terminalreporter.write_line(f"{name:24s} peak {row['peak_mb']:7.1f} MiB   "
-                                    f"import {row['import_ms']:7.1f} ms{extra}")
+                                    f"import {row['import_ms']:7.1f} ms   first prediction "
+                                    f"{row['first_ms']:7.1f} ms{extra}")

@@ -19,7 +19,8 @@ from .formats import open_model_file
 from .formats.weights import MAX_TENSOR_ELEMENTS, WeightSlots
 from .graph.flatten import flatten
 from .graph.graph import build_graph
-from .graph.rewrites import fold_batchnorm_into_conv, folded_weights, fuse_activation_into_producer
+from .graph.rewrites import (fold_batchnorm_into_conv, fold_zero_padding_into_conv,
+                             folded_weights, fuse_activation_into_producer)
 from .layers.model import ModelLayer, walk_layers
 from .layers.registry import layer_factory
 from .plan.arena import align, aligned_empty
@@ -75,18 +76,27 @@ class WeightReader:
         self.file = model_file
         self.refs = refs
 
-    def read(self, scope, layer):
+    def read(self, scope, layer, scratch=None):
+        """The layer's weights; with scratch (a 1-D float32 array of at least the layer's
+        element count) they are read into consecutive views of it, allocating nothing."""
         slots = weight_slots(scope, layer)
         refs = self.refs.get(slots.path, [])
-        return [self.file.weights.read(ref, shape, slots)
-                for ref, shape in zip(refs, layer.var_shapes)]
+        arrays, offset = [], 0
+        for ref, shape in zip(refs, layer.var_shapes):
+            out = None
+            if scratch is not None:
+                size = int(np.prod(shape, dtype=np.int64))
+                out = scratch[offset:offset + size].reshape(shape)
+                offset += size
+            arrays.append(self.file.weights.read(ref, shape, slots, out))
+        return arrays
 
 
 def file_reader(model_file, graph):
-    """read(layer) -> Keras-order weights from an open model file (indexed once)."""
+    """read(layer, scratch=None) -> Keras-order weights from an open model file."""
     scopes = {layer: scope for scope, layer in walk_layers(graph)}
     reader = WeightReader(model_file, index_weights(model_file, graph))
-    return lambda layer: reader.read(scopes[layer], layer)
+    return lambda layer, scratch=None: reader.read(scopes[layer], layer, scratch)
 
 
 def index_weights(model_file, graph):
@@ -133,14 +143,23 @@ def layout_weights(flat):
 
 def fill_weights(layers, total, read):
     """Allocate the weights buffer once and pack every layer into it, one at a time;
-    read(layer) gives a layer's Keras-order weights."""
+    read(layer, scratch) gives a layer's Keras-order weights, read into `scratch` (one
+    buffer sized for the largest layer, reused): loading makes two large allocations,
+    this buffer and the scratch, instead of one per weight that the allocator may keep."""
+    def raw_floats(layer):
+        n = layer.elements(layer.var_shapes) if layer.variables() else 0
+        bn = getattr(layer, "folded_bn", None)
+        return n + (bn.elements(bn.var_shapes) if bn is not None else 0)
+
     weights = aligned_empty(total)
+    scratch = aligned_empty(max((raw_floats(layer) for layer in layers), default=0))
     for layer in layers:
         if not layer.params:
             continue
-        raw = read(layer) if layer.variables() else []
+        raw = read(layer, scratch) if layer.variables() else []
         if getattr(layer, "folded_bn", None) is not None:
-            raw = folded_weights(layer, raw, read(layer.folded_bn))
+            used = layer.elements(layer.var_shapes)
+            raw = folded_weights(layer, raw, read(layer.folded_bn, scratch[used:]))
         views = {key: weights[r.offset:r.offset + r.size] for key, r in layer.params.items()}
         layer.pack(raw, views)
         del raw
@@ -161,4 +180,5 @@ def load_graph(path):
         raise
 
 
-INFERENCE_REWRITES = (fold_batchnorm_into_conv, fuse_activation_into_producer)
+INFERENCE_REWRITES = (fold_zero_padding_into_conv, fold_batchnorm_into_conv,
+                      fuse_activation_into_producer)

@@ -308,7 +308,8 @@ class Model:
         model_file = open_model_file(self.path)
         try:
             from_file = file_reader(model_file, self.graph)
-            read = lambda layer: previous[layer] if layer in previous else from_file(layer)
+            read = lambda layer, scratch=None: (previous[layer] if layer in previous
+                                                else from_file(layer, scratch))
             self.weights_buffer = fill_weights(layers, total, read)
             self.weights_floats = total
             trainer.allocate()

@@ -79,9 +79,9 @@ def test_scratch_lives_for_one_op():
 # Arena floats pinned for the shipped models (batch 1); fail above +3% (TFLite Micro's
 # memory_arena_threshold_test does the same).  Lower the pin when the planner improves.
 PINNED_ARENA_FLOATS = {
-    ("weights/pretrained/mobilenet_v2_imagenet.h5", (224, 224, 3)): 2_451_840,
-    ("weights/fixtures/mobilenet_v2.k3.h5", (96, 96, 3)): 225_840,
-    ("weights/fixtures/efficientnet_b0.k3.h5", (64, 64, 3)): 202_848,
+    ("weights/pretrained/mobilenet_v2_imagenet.h5", (224, 224, 3)): 1_505_280,
+    ("weights/fixtures/mobilenet_v2.k3.h5", (96, 96, 3)): 138_240,
+    ("weights/fixtures/efficientnet_b0.k3.h5", (64, 64, 3)): 122_880,
     ("weights/fixtures/resnet_small.k3.h5", (32, 32, 3)): 44_544,
 }
 

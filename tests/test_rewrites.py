@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import edgecore as ec
-from edgecore.graph.rewrites import fold_batchnorm_into_conv, fuse_activation_into_producer
+from edgecore.graph.rewrites import (fold_batchnorm_into_conv, fold_zero_padding_into_conv,
+                                     fuse_activation_into_producer)
 from edgecore.layers.normalization import BatchNormalization
 from fixtures import FIXTURES, inputs_outputs, reference
 
@@ -23,7 +24,9 @@ def _bn_nodes(model):
 
 # Each rewrite against the pipeline stage before it (activations follow BatchNormalization
 # in these nets, so fusing them needs the fold first), on cases where it must fire.
-STAGES = ([(case, (), fold_batchnorm_into_conv) for case in BN_CASES + NETS]
+PADDED = ["mobilenet_v2", "transfer_mobilenet_v2", "resnet_small"]  # pads before valid convs
+STAGES = ([(case, (), fold_zero_padding_into_conv) for case in PADDED]
+          + [(case, (), fold_batchnorm_into_conv) for case in BN_CASES + NETS]
           + [(case, (fold_batchnorm_into_conv,), fuse_activation_into_producer) for case in NETS])
 
 
@@ -72,3 +75,10 @@ def test_a_shared_convolution_is_not_folded():
     for n in model.flat.nodes:
         calls[n.layer] = calls.get(n.layer, 0) + 1
     assert all(calls[layer] == 1 for layer in folded)
+
+
+def test_folding_zero_padding_lowers_the_arena_peak():
+    path = FIXTURES.parent / "pretrained" / "mobilenet_v2_imagenet.h5"
+    padded = ec.load(path, _rewrites=(fold_batchnorm_into_conv, fuse_activation_into_producer))
+    folded = ec.load(path)
+    assert folded.memory_plan((224, 224, 3)).arena_bytes < 0.7 * padded.memory_plan((224, 224, 3)).arena_bytes

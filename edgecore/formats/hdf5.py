@@ -114,8 +114,8 @@ class HDF5WeightSource:
             refs.append(WeightRef(f"model_weights/{group_name}/{name}", var))
         return refs
 
-    def read(self, ref, expected_shape, slots):
-        return read_dataset(self.file, ref, expected_shape, self.path, slots)
+    def read(self, ref, expected_shape, slots, out=None):
+        return read_dataset(self.file, ref, expected_shape, self.path, slots, out)
 
 
 def _split(var_path):

@@ -184,5 +184,5 @@ class KerasZipWeightSource:
                                   for i in range(expected)]
         return result
 
-    def read(self, ref, expected_shape, slots):
-        return read_dataset(self.file, ref, expected_shape, self.path, slots)
+    def read(self, ref, expected_shape, slots, out=None):
+        return read_dataset(self.file, ref, expected_shape, self.path, slots, out)

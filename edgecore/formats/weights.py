@@ -65,8 +65,10 @@ class WeightRef:
 MAX_TENSOR_ELEMENTS = 2**31 - 1
 
 
-def read_dataset(h5file, ref, expected_shape, path, slots):
-    """Read `ref` from an open h5py File as float32, validating it first."""
+def read_dataset(h5file, ref, expected_shape, path, slots, out=None):
+    """Read `ref` from an open h5py File as float32, validating it first.  With `out` (a
+    C-contiguous float32 array of the expected shape) the data is read straight into it
+    (HDF5 converts other float types on the way), so loading allocates nothing per layer."""
     context = dict(path=path, layer=slots.name, layer_class=slots.class_name)
     with hdf5_errors(what=f"cannot open weight {ref.var_name!r} at {ref.dataset!r}", **context):
         dataset = h5file.get(ref.dataset)
@@ -90,6 +92,9 @@ def read_dataset(h5file, ref, expected_shape, path, slots):
         raise ModelFormatError(f"weight {ref.var_name!r} is not stored as a standard integer or "
                                f"IEEE float (HDF5 datatype {_type_name(dataset)})", **context)
     with hdf5_errors(what=f"cannot read weight {ref.var_name!r}", **context):
+        if out is not None and shape and int(np.prod(shape)) > 0:
+            dataset.read_direct(out)
+            return out
         data = dataset[()]
     return np.asarray(data, dtype=np.float32)
 

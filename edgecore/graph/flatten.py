@@ -11,7 +11,7 @@ from .graph import Tensor
 
 class FlatNode:
     __slots__ = ("layer", "inputs", "outputs", "call", "call_index", "scope", "activation",
-                 "inference_only")
+                 "inference_only", "extra_pads")
 
     def __init__(self, node, inputs, outputs, scope, inference_only=False):
         self.layer = node.layer
@@ -25,6 +25,8 @@ class FlatNode:
         # Whether Keras's fit runs this call in inference mode although it is training
         # (Dropout off, BatchNormalization on its moving statistics): see _training_false.
         self.inference_only = inference_only
+        # (top, bottom, left, right) zero padding a rewrite moved into this convolution.
+        self.extra_pads = None
 
     @property
     def trainable(self):

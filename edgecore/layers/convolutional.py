@@ -47,17 +47,21 @@ class _Conv2DBase(Layer):
                                    f"{list(self.dilation)}) does not fit the {h}x{w} input")
         return oh, ow
 
-    def pads(self, h, w):
-        """(top, bottom, left, right) for a concrete input size."""
+    def pads(self, h, w, node=None):
+        """(top, bottom, left, right) for a concrete input size (and a call that may have
+        absorbed a ZeroPadding2D: graph/rewrites.fold_zero_padding_into_conv)."""
+        if node is not None and node.extra_pads:
+            return tuple(node.extra_pads)
         if self.padding == "valid":
             return (0, 0, 0, 0)
         return (same_padding(h, self.kernel_size[0], self.strides[0], self.dilation[0])
                 + same_padding(w, self.kernel_size[1], self.strides[1], self.dilation[1]))
 
-    def geometry(self, b, x, y):
+    def geometry(self, b, node):
+        x, y = node.inputs[0], node.outputs[0]
         n, h, w, c = b.shape(x)
         _, oh, ow, _ = b.shape(y)
-        top, _, left, _ = self.pads(h, w)
+        top, _, left, _ = self.pads(h, w, node)
         return (n, h, w, c, *self.kernel_size, *self.strides, *self.dilation, top, left, oh, ow)
 
     def in_channels(self, input_shapes):
@@ -133,11 +137,11 @@ class Conv2D(_Conv2DBase):
 
     def lower(self, b, node):
         x, y = node.inputs[0], node.outputs[0]
-        geom = self.geometry(b, x, y)
+        geom = self.geometry(b, node)
         n, h, w, c = b.shape(x)
         w_shape = (*self.kernel_size, c // self.groups, self.filters)
         scratch = _kernels.conv2d_scratch_size(b.shape(x), w_shape, self.strides,
-                                               self.dilation, self.pads(h, w), self.groups)
+                                               self.dilation, self.pads(h, w, node), self.groups)
         kernel, bias = self.params.get("kernel"), self.params.get("bias")
         if self.live:
             self.require_single_group()
@@ -154,11 +158,11 @@ class Conv2D(_Conv2DBase):
 
     def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
         x = node.inputs[0]
-        geom = (*self.geometry(b, x, node.outputs[0]), self.filters, self.groups)
+        geom = (*self.geometry(b, node), self.filters, self.groups)
         n, h, w, c = b.shape(x)
         scratch = _kernels.conv2d_grad_scratch_size(
             b.shape(x), (*self.kernel_size, c, self.filters), self.strides, self.dilation,
-            self.pads(h, w))
+            self.pads(h, w, node))
         dz = self.backward_preact(b, node, dy, dy_is_preact)
         dx = b.temp(b.shape(x)) if need_dx[0] else None
         b.op("conv2d_backward", dx, x, dz, w=self.live_params["kernel"],
@@ -208,7 +212,7 @@ class DepthwiseConv2D(_Conv2DBase):
 
     def lower(self, b, node):
         x, y = node.inputs[0], node.outputs[0]
-        geom = self.geometry(b, x, y)
+        geom = self.geometry(b, node)
         # HWCM is both the Keras layout and the kernel's: a live kernel is used in place.
         params = self.live_params if self.live else self.params
         self.lower_with_activation(b, node, lambda out, act: b.op(
@@ -221,7 +225,7 @@ class DepthwiseConv2D(_Conv2DBase):
         dx = b.temp(b.shape(x)) if need_dx[0] else None
         b.op("dwconv2d_backward", dx, x, dz, w=self.live_params["kernel"],
              y2=self.live_grads.get("kernel"), b=self.live_grads.get("bias"), b_out=True,
-             ints=(*self.geometry(b, x, node.outputs[0]), self.depth_multiplier))
+             ints=(*self.geometry(b, node), self.depth_multiplier))
         return [dx]
 
 
@@ -275,7 +279,7 @@ class SeparableConv2D(_Conv2DBase):
         cm = c * self.depth_multiplier
         mid = b.temp((n, oh, ow, cm))
         b.op("dwconv2d", mid, x, w=self.params["depthwise"], act=None,
-             ints=(*self.geometry(b, x, y), self.depth_multiplier))
+             ints=(*self.geometry(b, node), self.depth_multiplier))
         if self.live:
             raise self.unsupported("training a SeparableConv2D")
         self.lower_with_activation(b, node, lambda out, act: b.op(

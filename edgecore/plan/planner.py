@@ -46,7 +46,11 @@ def concrete_shapes(flat, input_shapes, path=None):
         shapes[tensor] = tuple(int(d) for d in shape)
     for node in flat.nodes:
         batch = shapes[node.inputs[0]][0] if node.inputs else input_shapes[0][0]
-        outs = node.layer.output_shapes([shapes[t][1:] for t in node.inputs], node.call)
+        in_shapes = [shapes[t][1:] for t in node.inputs]
+        if node.extra_pads:  # a folded ZeroPadding2D: the layer sees the padded size
+            (h, w, c), (top, bottom, left, right) = in_shapes[0], node.extra_pads
+            in_shapes = [(h + top + bottom, w + left + right, c)]
+        outs = node.layer.output_shapes(in_shapes, node.call)
         for tensor, shape in zip(node.outputs, outs):
             if any(d is None for d in shape):
                 raise ShapeError(f"output shape {shape} is not fully known for inputs "

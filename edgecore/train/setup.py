@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from ..errors import UnsupportedLayerError
 from ..graph.flatten import FlatGraph, flatten
-from ..graph.rewrites import fold_batchnorm_into_conv, fuse_activation_into_producer
+from ..graph.rewrites import (fold_batchnorm_into_conv, fold_zero_padding_into_conv,
+                              fuse_activation_into_producer)
 from ..layers.core import Identity
 
 
@@ -72,6 +73,7 @@ def analyze(graph, model_trainable, path=None):
     in_suffix = {node for node in flat.nodes
                  if any(t in requires_grad or t in noisy for t in node.outputs)}
     both_frozen = lambda producer, consumer: producer not in in_suffix and consumer not in in_suffix
+    fold_zero_padding_into_conv(flat)
     fold_batchnorm_into_conv(flat, allow=both_frozen)
     fuse_activation_into_producer(flat, allow=both_frozen)
     suffix_nodes = [node for node in flat.nodes if node in in_suffix]
