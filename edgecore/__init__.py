@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = ["load", "Model", "EdgecoreError", "ModelFormatError", "UnsupportedLayerError",
            "ShapeError", "MemoryBudgetError", "optimizers", "losses", "callbacks", "utils",
-           "__version__"]
+           "transfer", "__version__"]
 
 
 def load(path, memory_budget=None, input_shape=None, _rewrites=None):
@@ -59,7 +59,7 @@ def __getattr__(name):
         from .model import Model
 
         return Model
-    if name in ("optimizers", "losses", "callbacks", "utils"):
+    if name in ("optimizers", "losses", "callbacks", "utils", "transfer"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

@@ -10,6 +10,7 @@ Peak memory while loading is the packed weights plus one layer's raw weights.  T
 is closed afterwards; `Layer.get_weights()` reopens it for layers whose stored form
 (folded, packed) is not the Keras one.
 """
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,27 +106,32 @@ def index_weights(model_file, graph):
     return model_file.weights.index(leaves)
 
 
-def read_layer_weights(path, layer):
-    """Re-open the model file and read one layer's Keras-order weights (get_weights).
+class StoredWeights:
+    """Where a model's stored (not live) weights come from: a file, read under the layer
+    names of `graph` (the model's own graph, or the one it was derived from, with
+    `mapping` from the model's layers to that graph's), plus arrays held in memory for
+    layers no file has (a head edgecore.transfer.new_head created)."""
 
-    A nested model's weights share one group in .h5 files, so the whole group is indexed
-    (names only) to place them, and only this layer's datasets are read."""
-    scope, top = (), layer
-    while top.parent is not None:
-        top = top.parent
-        scope = (top.name,) + scope
-    if isinstance(top, ModelLayer):
-        group = [(s, l) for s, l in walk_layers(top.graph, (top.name,))]
-    else:
-        group = [((), layer)]
-    model_file = open_model_file(path)
-    try:
-        leaves = [weight_slots(s, l) for s, l in group
-                  if l.variables() and getattr(l, "var_shapes", None) is not None]
-        refs = model_file.weights.index(leaves)
-        return WeightReader(model_file, refs).read(scope, layer)
-    finally:
-        model_file.close()
+    def __init__(self, path, graph, mapping=None, memory=None):
+        self.path, self.graph = path, graph
+        self.mapping = mapping or {}
+        self.memory = memory or {}
+
+    @contextlib.contextmanager
+    def open(self):
+        """read(layer, scratch=None) -> Keras-order weights, through one open file."""
+        model_file = open_model_file(self.path)
+        try:
+            read = file_reader(model_file, self.graph)
+
+            def read_layer(layer, scratch=None):
+                if layer in self.memory:
+                    return [np.array(a, dtype=np.float32) for a in self.memory[layer]]
+                return read(self.mapping.get(layer, layer), scratch)
+
+            yield read_layer
+        finally:
+            model_file.close()
 
 
 def layout_weights(flat):

@@ -6,6 +6,8 @@ whole op table in one Cython call, and copies the outputs out.  Plans are cached
 shape (at most MAX_CACHED_PLANS, least recently used dropped) and share one arena buffer,
 grown only when a new plan needs more.
 """
+import weakref
+
 import numpy as np
 
 from . import _kernels
@@ -38,8 +40,10 @@ class Model:
         self._arena = aligned_empty(0)
         for layer in graph.layers:
             layer.parent = None
+        source = weakref.WeakMethod(self._layer_weights)
         for layer in every_layer(graph):
-            layer.weights_source = self._layer_weights
+            layer.weights_source = source
+        self.stored = None  # loader.StoredWeights, set by whoever builds the model
 
     # --- introspection -----------------------------------------------------------------
     @property
@@ -268,6 +272,7 @@ class Model:
     # --- training ----------------------------------------------------------------------
     trainer = None  # set by compile()
     stop_training = False
+    _verbose_fit = False
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, memory_budget=None):
         """Prepare training, with Keras's names: optimizer (an edgecore.optimizers object or
@@ -279,8 +284,7 @@ class Model:
         memory_budget (default: the one given to load) before anything is allocated;
         the activation arena is checked when a batch size is first planned (fit checks
         every shape it will use before its first step)."""
-        from .loader import file_reader, fill_weights, layout_weights
-        from .formats import open_model_file
+        from .loader import fill_weights, layout_weights
         from .plan.budget import check_budget, parse_bytes
         from .train import losses as losses_module
         from .train import optimizers as optimizers_module
@@ -305,17 +309,13 @@ class Model:
             layer.live = False
         self.weights_buffer, self.trainer, self._plans, self._last_plan = None, None, {}, None
         self._arena = aligned_empty(0)
-        model_file = open_model_file(self.path)
-        try:
-            from_file = file_reader(model_file, self.graph)
+        with self.stored.open() as from_file:
             read = lambda layer, scratch=None: (previous[layer] if layer in previous
                                                 else from_file(layer, scratch))
             self.weights_buffer = fill_weights(layers, total, read)
             self.weights_floats = total
             trainer.allocate()
             trainer.fill_params(read)
-        finally:
-            model_file.close()
         for layer in setup.live:
             layer.live = True
         self.flat, self.trainer, self.memory_budget = setup.flat, trainer, budget
@@ -360,37 +360,24 @@ class Model:
     def _live_layers(self):
         return [layer for _, layer in walk_layers(self.graph) if layer.live]
 
-    def _layer_weights(self, layer, read_file=None):
-        """Keras-order weights of a layer: live ones from the params buffer, the rest read
-        back from the model file (packed and folded forms are not Keras's).  A nested
-        model reads all its layers through one open file."""
+    def _layer_weights(self, layer, read=None):
+        """Keras-order weights of a layer: live ones from the params buffer, the rest from
+        where they are stored (packed and folded forms are not Keras's)."""
+        if read is None:
+            with self.stored.open() as read:
+                return self._layer_weights(layer, read)
         if isinstance(layer, ModelLayer):
-            if read_file is None:
-                from .formats import open_model_file
-                from .loader import file_reader
-
-                model_file = open_model_file(self.path)
-                try:
-                    return self._layer_weights(layer, file_reader(model_file, self.graph))
-                finally:
-                    model_file.close()
             weights = []
             for inner in layer.graph.layers:
-                weights.extend(self._layer_weights(inner, read_file))
+                weights.extend(self._layer_weights(inner, read))
             return weights
         if not layer.variables() or not getattr(layer, "var_shapes", None):
             return []
-        if read_file is None:
-            from .loader import read_layer_weights  # h5py stays out of `import edgecore`
-
-            read_one = lambda: read_layer_weights(self.path, layer)
-        else:
-            read_one = lambda: read_file(layer)
         if layer.live:
             params = self.trainer.params
             views = {key: params[r.offset:r.offset + r.size] for key, r in layer.live_params.items()}
-            return layer.live_weights(views, read_one)
-        return read_one()
+            return layer.live_weights(views, lambda: read(layer))
+        return read(layer)
 
     # --- saving ------------------------------------------------------------------------
     def save(self, path):
@@ -407,17 +394,10 @@ class Model:
         (a save asks for every layer: one open instead of one per layer)."""
         import contextlib
 
-        from .formats import open_model_file
-        from .loader import file_reader
-
         @contextlib.contextmanager
         def reader():
-            model_file = open_model_file(self.path)
-            try:
-                read_file = file_reader(model_file, self.graph)
-                yield lambda layer: self._layer_weights(layer, read_file)
-            finally:
-                model_file.close()
+            with self.stored.open() as read:
+                yield lambda layer: self._layer_weights(layer, read)
 
         return reader()
 
@@ -426,29 +406,40 @@ def load_model(path, memory_budget=None, input_shape=None, rewrites=None):
     """The whole of `edgecore.load`: read the config, plan, check the budget, and only then
     read and pack the weights (see edgecore.load for the arguments)."""
     # The loader (and with it h5py) is imported here, not at `import edgecore`.
-    from .graph.flatten import flatten
-    from .loader import INFERENCE_REWRITES, file_reader, fill_weights, layout_weights, load_graph
-    from .plan.budget import check_budget, parse_bytes
+    from .loader import StoredWeights, file_reader, load_graph
 
-    rewrites = INFERENCE_REWRITES if rewrites is None else rewrites
-    budget = parse_bytes(memory_budget)
     model_file, ctx, graph = load_graph(path)
     try:
-        flat = flatten(graph)
-        for rewrite in rewrites:
-            rewrite(flat)
-        layers, total = layout_weights(flat)
-        model = Model(graph, flat, None, ctx, trainable=model_file.spec.trainable,
-                      memory_budget=budget, weights_floats=total)
-        shapes = model.declared_input_shapes(input_shape)
-        if budget is not None:
-            check_budget(budget, weights_bytes=4 * total, arena_bytes=0, path=path,
-                         what="the packed weights alone")
-        if shapes is not None:
-            model.cache_plan(build_plan(flat, shapes, path))  # checks the budget too
-        model.weights_buffer = fill_weights(layers, total, file_reader(model_file, graph))
+        return assemble(graph, ctx, model_file.spec.trainable, StoredWeights(path, graph),
+                        file_reader(model_file, graph), memory_budget, input_shape, rewrites)
     finally:
         model_file.close()
+
+
+def assemble(graph, ctx, trainable, stored, read, memory_budget=None, input_shape=None,
+             rewrites=None):
+    """A Model from a built graph: flatten, rewrite, lay out the weights, check the budget
+    (weights alone, then the batch-1 plan when the input shape is known), and only then
+    read (read(layer, scratch)) and pack the weights."""
+    from .graph.flatten import flatten
+    from .loader import INFERENCE_REWRITES, fill_weights, layout_weights
+    from .plan.budget import check_budget, parse_bytes
+
+    budget = parse_bytes(memory_budget)
+    flat = flatten(graph)
+    for rewrite in INFERENCE_REWRITES if rewrites is None else rewrites:
+        rewrite(flat)
+    layers, total = layout_weights(flat)
+    model = Model(graph, flat, None, ctx, trainable=trainable, memory_budget=budget,
+                  weights_floats=total)
+    model.stored = stored
+    shapes = model.declared_input_shapes(input_shape)
+    if budget is not None:
+        check_budget(budget, weights_bytes=4 * total, arena_bytes=0, path=ctx.path,
+                     what="the packed weights alone")
+    if shapes is not None:
+        model.cache_plan(build_plan(flat, shapes, ctx.path))  # checks the budget too
+    model.weights_buffer = fill_weights(layers, total, read)
     return model
 
 

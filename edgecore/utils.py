@@ -1,4 +1,4 @@
-"""edgecore.utils: set_random_seed, like keras.utils.set_random_seed.
+"""edgecore.utils: set_random_seed (like keras.utils.set_random_seed) and resize_images.
 
 The seed drives what is random in edgecore's training: the per-epoch shuffle in fit and
 the Dropout masks (a counter-based generator, kernels/elementwise.pxi).  Keras's own
@@ -21,3 +21,40 @@ def set_random_seed(seed):
 def _global_seed():
     """The seed set by set_random_seed, or fresh entropy when none was set."""
     return _SEED if _SEED is not None else secrets.randbits(63)
+
+
+def resize_images(images, size):
+    """Bilinear resize of NHWC images to size (h, w) or size x size, with half-pixel
+    centres like tf.image.resize(method="bilinear") (what Keras's Resizing layer and the
+    Keras transfer-learning examples use).  A 1-channel input becomes 3 channels (ImageNet
+    backbones want RGB).  The dtype is kept (uint8 stays uint8, rounded), so a dataset
+    stays small; fit and predict convert each batch to float32 themselves."""
+    import numpy as np
+
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W[, C]), got shape {images.shape}")
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    n, h, w, c = images.shape
+
+    def taps(out, inp):
+        centre = np.clip((np.arange(out) + 0.5) * inp / out - 0.5, 0, inp - 1)
+        lo = np.floor(centre).astype(np.intp)
+        return lo, np.minimum(lo + 1, inp - 1), (centre - lo).astype(np.float32)
+
+    y0, y1, fy = taps(out_h, h)
+    x0, x1, fx = taps(out_w, w)
+    fy, fx = fy[None, :, None, None], fx[None, None, :, None]
+    result = np.empty((n, out_h, out_w, 3 if c == 1 else c), images.dtype)
+    for start in range(0, n, 256):  # in chunks: the float32 intermediate stays small
+        chunk = images[start:start + 256].astype(np.float32)
+        top = chunk[:, y0][:, :, x0] * (1 - fx) + chunk[:, y0][:, :, x1] * fx
+        bottom = chunk[:, y1][:, :, x0] * (1 - fx) + chunk[:, y1][:, :, x1] * fx
+        mixed = top * (1 - fy) + bottom * fy
+        if np.issubdtype(images.dtype, np.integer):
+            info = np.iinfo(images.dtype)
+            mixed = np.clip(np.rint(mixed), info.min, info.max)
+        result[start:start + 256] = mixed if c != 1 else np.repeat(mixed, 3, axis=-1)
+    return result

@@ -123,9 +123,10 @@ def test_auto_batch_size_is_the_largest_that_fits():
     x, y = data(64, (32, 32, 3), 4)
     model = transfer_model(memory_budget="2400KiB")
     history = model.fit(x, y, batch_size="auto", epochs=1, verbose=0)
-    chosen = max(batch for kind, batch in model.trainer.plans if kind == "train")
+    chosen = max(shapes[0][0] for kind, shapes in model.trainer.plans if kind == "train")
     assert 1 <= chosen < 64 and len(history.history["loss"]) == 1
-    assert model.trainer.batch_fits(chosen) and not model.trainer.batch_fits(chosen + 1)
+    fits = lambda batch: model.trainer.batch_fits([(batch, 32, 32, 3)])
+    assert fits(chosen) and not fits(chosen + 1)
 
 
 def test_dropout_is_active_seeded_and_inverted():

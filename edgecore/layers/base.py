@@ -97,14 +97,16 @@ class Layer:
         """Number of weights, as Keras's layer.count_params()."""
         return self.elements(getattr(self, "var_shapes", None) or [])
 
-    # Set by the Model that owns the layer: callable(layer) -> Keras-order arrays.
+    # Set by the Model that owns the layer: a weak reference to its method giving a
+    # layer's Keras-order arrays (weak, so a layer does not keep a dropped model alive).
     weights_source = None
 
     def get_weights(self):
         """The layer's weights as Keras's get_weights(): Keras order and shapes."""
-        if self.weights_source is None:
+        source = self.weights_source() if self.weights_source is not None else None
+        if source is None:
             raise RuntimeError(f"layer {self.name!r} does not belong to a loaded model")
-        return self.weights_source(self)
+        return source(self)
 
     def non_trainable_variables(self):
         """Names of variables Keras counts as non-trainable even when the layer is

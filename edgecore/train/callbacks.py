@@ -122,8 +122,11 @@ class ProgressBar(Callback):
             return
         elapsed = time.perf_counter() - self.start
         per_step = elapsed / max(1, self.steps)
+        ms = per_step * 1e3
         line = (f"{self._bar(self.steps)} - {_duration(elapsed)} "
-                f"{per_step * 1e3:.0f}ms/step{_format(logs)}")
+                f"{ms:.0f}ms/step" if ms >= 10 else
+                f"{self._bar(self.steps)} - {_duration(elapsed)} {ms:.1f}ms/step")
+        line += _format(logs)
         sys.stdout.write(("\r" if self.verbose == 1 and self.interactive else "") + line + "\n")
         sys.stdout.flush()
 

@@ -31,10 +31,19 @@ def _as_inputs(model, x):
     return arrays
 
 
+def _samples(inputs):
+    """Per-sample input shapes (the batch axis dropped)."""
+    return [tuple(a.shape[1:]) for a in inputs]
+
+
+def _batch_shapes(inputs, batch):
+    return tuple((batch,) + tuple(a.shape[1:]) for a in inputs)
+
+
 def train_on_batch(model, x, y):
     trainer = model.trainer
     inputs = _as_inputs(model, x)
-    labels = trainer.labels_array(y, inputs[0].shape[0])
+    labels = trainer.labels_array(y, inputs[0].shape[0], _samples(inputs))
     boundary = trainer.boundary_of([np.asarray(a, np.float32) for a in inputs])
     losses, output = trainer.step(boundary, labels, train=True)
     logs = {"loss": float(np.mean(losses, dtype=np.float64))}
@@ -113,7 +122,7 @@ def evaluate_arrays(trainer, source, labels, batch_size):
 def evaluate(model, x, y, batch_size=32):
     trainer = model.trainer
     inputs = _as_inputs(model, x)
-    labels = trainer.labels_array(y, inputs[0].shape[0])
+    labels = trainer.labels_array(y, inputs[0].shape[0], _samples(inputs))
     return evaluate_arrays(trainer, FeatureSource(trainer, inputs), labels, batch_size)
 
 
@@ -147,29 +156,28 @@ def fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_data, sh
     n = inputs[0].shape[0]
     if n == 0:
         raise ShapeError("fit needs at least one sample", path=model.path)
-    labels = trainer.labels_array(y, n)
+    labels = trainer.labels_array(y, n, _samples(inputs))
     model_dir = os.path.dirname(os.path.abspath(model.path))
     if batch_size == "auto":
-        batch_size = trainer.auto_batch_size(n)
+        batch_size = trainer.auto_batch_size(_samples(inputs), n)
     batch_size = int(batch_size or 32)
     # Plan every step shape this run needs, checking the budget, before any work.
-    sizes = {stop - start for start, stop in _batches(n, batch_size)}
+    shapes = {_batch_shapes(inputs, stop - start) for start, stop in _batches(n, batch_size)}
     val = None
     if validation_data is not None:
         xv, yv = validation_data[0], validation_data[1]
         val_inputs = _as_inputs(model, xv)
-        val = (val_inputs, trainer.labels_array(yv, val_inputs[0].shape[0]))
-        sizes |= {stop - start for start, stop in _batches(val_inputs[0].shape[0], batch_size)}
-    for size in sorted(sizes):
-        trainer.plan("train", size)
-        trainer.plan("eval", size)
-        if trainer.setup.prefix.nodes:
-            trainer.plan("prefix", size)
+        val = (val_inputs, trainer.labels_array(yv, val_inputs[0].shape[0], _samples(val_inputs)))
+        shapes |= {_batch_shapes(val_inputs, stop - start)
+                   for start, stop in _batches(val_inputs[0].shape[0], batch_size)}
+    for batch_shapes in sorted(shapes):
+        trainer.plans_for([list(s) for s in batch_shapes])
     use_cache, spill_dir = _resolve_cache(trainer, n, batch_size, feature_cache, augment,
                                           model_dir)
     history = History()
     callbacks = list(callbacks or [])
     progress = ProgressBar(_verbosity(verbose), epochs, len(_batches(n, batch_size)))
+    model._verbose_fit = _verbosity(verbose) > 0
     for callback in [history, progress] + callbacks:
         callback.model = model
     if checkpoint is not None:
@@ -207,6 +215,10 @@ def _sources(trainer, inputs, val, use_cache, spill_dir, batch_size, augment, sp
     if not use_cache:
         val_source = FeatureSource(trainer, val[0]) if val else None
         return FeatureSource(trainer, inputs, augment=augment, rng=trainer.rng), val_source
+    if trainer.model._verbose_fit:
+        where = f"a temporary file in {spill_dir}" if spill_dir else "memory"
+        print(f"Caching the frozen layers' output for {inputs[0].shape[0]} samples in {where} "
+              f"(once; epochs then train only the trainable layers)")
     cache, spill = build_cache(trainer, inputs, batch_size, spill_dir)
     spills.extend([spill] if spill is not None else [])
     val_source = None

@@ -18,7 +18,7 @@ from ..errors import MemoryBudgetError, ShapeError
 from ..plan.arena import align, aligned_empty
 from ..plan.budget import check_budget
 from ..plan.builder import BASE_GRADS, BASE_PARAMS, Region
-from ..plan.planner import build_plan
+from ..plan.planner import build_plan, concrete_shapes
 from . import losses as losses_module
 from .program import build_step_plan, label_shape
 
@@ -53,7 +53,8 @@ class Trainer:
         self.trained = setup.trained
         self.n_trainable, self.n_params = layout_live(setup.live, setup.trained)
         self.params = self.grads = None  # allocate() once the budget allows them
-        self.plans = {}  # (kind, batch) -> Plan
+        self.plans = {}  # (kind, full shapes) -> Plan
+        self._boundary = {}  # full input shapes -> full boundary shapes
         self.arena = aligned_empty(0)
         self.staging = {}  # batch -> [boundary arrays]
         self.rng = np.random.default_rng(_seed())
@@ -82,63 +83,94 @@ class Trainer:
         return self.state_bytes() + 4 * self.model.weights_floats
 
     # --- plans -----------------------------------------------------------------------
-    def plan(self, kind, batch):
-        key = (kind, batch)
-        if key not in self.plans:
-            boundary = [(batch,) + tuple(t.shape) for t in self.setup.boundary]
-            if kind == "prefix":
-                inputs = [(batch,) + tuple(t.shape) for t in self.setup.prefix.inputs]
-                plan = build_plan(self.setup.prefix, inputs, self.model.path)
+    # Plans are keyed by full shapes: the prefix by its input shapes, the training and
+    # evaluation steps by their boundary shapes, so models with unknown spatial
+    # dimensions plan for the data they get.
+
+    def boundary_shapes(self, input_shapes):
+        """Full boundary shapes for full model input shapes."""
+        key = tuple(map(tuple, input_shapes))
+        if key not in self._boundary:
+            if self.setup.prefix.nodes:
+                shapes = concrete_shapes(self.setup.prefix, list(key), self.model.path)
+                self._boundary[key] = [shapes[t] for t in self.setup.boundary]
             else:
-                plan = build_step_plan(self.setup, self.loss, boundary, self.trained,
-                                       self.model.path, backward=(kind == "train"))
+                self._boundary[key] = list(key)
+        return self._boundary[key]
+
+    def plan(self, kind, shapes):
+        """The plan of `kind` ("prefix": for these input shapes; "train"/"eval": for
+        these boundary shapes), built and budget-checked on first use."""
+        key = (kind, tuple(map(tuple, shapes)))
+        if key not in self.plans:
+            plan = self._build(kind, shapes)
+            batch = shapes[0][0]
+            boundary = self.boundary_shapes(shapes) if kind == "prefix" else shapes
             self.check_fits(max(self.arena.size, plan.arena_floats), batch,
-                            f"the {kind} plan for batch size {batch}")
+                            f"the {kind} plan for batch size {batch}", boundary=boundary)
             self.plans[key] = plan
             if self.arena.size < plan.arena_floats:
                 self.arena = aligned_empty(plan.arena_floats)
         return self.plans[key]
 
-    def check_fits(self, arena_floats, batch, what, cache_bytes=0):
-        boundary_floats = sum(int(np.prod(t.shape)) for t in self.setup.boundary)
+    def _build(self, kind, shapes):
+        if kind == "prefix":
+            return build_plan(self.setup.prefix, shapes, self.model.path)
+        return build_step_plan(self.setup, self.loss, shapes, self.trained, self.model.path,
+                               backward=(kind == "train"))
+
+    def plans_for(self, input_shapes):
+        """Build (and budget-check) every plan one batch of these input shapes needs."""
+        boundary = self.boundary_shapes(input_shapes)
+        if self.setup.prefix.nodes:
+            self.plan("prefix", input_shapes)
+        self.plan("train", boundary)
+        self.plan("eval", boundary)
+
+    def check_fits(self, arena_floats, batch, what, cache_bytes=0, boundary=None):
+        """MemoryBudgetError unless the fixed buffers, this arena, a staging batch of the
+        boundary tensors (full shapes, when known) and the cache fit the budget."""
+        per_sample = (sum(int(np.prod(s[1:])) for s in boundary) if boundary is not None
+                      else self._boundary_floats())
         check_budget(self.budget, weights_bytes=self.fixed_bytes(),
                      arena_bytes=4 * arena_floats, path=self.model.path, what=what,
-                     extra={"staging": 4 * batch * boundary_floats, "feature cache": cache_bytes})
+                     extra={"staging": 4 * batch * per_sample, "feature cache": cache_bytes})
 
-    def batch_fits(self, batch, cache_bytes=0):
-        """Do the training, evaluation and prefix plans of this batch size fit the budget?"""
-        needed = max(self.arena.size, self._arena_need("train", batch),
-                     self._arena_need("eval", batch),
-                     self._arena_need("prefix", batch) if self.setup.prefix.nodes else 0)
+    def _boundary_floats(self):
+        shapes = [t.shape for t in self.setup.boundary]
+        if any(d is None for s in shapes for d in s):
+            return 0  # unknown until the data is seen; checked again per plan
+        return sum(int(np.prod(s)) for s in shapes)
+
+    def batch_fits(self, input_shapes, cache_bytes=0):
+        """Do the plans of one batch of these input shapes fit the budget?"""
+        boundary = self.boundary_shapes(input_shapes)
+        needed = max([self.arena.size, self._build("train", boundary).arena_floats,
+                      self._build("eval", boundary).arena_floats]
+                     + ([self._build("prefix", input_shapes).arena_floats]
+                        if self.setup.prefix.nodes else []))
         try:
-            self.check_fits(needed, batch, f"batch size {batch}", cache_bytes)
+            self.check_fits(needed, input_shapes[0][0], f"batch size {input_shapes[0][0]}",
+                            cache_bytes, boundary=boundary)
             return True
         except MemoryBudgetError:
             return False
 
-    def auto_batch_size(self, n_samples, cache_bytes=0):
-        """The largest batch (<= n_samples) whose training step fits the budget."""
+    def auto_batch_size(self, sample_shapes, n_samples, cache_bytes=0):
+        """The largest batch (<= n_samples) whose plans fit the budget."""
         if self.budget is None:
             raise ValueError("batch_size='auto' needs a memory_budget in compile()")
         lo, hi, best = 1, max(1, n_samples), None
         while lo <= hi:
             mid = (lo + hi) // 2
-            if self.batch_fits(mid, cache_bytes):
+            if self.batch_fits([(mid,) + tuple(s) for s in sample_shapes], cache_bytes):
                 best, lo = mid, mid + 1
             else:
                 hi = mid - 1
         if best is None:
-            raise MemoryBudgetError(f"not even batch size 1 fits the memory budget",
+            raise MemoryBudgetError("not even batch size 1 fits the memory budget",
                                     allowed_bytes=self.budget, path=self.model.path)
         return best
-
-    def _arena_need(self, kind, batch):
-        boundary = [(batch,) + tuple(t.shape) for t in self.setup.boundary]
-        if kind == "prefix":
-            inputs = [(batch,) + tuple(t.shape) for t in self.setup.prefix.inputs]
-            return build_plan(self.setup.prefix, inputs, self.model.path).arena_floats
-        return build_step_plan(self.setup, self.loss, boundary, self.trained, self.model.path,
-                               backward=(kind == "train")).arena_floats
 
     def run(self, plan):
         _kernels.run_plan(plan.ops, plan.fparams, self.arena, self.model.weights_buffer,
@@ -147,16 +179,16 @@ class Trainer:
     # --- one batch -------------------------------------------------------------------
     def boundary_of(self, inputs):
         """The suffix's inputs for a batch of raw model inputs (runs the frozen prefix)."""
-        batch = inputs[0].shape[0]
         if not self.setup.prefix.nodes:
             return [np.asarray(a, np.float32) for a in inputs]
-        plan = self.plan("prefix", batch)
+        plan = self.plan("prefix", [a.shape for a in inputs])
         for array, offset in zip(inputs, plan.input_offsets):
             self.arena[offset:offset + array.size].reshape(array.shape)[...] = array
         self.run(plan)
-        staging = self.staging.get(batch)
+        key = tuple(map(tuple, plan.output_shapes))
+        staging = self.staging.get(key)
         if staging is None:
-            staging = self.staging[batch] = [np.empty(s, np.float32) for s in plan.output_shapes]
+            staging = self.staging[key] = [np.empty(s, np.float32) for s in plan.output_shapes]
         for array, offset in zip(staging, plan.output_offsets):
             array[...] = self.arena[offset:offset + array.size].reshape(array.shape)
         return staging
@@ -164,8 +196,7 @@ class Trainer:
     def step(self, boundary, labels, train=True):
         """One training (or evaluation) step on a batch of boundary tensors; returns
         (per-sample losses, model output) as views into the arena (copy to keep)."""
-        batch = boundary[0].shape[0]
-        plan = self.plan("train" if train else "eval", batch)
+        plan = self.plan("train" if train else "eval", [a.shape for a in boundary])
         for array, offset in zip(boundary, plan.input_offsets):
             self.arena[offset:offset + array.size].reshape(array.shape)[...] = array
         offset = plan.input_offsets[-1]
@@ -185,8 +216,10 @@ class Trainer:
         return losses, output
 
     # --- labels and metrics ------------------------------------------------------------
-    def labels_array(self, y, n):
-        out_shape = (n,) + tuple(self.setup.suffix.outputs[0].shape)
+    def labels_array(self, y, n, sample_shapes):
+        boundary = self.boundary_shapes([(n,) + tuple(s) for s in sample_shapes])
+        out_shape = concrete_shapes(self.setup.suffix, boundary,
+                                    self.model.path)[self.setup.suffix.outputs[0]]
         want = label_shape(self.loss, out_shape)
         y = np.asarray(y)
         if y.dtype.kind not in "fiub":
