@@ -21,7 +21,7 @@
 # Non-goals: sample weights, ignore_class, probabilities input (from_logits=False on an
 # output that is not a softmax / sigmoid), reductions other than a scale.
 
-from libc.math cimport log
+from libc.math cimport NAN, log
 
 
 cdef inline double _row_max(const float* z, Py_ssize_t n) noexcept nogil:
@@ -47,13 +47,22 @@ cdef void sparse_softmax_cross_entropy(float* loss_rows, float* dlogits, const f
     """Keras SparseCategoricalCrossentropy on logits (rows, classes), integer labels (rows):
     loss_rows[r] = logsumexp(z_r) - z_r[label_r]; dlogits = (softmax(z) - onehot) *
     grad_scale.  OVERWRITES both (either may be NULL).  Every label must be in
-    [0, classes): the checked wrapper refuses others."""
+    [0, classes): the checked wrapper and the trainer refuse others; a row whose label is
+    out of range anyway (the plan runner trusts its arena) gets a NaN loss and a NaN
+    gradient instead of an out-of-bounds read."""
     cdef Py_ssize_t r, j
     cdef const float* z
     cdef float* d
     cdef double m, s
     for r in range(rows):
         z = logits + r * classes
+        if labels[r] < 0 or labels[r] >= classes:
+            if loss_rows != NULL:
+                loss_rows[r] = NAN
+            if dlogits != NULL:
+                for j in range(classes):
+                    dlogits[r * classes + j] = NAN
+            continue
         m = _row_max(z, classes)
         s = _sum_exp(z, classes, m)
         if loss_rows != NULL:

@@ -29,11 +29,23 @@ def _soft_targets(rows, cols, seed):
     return (t / t.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def check(got, want, what):
-    """Loss per row: a sum of `cols` double terms rounded once; gradient: one rounding."""
+def check(got, want, what, grad_terms=None):
+    """Loss per row: a sum of `cols` double terms rounded once; gradient: one rounding of
+    a difference, so its error is bounded by the magnitude of its terms (grad_terms), not
+    of the result: where p - t cancels, aarch64's fused multiply-add rounds the smoothed
+    target differently and the difference carries that ulp."""
     (loss, grad), (rloss, rgrad) = got, want
     assert_close(loss, rloss, rtol=2e-7, atol=1e-7, what=f"{what} loss")
-    assert_close(grad, rgrad, rtol=2.4e-7, atol=1e-12, what=f"{what} gradient")
+    assert_close(grad, rgrad, grad_terms, rtol=2.4e-7, atol=1e-12, what=f"{what} gradient")
+
+
+def _softmax_terms(z, t, ls, scale):
+    """|softmax(z)| + |smoothed t|, times the gradient's scale."""
+    z = z.astype(np.float64)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    smoothed = t.astype(np.float64) * (1 - ls) + ls / t.shape[1]
+    return (p + np.abs(smoothed)) * scale
 
 
 @pytest.mark.parametrize("rows, cols", SHAPES, ids=IDS)
@@ -50,7 +62,8 @@ def test_sparse_softmax_cross_entropy(rows, cols):
 def test_softmax_cross_entropy(rows, cols, ls):
     (z, t), copies = frozen(_logits(rows, cols, 2), _soft_targets(rows, cols, 3))
     got = _run(K.softmax_cross_entropy_loss, z, t, ls, 1.0 / rows)
-    check(got, ref.softmax_cross_entropy(z, t, ls, 1.0 / rows), f"CE {rows}x{cols} ls{ls}")
+    check(got, ref.softmax_cross_entropy(z, t, ls, 1.0 / rows), f"CE {rows}x{cols} ls{ls}",
+          _softmax_terms(z, t, ls, 1.0 / rows))
     assert_unchanged([z, t], copies, "CE")
 
 

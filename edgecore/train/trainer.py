@@ -20,6 +20,9 @@ from ..plan.budget import check_budget
 from ..plan.builder import BASE_GRADS, BASE_PARAMS, Region
 from ..plan.planner import build_plan, concrete_shapes
 from . import losses as losses_module
+
+# The frozen prefix's arena target when it runs in chunks (see Trainer.prefix_chunk).
+PREFIX_ARENA_BYTES = 16 << 20
 from .program import build_step_plan, label_shape
 
 
@@ -55,6 +58,7 @@ class Trainer:
         self.params = self.grads = None  # allocate() once the budget allows them
         self.plans = {}  # (kind, full shapes) -> Plan
         self._boundary = {}  # full input shapes -> full boundary shapes
+        self._per_sample = {}  # per-sample input shapes -> prefix arena bytes per sample
         self.arena = aligned_empty(0)
         self.staging = {}  # batch -> [boundary arrays]
         self.rng = np.random.default_rng(_seed())
@@ -119,11 +123,32 @@ class Trainer:
         return build_step_plan(self.setup, self.loss, shapes, self.trained, self.model.path,
                                backward=(kind == "train"))
 
+    def prefix_chunk(self, input_shapes):
+        """How many samples the frozen prefix runs at once for a batch of these shapes: as
+        many as keep its arena near PREFIX_ARENA_BYTES.  Its outputs are per sample, so
+        chunking changes nothing but memory: at 224x224 a MobileNetV2 prefix needs 5.7 MiB
+        of arena per sample, 184 MiB for a batch of 32."""
+        batch = input_shapes[0][0]
+        key = tuple(tuple(s[1:]) for s in input_shapes)
+        if key not in self._per_sample:
+            one = [(1,) + tuple(s[1:]) for s in input_shapes]
+            self._per_sample[key] = build_plan(self.setup.prefix, one,
+                                               self.model.path).arena_floats * 4
+        return int(max(1, min(batch, PREFIX_ARENA_BYTES // max(1, self._per_sample[key]))))
+
+    def chunk_shapes(self, input_shapes):
+        chunk = self.prefix_chunk(input_shapes)
+        return [(chunk,) + tuple(s[1:]) for s in input_shapes]
+
     def plans_for(self, input_shapes):
         """Build (and budget-check) every plan one batch of these input shapes needs."""
         boundary = self.boundary_shapes(input_shapes)
         if self.setup.prefix.nodes:
-            self.plan("prefix", input_shapes)
+            chunk = self.chunk_shapes(input_shapes)
+            self.plan("prefix", chunk)
+            if chunk[0][0] != input_shapes[0][0] and input_shapes[0][0] % chunk[0][0]:
+                rest = input_shapes[0][0] % chunk[0][0]
+                self.plan("prefix", [(rest,) + tuple(s[1:]) for s in input_shapes])
         self.plan("train", boundary)
         self.plan("eval", boundary)
 
@@ -147,7 +172,7 @@ class Trainer:
         boundary = self.boundary_shapes(input_shapes)
         needed = max([self.arena.size, self._build("train", boundary).arena_floats,
                       self._build("eval", boundary).arena_floats]
-                     + ([self._build("prefix", input_shapes).arena_floats]
+                     + ([self._build("prefix", self.chunk_shapes(input_shapes)).arena_floats]
                         if self.setup.prefix.nodes else []))
         try:
             self.check_fits(needed, input_shapes[0][0], f"batch size {input_shapes[0][0]}",
@@ -178,19 +203,27 @@ class Trainer:
 
     # --- one batch -------------------------------------------------------------------
     def boundary_of(self, inputs):
-        """The suffix's inputs for a batch of raw model inputs (runs the frozen prefix)."""
+        """The suffix's inputs for a batch of raw model inputs: the frozen prefix runs on
+        chunks of prefix_chunk samples, written into one staging array per tensor."""
         if not self.setup.prefix.nodes:
             return [np.asarray(a, np.float32) for a in inputs]
-        plan = self.plan("prefix", [a.shape for a in inputs])
-        for array, offset in zip(inputs, plan.input_offsets):
-            self.arena[offset:offset + array.size].reshape(array.shape)[...] = array
-        self.run(plan)
-        key = tuple(map(tuple, plan.output_shapes))
+        shapes = [a.shape for a in inputs]
+        boundary = self.boundary_shapes(shapes)
+        key = tuple(map(tuple, boundary))
         staging = self.staging.get(key)
         if staging is None:
-            staging = self.staging[key] = [np.empty(s, np.float32) for s in plan.output_shapes]
-        for array, offset in zip(staging, plan.output_offsets):
-            array[...] = self.arena[offset:offset + array.size].reshape(array.shape)
+            staging = self.staging[key] = [np.empty(s, np.float32) for s in boundary]
+        n, chunk = shapes[0][0], self.prefix_chunk(shapes)
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            plan = self.plan("prefix", [(stop - start,) + tuple(s[1:]) for s in shapes])
+            for array, offset in zip(inputs, plan.input_offsets):
+                part = array[start:stop]
+                self.arena[offset:offset + part.size].reshape(part.shape)[...] = part
+            self.run(plan)
+            for array, offset in zip(staging, plan.output_offsets):
+                part = array[start:stop]
+                part[...] = self.arena[offset:offset + part.size].reshape(part.shape)
         return staging
 
     def step(self, boundary, labels, train=True):
