@@ -93,14 +93,36 @@ class Model:
             weights.extend(layer.get_weights())
         return weights
 
-    def memory_plan(self, input_shape=None, batch_size=1, print_fn=None, detail=False):
+    def memory_plan(self, input_shape=None, batch_size=1, print_fn=None, detail=False,
+                    training=False):
         """The memory plan for one batch: arena, weights, scratch, naive sum and the
         live-bytes lower bound.  input_shape (without batch; a list for several inputs)
-        defaults to the model's declared input shape."""
+        defaults to the model's declared input shape.  training=True (after compile): the
+        training step's plan, with the arena shared by the frozen prefix, training and
+        evaluation plans, and the params, gradients and optimizer state."""
         from .plan.report import memory_plan_of
 
-        plan = self._plan_for(self._full_input_shapes(input_shape, batch_size))
-        report = memory_plan_of(plan, self.weights_buffer.size)
+        shapes = self._full_input_shapes(input_shape, batch_size)
+        if training:
+            self._require_compiled()
+            trainer = self.trainer
+            trainer.plans_for(shapes)
+            boundary = trainer.boundary_shapes(shapes)
+            plans = [trainer.plans[(kind, tuple(map(tuple, boundary)))] for kind in ("train", "eval")]
+            if trainer.setup.prefix.nodes:
+                chunk = tuple(map(tuple, trainer.chunk_shapes(shapes)))
+                plans.append(trainer.plans[("prefix", chunk)])
+            report = memory_plan_of(plans[0], self.weights_buffer.size)
+            # One arena serves the prefix chunks, the training and the evaluation steps.
+            report.input_shapes = shapes
+            report.arena_bytes = trainer.arena.nbytes
+            report.lower_bound_bytes = 4 * max(p.lower_bound_floats for p in plans)
+            report.naive_bytes = 4 * max(p.naive_floats for p in plans)
+            report.scratch_bytes = max(memory_plan_of(p, 0).scratch_bytes for p in plans)
+            report.training_bytes = trainer.state_bytes()
+            report.staging_bytes = 4 * sum(int(np.prod(s)) for s in boundary)
+        else:
+            report = memory_plan_of(self._plan_for(shapes), self.weights_buffer.size)
         if print_fn is not None:
             print_fn(report.format(detail))
         return report

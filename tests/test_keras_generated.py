@@ -6,6 +6,7 @@ tf-keras==2.21.0 h5py`), or run the tests from such an environment.  edgecore it
 imports TensorFlow; the generator runs in a subprocess.
 """
 import json
+import os
 
 import numpy as np
 import pytest
@@ -42,6 +43,10 @@ def check_case(out_dir, case):
                 err = float(np.abs(g - y).max())
                 assert err <= 1e-4 * max(1.0, float(np.abs(y).max())), (info["file"], err)
             assert model.count_params() == framework["params"]["total"], info["file"]
+            report = model.memory_plan(tuple(xs[0].shape[1:]))
+            assert report.arena_bytes <= 1.1 * report.lower_bound_bytes, (info["file"], report)
+            print(f"{info['file']}: arena {report.arena_bytes / 2**20:.2f} MiB = "
+                  f"{report.arena_bytes / report.lower_bound_bytes:.3f} x lower bound")
             checked.append(info["file"])
     return checked
 
@@ -67,3 +72,34 @@ def test_committed_fixtures_are_what_the_generator_writes(keras_py, tmp_path):
     generate(keras_py, tmp_path, [case])
     for suffix in (".k3.h5", ".keras", ".k2.h5", ".k3.npz", ".k2.npz"):
         assert (tmp_path / (case + suffix)).read_bytes() == (FIXTURES / (case + suffix)).read_bytes()
+
+
+def test_a_model_trained_by_edgecore_opens_in_keras_and_predicts_the_same(keras_py, tmp_path):
+    """Train on the device, save, and hand the file back to Keras (issue: saving)."""
+    import subprocess
+
+    ec.utils.set_random_seed(0)
+    model = ec.transfer.new_head(ec.load(FIXTURES / "train_transfer_frozen_base.k3.h5"),
+                                 classes=3, seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 24)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, checkpoint=tmp_path / "run.h5")
+    model.save(tmp_path / "trained.h5")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "ours.npy", model.predict(x))
+    script = (
+        "import sys, numpy as np, keras\n"
+        "d = sys.argv[1]\n"
+        "x = np.load(d + '/x.npy')\n"
+        "trained = keras.models.load_model(d + '/trained.h5', compile=False)\n"
+        "np.save(d + '/keras.npy', trained.predict(x, verbose=0))\n"
+        "ckpt = keras.models.load_model(d + '/run.h5')  # compiled: optimizer restored\n"
+        "print(type(ckpt.optimizer).__name__, int(ckpt.optimizer.iterations.numpy()))\n")
+    proc = subprocess.run([keras_py, "-c", script, str(tmp_path)], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ours, keras_out = np.load(tmp_path / "ours.npy"), np.load(tmp_path / "keras.npy")
+    assert np.abs(ours - keras_out).max() <= 1e-4 * max(1.0, float(np.abs(keras_out).max()))
+    assert proc.stdout.split()[-2:] == ["Adam", "6"]

@@ -141,3 +141,20 @@ def test_memory_plan_reports_the_live_lower_bound():
     assert report.lower_bound_bytes <= report.arena_bytes <= 1.1 * report.lower_bound_bytes
     assert report.naive_bytes > 3 * report.arena_bytes
     assert "lower bound" in report.format() and "timeline" in report.format(detail=True)
+
+
+def test_compile_knows_the_training_peak_before_the_first_step():
+    model = ec.transfer.new_head(ec.load(MOBILENET), classes=10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    report = model.memory_plan((224, 224, 3), batch_size=32, training=True)
+    head = 1280 * 10 + 10
+    # Adam: params, gradients, momentum and velocity of the head, each aligned.
+    assert 4 * 4 * head <= report.training_bytes <= 4 * 4 * (head + 64)
+    assert report.lower_bound_bytes <= report.arena_bytes <= 1.1 * report.lower_bound_bytes
+    assert report.staging_bytes == 4 * 32 * 1280
+    # The run then fits a budget of exactly that size plus slack for Python-side arrays.
+    budget = report.total_bytes + 4 * 32 * 10 + (1 << 16)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  memory_budget=budget)
+    x = np.zeros((32, 224, 224, 3), np.uint8)
+    model.fit(x, np.arange(32) % 10, batch_size=32, epochs=1, verbose=0, feature_cache=False)

@@ -25,10 +25,12 @@ class MemoryPlan:
     lower_bound_bytes: int  # max over op steps of the bytes live at that step
     buffers: list = field(default_factory=list)
     op_names: list = field(default_factory=list)
+    training_bytes: int = 0  # trained params + their gradients + optimizer state
+    staging_bytes: int = 0  # one batch of the frozen prefix's output (training)
 
     @property
     def total_bytes(self):
-        return self.arena_bytes + self.weights_bytes
+        return self.arena_bytes + self.weights_bytes + self.training_bytes + self.staging_bytes
 
     def __str__(self):
         return self.format()
@@ -41,6 +43,11 @@ class MemoryPlan:
             f"  = {ratio:.3f} x the lower bound {mib(self.lower_bound_bytes)}",
             f"  largest op scratch:            {mib(self.scratch_bytes)}",
             f"  weights (packed, folded):      {mib(self.weights_bytes)}",
+        ]
+        if self.training_bytes:
+            lines += [f"  params + gradients + optimizer state: {mib(self.training_bytes)}",
+                      f"  staging (frozen prefix output):        {mib(self.staging_bytes)}"]
+        lines += [
             f"  total:                         {mib(self.total_bytes)}",
             f"  naive (no buffer reuse):       {mib(self.naive_bytes)}",
         ]
