@@ -2,7 +2,7 @@
 
 Every row is a new Python process that imports the runtime, loads MobileNetV2-1.0-224 and
 runs 10 batch-1 predictions, then reports its peak resident size (VmHWM; see
-peak_rss_mb for why not ru_maxrss of a child), the
+bench/measure.py for why not a child's ru_maxrss), the
 time its import took and the time from the import to the first prediction's result
 (`import edgecore` defers numpy and h5py to the first load, so the second number is the
 fair comparison of start-up cost).  The baseline process only imports numpy and h5py (edgecore's
@@ -25,27 +25,16 @@ from pathlib import Path
 
 import pytest
 
+from measure import PEAK_RSS_SOURCE
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 MODEL_H5 = REPO / "weights/pretrained/mobilenet_v2_imagenet.h5"
 MODEL_TFLITE = HERE / "models/mobilenet_v2_1.0_224.tflite"
 MODEL_ONNX = HERE / "models/mobilenet_v2_1.0_224.onnx"
 
-_PRELUDE = """
+_PRELUDE = PEAK_RSS_SOURCE.replace("{", "{{").replace("}", "}}") + """
 import json, resource, sys, time
-def peak_rss_mb():
-    # The process's own peak: /proc VmHWM.  getrusage(RUSAGE_SELF).ru_maxrss of a child
-    # includes its parent's resident size at fork (Linux keeps that high-water mark
-    # across exec), so a child started from a large pytest process over-reports.
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
 t0 = time.perf_counter()
 {imports}
 import_ms = (time.perf_counter() - t0) * 1e3

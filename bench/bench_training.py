@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 import edgecore as ec
+from measure import PEAK_RSS_SOURCE
 
 REPO = Path(__file__).resolve().parent.parent
 BACKBONE = REPO / "weights/pretrained/mobilenet_v2_imagenet.h5"
@@ -38,22 +39,7 @@ THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_
 pytestmark = pytest.mark.skipif(not KERAS_PYTHON, reason="set EDGECORE_KERAS_PYTHON to a "
                                 "python with TensorFlow/Keras to compare against model.fit")
 
-PEAK = """
-def peak_rss_mb():
-    # The process's own peak: /proc VmHWM.  getrusage(RUSAGE_SELF).ru_maxrss of a child
-    # includes its parent's resident size at fork (Linux keeps that high-water mark
-    # across exec), so a child started from a large pytest process over-reports.
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-"""
-
-KERAS_FIT = PEAK + """
+KERAS_FIT = PEAK_RSS_SOURCE + """
 import json, resource, sys, time
 import numpy as np, tensorflow as tf, keras
 tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -74,7 +60,7 @@ print(json.dumps({"fit_s": fit_s, "train_accuracy": history.history["accuracy"][
                   "peak_mb": peak_rss_mb()}))
 """
 
-EDGECORE_FIT = PEAK + """
+EDGECORE_FIT = PEAK_RSS_SOURCE + """
 import json, resource, sys, time
 import numpy as np, edgecore as ec
 ec.utils.set_random_seed(0)

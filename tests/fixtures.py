@@ -69,4 +69,6 @@ def generate(python, out_dir, cases, large=False):
     cmd = [python, str(GENERATOR), "--out", str(out_dir), "--only", *cases]
     if large:
         cmd.insert(2, "--large")
-    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")

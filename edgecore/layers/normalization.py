@@ -205,14 +205,19 @@ class LayerNormalization(Layer):
             views[name][:] = array.ravel()
 
     def lower(self, b, node):
+        mode = NORM_MODES["layer_rms_scaling" if self.rms_scaling else "layer"]
+        self.lower_normalization(b, node, self.params.get("gamma"), self.params.get("beta"),
+                                 mode)
+
+    def lower_normalization(self, b, node, scale, shift, mode):
+        """One layernorm op over the normalised trailing axes (a row per other index)."""
         x, y = node.inputs[0], node.outputs[0]
         shape = b.shape(x)
         cols = 1
         for a in self.normalized_axes(shape[1:]):
             cols *= shape[a]
-        mode = NORM_MODES["layer_rms_scaling" if self.rms_scaling else "layer"]
-        b.op("layernorm", y, x, w=self.params.get("gamma"), b=self.params.get("beta"),
-             ints=(b.size(x) // cols, cols, mode), floats=(self.epsilon,), inplace=True)
+        b.op("layernorm", y, x, w=scale, b=shift, ints=(b.size(x) // cols, cols, mode),
+             floats=(self.epsilon,), inplace=True)
 
 
 class RMSNormalization(LayerNormalization):
@@ -230,10 +235,4 @@ class RMSNormalization(LayerNormalization):
         return (("scale", ()),)
 
     def lower(self, b, node):
-        x, y = node.inputs[0], node.outputs[0]
-        shape = b.shape(x)
-        cols = 1
-        for a in self.normalized_axes(shape[1:]):
-            cols *= shape[a]
-        b.op("layernorm", y, x, w=self.params["scale"], ints=(b.size(x) // cols, cols,
-             NORM_MODES["rms"]), floats=(self.epsilon,), inplace=True)
+        self.lower_normalization(b, node, self.params["scale"], None, NORM_MODES["rms"])

@@ -107,7 +107,17 @@ class UpSampling2D(Layer):
             b.op("upsample_bilinear", y, x, ints=(n, h, w, c, h * self.size[0], w * self.size[1]))
 
 
-class Flatten(Layer):
+class _View(Layer):
+    """A layer whose output is its input seen in another shape: an alias, no op."""
+
+    def lower(self, b, node):
+        b.alias(node.outputs[0], node.inputs[0])
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        return view_backward(b, node, dy)
+
+
+class Flatten(_View):
     keras_classes = ("Flatten",)
 
     def parse(self, config):
@@ -120,14 +130,8 @@ class Flatten(Layer):
             total = None if d is None or total is None else total * d
         return [(total,)]
 
-    def lower(self, b, node):
-        b.alias(node.outputs[0], node.inputs[0])
 
-    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
-        return view_backward(b, node, dy)
-
-
-class Reshape(Layer):
+class Reshape(_View):
     keras_classes = ("Reshape",)
 
     def parse(self, config):
@@ -157,12 +161,6 @@ class Reshape(Layer):
             raise self.shape_error(f"cannot reshape {input_shapes[0]} ({total} elements) to "
                                    f"{list(self.target)}")
         return [self.target]
-
-    def lower(self, b, node):
-        b.alias(node.outputs[0], node.inputs[0])
-
-    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
-        return view_backward(b, node, dy)
 
 
 class Permute(Layer):

@@ -19,7 +19,9 @@ class Loss:
     needs_logits = False
 
     def __init__(self, from_logits=False, label_smoothing=0.0, reduction="sum_over_batch_size",
-                 name=None):
+                 name=None, axis=-1):
+        if axis != -1:
+            raise ValueError(f"{type(self).__name__}(axis=...) other than -1 is not supported")
         if reduction not in ("sum_over_batch_size", "auto", None):
             raise ValueError(f"{type(self).__name__}: reduction={reduction!r} is not supported "
                              f"(only Keras's default, the mean over the batch)")
@@ -62,9 +64,7 @@ class CategoricalCrossentropy(Loss):
 
     def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
                  reduction="sum_over_batch_size", name=None):
-        if axis != -1:
-            raise ValueError("CategoricalCrossentropy(axis=...) other than -1 is not supported")
-        super().__init__(from_logits, label_smoothing, reduction, name)
+        super().__init__(from_logits, label_smoothing, reduction, name, axis)
 
 
 class BinaryCrossentropy(Loss):
@@ -74,9 +74,7 @@ class BinaryCrossentropy(Loss):
 
     def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
                  reduction="sum_over_batch_size", name=None):
-        if axis != -1:
-            raise ValueError("BinaryCrossentropy(axis=...) other than -1 is not supported")
-        super().__init__(from_logits, label_smoothing, reduction, name)
+        super().__init__(from_logits, label_smoothing, reduction, name, axis)
 
 
 class MeanSquaredError(Loss):
