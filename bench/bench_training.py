@@ -150,9 +150,12 @@ def setup(tmp_path_factory):
 
 
 def _run(python, code, *args):
+    import tempfile
+
     env = dict(os.environ, **THREADS)
-    proc = subprocess.run([python, "-c", textwrap.dedent(code), *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=3600)
+    with tempfile.TemporaryDirectory() as cwd:  # never the repo root: its source tree
+        proc = subprocess.run([python, "-c", textwrap.dedent(code), *map(str, args)],
+                              capture_output=True, text=True, env=env, timeout=3600, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -33,7 +33,6 @@ from badfiles import (BASE, FLAVOURS, H5_FLAVOURS, check_error, copy_fixture, ed
                       rename_inbound, replace_dataset, rewrite_zip, truncation_offsets,
                       weight_dataset_path, write_config_text, zip_boundaries, zip_member)
 
-REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 MODEL_NAME = BASE  # the Functional model's own name in the fixture configs
 
@@ -710,7 +709,7 @@ def test_error_attributes(tmp_path):
 # --- damage that takes down the HDF5 library itself (run in a subprocess) -------------------
 _CHILD = """
 import json, sys
-sys.path[:0] = [{repo!r}, {tests!r}]
+sys.path[:0] = [{tests!r}]  # not the repo root: the installed edgecore, not its source
 import edgecore as ec
 try:
     ec.load(sys.argv[1])
@@ -723,10 +722,11 @@ except ec.EdgecoreError as exc:
 
 def _load_in_child(path):
     """Load in a fresh interpreter: a regression here would hang or kill the test run."""
-    code = _CHILD.format(repo=str(REPO), tests=str(TESTS))
+    code = _CHILD.format(tests=str(TESTS))
     try:
+        # cwd: python -c puts it first on sys.path, and the repo root holds the source tree.
         proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=60, cwd=path.parent)
     except subprocess.TimeoutExpired:
         pytest.fail(f"loading {path.name} hung for 60 s")
     assert proc.returncode == 0, f"child died (rc {proc.returncode}): {proc.stderr[-2000:]}"

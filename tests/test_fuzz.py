@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from badfiles import (BASE, FLAVOURS, H5_FLAVOURS, TOKENS, WORDS, apply_mutation,
                       copy_fixture, outcome, reference_input)
 
-REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=200,
@@ -85,7 +84,7 @@ def test_fuzz_config_text(workdir, case, flavour, ops):
 # timeout, a segfault as a negative return code.
 _CHILD = """
 import json, random, sys
-sys.path[:0] = [{repo!r}, {tests!r}]
+sys.path[:0] = [{tests!r}]  # not the repo root: the installed edgecore, not its source
 from pathlib import Path
 import badfiles as b
 
@@ -116,10 +115,11 @@ for i in range({count}):
 
 def test_mutation_batch_in_a_subprocess(tmp_path):
     count = 60
-    code = _CHILD.format(repo=str(REPO), tests=str(TESTS), count=count)
+    code = _CHILD.format(tests=str(TESTS), count=count)
     try:
+        # cwd: python -c puts it first on sys.path, and the repo root holds the source tree.
         proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                              text=True, timeout=120)
+                              text=True, timeout=120, cwd=tmp_path)
     except subprocess.TimeoutExpired as exc:
         done = (exc.stdout or b"").decode(errors="replace").strip().splitlines()
         pytest.fail(f"mutation batch hung after {len(done)} files: {done[-1:]}")
