@@ -13,8 +13,8 @@ refused if a walk would not advance or would leave its collection.  A collection
 header cannot be real (wrong version, size running past the end of the file) is skipped:
 the library rejects those itself.  "GCOL" occurring by chance inside weight data is
 walked too; to be refused it would also need version byte 1 and a 64-bit size smaller than
-the file, which float weights essentially never spell.  Cost: one `find` over the mapped
-file plus a few reads per collection.
+the file, which float weights essentially never spell.  Cost: one search of the mapped file
+(in copied 256 KiB slices) plus a few reads per collection.
 
 Datatypes (`read_attr`, `is_weight_type`).  Converting a value whose stored datatype is
 damaged can crash the library (a variable-length string whose class bits now say "type 9"
@@ -64,23 +64,40 @@ def _uint(buf, pos, size):
     return int.from_bytes(buf[pos:pos + size], "little")
 
 
+# Searched in copied slices of this size: `mmap.find` itself can read one byte past the end
+# of the mapping (CPython's fastsearch peeks at s[i + len(needle)]; a file whose size is a
+# multiple of the page size then faults — seen on aarch64 under Python 3.11), and slicing
+# copies only bytes that exist.
+_FIND_CHUNK = 1 << 18
+
+
+def _find_all(buf, needle, start, end):
+    """Every offset of needle in buf[start:end], reading buf only through bounded slices."""
+    for chunk_start in range(start, end, _FIND_CHUNK):
+        chunk_end = min(end, chunk_start + _FIND_CHUNK)
+        # Overlap by len(needle) - 1 so a match straddling two chunks is found once.
+        chunk = buf[chunk_start:min(end, chunk_end + len(needle) - 1)]
+        hit = chunk.find(needle)
+        while 0 <= hit < chunk_end - chunk_start:
+            yield chunk_start + hit
+            hit = chunk.find(needle, hit + 1)
+
+
 def check_global_heaps(buf, path, start=0, end=None, what="the file"):
     """Raise ModelFormatError if a global heap collection in buf[start:end] would hang or
-    overrun the HDF5 library.  buf: bytes or mmap (anything with find and slicing)."""
+    overrun the HDF5 library.  buf: bytes or mmap (anything that slices to bytes)."""
     end = len(buf) if end is None else end
     length_size = _superblock_length_size(buf, start, end)
     if length_size not in (2, 4, 8, 16, 32):
         return
     header = 8 + length_size  # signature, version, 3 reserved bytes, collection size
     obj_header = 8 + length_size  # index (2), reference count (2), reserved (4), size
-    pos = buf.find(_GCOL, start, end)
-    while pos >= 0:
+    for pos in _find_all(buf, _GCOL, start, end):
         if pos + header <= end and buf[pos + 4] == _GCOL_VERSION:
             size = _uint(buf, pos + 8, length_size)
             if header <= size <= end - pos:
                 _walk_collection(buf, pos, size, header, obj_header, length_size, path,
                                  f"{what}: the collection at offset {pos - start}")
-        pos = buf.find(_GCOL, pos + 4, end)
 
 
 def _walk_collection(buf, pos, size, header, obj_header, length_size, path, where):
