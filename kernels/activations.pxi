@@ -20,6 +20,8 @@ from libc.math cimport exp, expm1, log1p, tanh, erf, fabs, sqrt, fmin, fmax
 cdef double _SELU_ALPHA = 1.6732632423543772848170429916717
 cdef double _SELU_SCALE = 1.0507009873554804934193349852946
 cdef double _SQRT_2_OVER_PI = 0.7978845608028654
+cdef float _K2_PASS_LO = -2.5                      # Keras 2 hard_sigmoid: see _act_deriv
+cdef float _K2_PASS_HI = 2.5000002384185791015625
 
 
 cdef inline double _sigmoid(double x) noexcept nogil:
@@ -151,8 +153,11 @@ cdef inline double _act_deriv(float xf, float yf, const Activation* a) noexcept 
             return u
         return fmin(fmax(<double>xs, 0.0), 6.0) / 6.0 + x * u     # x * hard_sigmoid(x)
     elif code == ACT_HARD_SIGMOID_K2:
-        xs = xf * <float>0.2 + <float>0.5                 # clip_by_value: bounds pass
-        return <float>0.2 if 0 <= xs <= 1 else 0.0          # dy * 0.2f, as TF's Mul
+        # TF passes the gradient where 0 <= (0.2f * x) + 0.5f <= 1, each op rounded to float
+        # (clip_by_value: bounds pass).  Computing that here would let the compiler fuse it
+        # into one fma (aarch64 does, and -2.5 then falls out), so compare x with the float
+        # interval it is exactly: [-2.5, nextafterf(2.5, inf)].
+        return <float>0.2 if _K2_PASS_LO <= xf <= _K2_PASS_HI else 0.0   # dy * 0.2f, TF's Mul
     elif code == ACT_SWISH:
         s = _sigmoid(x)                                   # tf.nn.silu's custom gradient
         return s * (1.0 + x * (1.0 - s))

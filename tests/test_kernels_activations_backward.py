@@ -50,7 +50,13 @@ def test_activation_grad_matches_reference(name, params):
     # One rounding of a double computation; the masks (relu family) are exact products.
     # gelu_tanh's 1 + tanh(..) and 1 - tanh^2 cancel in double for x << 0 (as the forward
     # does): there the error is ~1e-16 of terms up to ~30 |dy|, not of the tiny result.
-    mag = np.abs(ref) + (np.abs(dy) * 1e-7 if name == "gelu_tanh" else 0)
+    # hard_swish's relu6(x + 3) / 6 + x / 6 cancels to 0 at x = -1.5: an fma (aarch64)
+    # leaves ~1e-17, the error of its double terms (<= 1 + |x| / 6), not of the zero.
+    mag = np.abs(ref)
+    if name == "gelu_tanh":
+        mag = mag + np.abs(dy) * 1e-7
+    elif name == "hard_swish":
+        mag = mag + np.abs(dy) * (1 + np.abs(x) / 6) * 1e-8
     assert_close(dx, ref, mag, rtol=2.4e-7, atol=1e-37, what=f"activation_grad {name} {params}")
     assert_unchanged([x, dy], copies, name)
 
@@ -96,6 +102,20 @@ def test_hard_swish_kinks_match_tensorflow():
             1, 1, 1, 1, 1, 1, 1, 1]
     dx, _ = _grad(KINKS, np.ones_like(KINKS), "hard_swish", {})
     assert_close(dx, np.array(want, np.float32), rtol=1.2e-7, atol=0, what="hard_swish kinks")
+
+
+def test_keras2_hard_sigmoid_passes_where_tensorflow_float_ops_do():
+    # Keras 2: clip_by_value(0.2 * x + 0.5, 0, 1), Mul and AddV2 each rounded to float32,
+    # bounds passing.  Those float ops put the pass interval at [-2.5, 2.5000002]; a fused
+    # multiply-add would move -2.5 out of it.  (tf.GradientTape through tf_keras 2.21's
+    # hard_sigmoid gives exactly [0, .2, .2, .2, .2, .2, 0] on these seven points.)
+    lo, hi = np.float32(-2.5), np.nextafter(np.float32(2.5), np.float32(np.inf))
+    x = np.array([np.nextafter(lo, -np.inf), lo, np.nextafter(lo, np.inf), 0,
+                  np.nextafter(hi, -np.inf), hi, np.nextafter(hi, np.inf)], np.float32)
+    k2 = x * np.float32(0.2) + np.float32(0.5)
+    assert list((k2 >= 0) & (k2 <= 1)) == [False] + [True] * 5 + [False]
+    dx, _ = _grad(x, np.ones_like(x), "hard_sigmoid_k2", {})
+    assert list(dx) == [0] + [np.float32(0.2)] * 5 + [0]
 
 
 def _kinks(name, params):

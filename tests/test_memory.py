@@ -1,5 +1,6 @@
 """Memory contracts: the budget refuses before any work, steady-state predict allocates
 nothing, kernels never call an allocator, the plan cache is bounded."""
+import os
 import re
 import subprocess
 import sys
@@ -105,6 +106,11 @@ def test_kernel_sources_never_call_an_allocator():
 def test_rss_stays_flat_over_many_predictions(tmp_path):
     # VmHWM, the child's own peak: its ru_maxrss starts at the pytest parent's resident
     # size (Linux keeps that high-water mark across exec), which could hide growth.
+    # Four rounds of 500 calls after a warm-up: natively every round is flat; under qemu
+    # user-mode emulation (arm64-test) VmHWM also counts the emulator's code cache, which
+    # takes a few pages once in the first round, so that round may grow by a bounded
+    # amount and every later one must not grow at all.  A leak of 8 bytes a call would
+    # show in each round.
     code = textwrap.dedent(f"""
         import numpy as np, edgecore as ec
         def peak_kb():
@@ -112,14 +118,19 @@ def test_rss_stays_flat_over_many_predictions(tmp_path):
         model = ec.load({str(SMALL)!r})
         x = np.ones((1, 96, 96, 3), np.float32); out = np.empty((1, 10), np.float32)
         for _ in range(100): model.predict(x, out=out)
-        before = peak_kb()
-        for _ in range(1000): model.predict(x, out=out)
-        print(peak_kb() - before)
+        growth = []
+        for _ in range(4):
+            before = peak_kb()
+            for _ in range(500): model.predict(x, out=out)
+            growth.append(peak_kb() - before)
+        print(*growth)
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert int(proc.stdout.strip()) == 0  # kilobytes of peak growth
+    first, *steady = map(int, proc.stdout.split())   # kilobytes of peak growth per round
+    assert steady == [0, 0, 0], (first, steady)
+    assert first <= (64 if os.environ.get("ARM64_TEST") else 0), (first, steady)
 
 
 def test_plan_cache_is_bounded_and_the_arena_only_grows():
