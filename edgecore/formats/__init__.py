@@ -10,7 +10,6 @@ import os
 from ..errors import ModelFormatError
 from .config import parse_model_config
 from .hdf5 import open_hdf5
-from .keras_zip import KerasZipModel
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -44,6 +43,9 @@ def open_model_file(path):
                                "supported; save with model.save('x.keras') or 'x.h5')", path=path)
     kind = sniff(path)
     if kind == "zip":
+        # Imported here: zipfile, tempfile and their compressors cost ~1 MiB of resident
+        # memory that an .h5 user on a small device need not pay.
+        from .keras_zip import KerasZipModel
         model = KerasZipModel(path)
     elif kind == "hdf5":
         model = open_hdf5(path)
