@@ -106,3 +106,19 @@ def test_gemm_rejects_c_overlapping_a():
     K.gemm_pack_b(rng.standard_normal((n, n)).astype(np.float32), bp)
     with pytest.raises(K.KernelShapeError):
         K.gemm(a, bp, n, a)
+
+
+def test_the_default_micro_kernel_is_the_platforms_vector_one():
+    # On aarch64 (a Pi, a phone) the NEON 8x8 tile must be the one chosen, so an aarch64
+    # run of this suite tests it; elsewhere the portable 128-bit one is always present.
+    import os
+    import platform
+    names = K.available_gemm_isas()
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        assert names == ["neon"]
+        if not os.environ.get("EDGECORE_GEMM_ISA"):
+            assert K.gemm_isa() == ("neon", 8, 8)
+    else:
+        assert names[-1] == "vec128"
+        if not os.environ.get("EDGECORE_GEMM_ISA"):
+            assert K.gemm_isa()[0] == names[0]
