@@ -18,7 +18,6 @@ import numpy as np
 from .errors import EdgecoreError, ModelFormatError
 from .formats import open_model_file
 from .formats.weights import MAX_TENSOR_ELEMENTS, WeightSlots
-from .graph.flatten import flatten
 from .graph.graph import build_graph
 from .graph.rewrites import (fold_batchnorm_into_conv, fold_zero_padding_into_conv,
                              folded_weights, fuse_activation_into_producer)

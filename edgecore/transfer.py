@@ -21,7 +21,7 @@ import numpy as np
 from .errors import ShapeError
 from .layers.activations import SOFTMAX
 from .layers.core import Dense
-from .layers.model import ModelLayer, walk_layers
+from .layers.model import walk_layers
 
 
 def new_head(model, classes, at=None, activation="softmax", dropout=0.0, freeze_base=True,
@@ -35,7 +35,7 @@ def new_head(model, classes, at=None, activation="softmax", dropout=0.0, freeze_
     from .formats.save_hdf5 import _raw_model_config
     from .graph.graph import build_graph
     from .layers.registry import layer_factory
-    from .loader import LoadContext, StoredWeights, record_weight_shapes
+    from .loader import LoadContext, record_weight_shapes
     from .model import assemble
 
     if int(classes) < 1:

@@ -44,6 +44,33 @@ typedef struct {
     f32_gemm_acc_ukernel_fn ukernel_acc;
 } f32_gemm_config;
 
+/* The two parts every tile shares.  The k loop: one rank-1 update per k, a row of the
+ * packed panel (two vectors) times each row's broadcast A element. */
+#define EC_F32_GEMM_K_LOOP(VT, VW, MR)                                                      \
+    for (size_t k = 0; k < kc; k++) {                                                       \
+        b0 = *(const VT *)bp;                                                               \
+        b1 = *(const VT *)(bp + VW);                                                        \
+        bp += 2 * VW;                                                                       \
+        for (size_t i = 0; i < MR; i++) {                                                   \
+            VT av = (VT){0} + ap[i][k];                                                     \
+            acc0[i] += av * b0;                                                             \
+            acc1[i] += av * b1;                                                             \
+        }                                                                                   \
+    }
+
+/* Store row i of the tile: straight to C when full, through a small buffer when nc < NR. */
+#define EC_F32_GEMM_STORE_ROW(VT, VW)                                                       \
+        float *crow = c + i * ldc;                                                          \
+        if (nc == 2 * VW) {                                                                 \
+            *(VT *)crow = acc0[i];                                                          \
+            *(VT *)(crow + VW) = acc1[i];                                                   \
+        } else {                                                                            \
+            float tile[2 * VW];                                                             \
+            *(VT *)tile = acc0[i];                                                          \
+            *(VT *)(tile + VW) = acc1[i];                                                   \
+            for (size_t j = 0; j < nc; j++) crow[j] = tile[j];                              \
+        }
+
 /* The tile body, shared by every ISA: two vectors of VW floats per row (NR = 2*VW), MR rows.
  * Loads and stores go through `may_alias, aligned(4)` vector types rather than memcpy:
  * under target("avx2") GCC 12 split each 32-byte memcpy into two 16-byte halves through
@@ -62,16 +89,7 @@ typedef struct {
         b1 = b0;                                                                            \
     }                                                                                       \
     for (size_t i = 0; i < MR; i++) { acc0[i] = b0; acc1[i] = b1; }                         \
-    for (size_t k = 0; k < kc; k++) {                                                       \
-        b0 = *(const VT *)bp;                                                               \
-        b1 = *(const VT *)(bp + VW);                                                        \
-        bp += 2 * VW;                                                                       \
-        for (size_t i = 0; i < MR; i++) {                                                   \
-            VT av = (VT){0} + ap[i][k];                                                     \
-            acc0[i] += av * b0;                                                             \
-            acc1[i] += av * b1;                                                             \
-        }                                                                                   \
-    }                                                                                       \
+    EC_F32_GEMM_K_LOOP(VT, VW, MR)                                                          \
     const VT vlo = (VT){0} + lo, vhi = (VT){0} + hi;                                        \
     for (size_t i = 0; i < mr; i++) {                                                       \
         VI below0 = acc0[i] < vlo, below1 = acc1[i] < vlo;                                  \
@@ -80,16 +98,7 @@ typedef struct {
         VI above0 = acc0[i] > vhi, above1 = acc1[i] > vhi;                                  \
         acc0[i] = (VT)(((VI)acc0[i] & ~above0) | ((VI)vhi & above0));                       \
         acc1[i] = (VT)(((VI)acc1[i] & ~above1) | ((VI)vhi & above1));                       \
-        float *crow = c + i * ldc;                                                          \
-        if (nc == 2 * VW) {                                                                 \
-            *(VT *)crow = acc0[i];                                                          \
-            *(VT *)(crow + VW) = acc1[i];                                                   \
-        } else {                                                                            \
-            float tile[2 * VW];                                                             \
-            *(VT *)tile = acc0[i];                                                          \
-            *(VT *)(tile + VW) = acc1[i];                                                   \
-            for (size_t j = 0; j < nc; j++) crow[j] = tile[j];                              \
-        }                                                                                   \
+        EC_F32_GEMM_STORE_ROW(VT, VW)                                                       \
     }
 
 /* The accumulate tile: the accumulators start from C (rows >= mr alias row mr-1, as A
@@ -112,27 +121,9 @@ typedef struct {
             acc1[i] = *(const VT *)(tile + VW);                                             \
         }                                                                                   \
     }                                                                                       \
-    for (size_t k = 0; k < kc; k++) {                                                       \
-        b0 = *(const VT *)bp;                                                               \
-        b1 = *(const VT *)(bp + VW);                                                        \
-        bp += 2 * VW;                                                                       \
-        for (size_t i = 0; i < MR; i++) {                                                   \
-            VT av = (VT){0} + ap[i][k];                                                     \
-            acc0[i] += av * b0;                                                             \
-            acc1[i] += av * b1;                                                             \
-        }                                                                                   \
-    }                                                                                       \
+    EC_F32_GEMM_K_LOOP(VT, VW, MR)                                                          \
     for (size_t i = 0; i < mr; i++) {                                                       \
-        float *crow = c + i * ldc;                                                          \
-        if (nc == 2 * VW) {                                                                 \
-            *(VT *)crow = acc0[i];                                                          \
-            *(VT *)(crow + VW) = acc1[i];                                                   \
-        } else {                                                                            \
-            float tile[2 * VW];                                                             \
-            *(VT *)tile = acc0[i];                                                          \
-            *(VT *)(tile + VW) = acc1[i];                                                   \
-            for (size_t j = 0; j < nc; j++) crow[j] = tile[j];                              \
-        }                                                                                   \
+        EC_F32_GEMM_STORE_ROW(VT, VW)                                                       \
     }
 
 #define EC_DEFINE_F32_GEMM_ACC(NAME, ATTR, VT, VW, MR)                                      \

@@ -12,7 +12,6 @@ import ast
 import base64
 import json
 import marshal
-import os
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ import pytest
 import edgecore as ec
 from badfiles import (BASE, FLAVOURS, H5_FLAVOURS, check_error, copy_fixture, edit_config,
                       edit_h5_weights, expect_error, fixture_path, global_heap_objects,
-                      hdf5_boundaries, input_shape_key, layer_entry, layer_group_path, layers,
+                      hdf5_boundaries, input_shape_key, layer_entry, layer_group_path,
                       load_and_predict, patch_hdf5_eof, read_config_text, reference_input,
                       reference_output,
                       rename_inbound, replace_dataset, rewrite_zip, truncation_offsets,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import edgecore as ec
-from fixtures import CASES, FIXTURES, NOT_COMMITTED, inputs_outputs, model_files, reference
+from fixtures import FIXTURES, NOT_COMMITTED, inputs_outputs, model_files, reference
 
 FILES = list(model_files())
 IDS = [path.name for _, _, path in FILES]

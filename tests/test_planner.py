@@ -1,6 +1,5 @@
 """The arena planner: one test per rule, an overlap check on every fixture's plan, and
 pinned arena sizes for the shipped models (a planner regression fails loudly)."""
-import numpy as np
 import pytest
 
 import edgecore as ec

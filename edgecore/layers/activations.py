@@ -191,7 +191,7 @@ class Softmax(Layer):
     def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
         if dy_is_preact:
             return [dy]
-        x, y = node.inputs[0], node.outputs[0]
+        y = node.outputs[0]
         shape = b.shape(y)
         axis = self.axis % len(shape)
         outer = 1

@@ -136,7 +136,7 @@ class Conv2D(_Conv2DBase):
                                       self.groups, views["bias"])
 
     def lower(self, b, node):
-        x, y = node.inputs[0], node.outputs[0]
+        x = node.inputs[0]
         geom = self.geometry(b, node)
         n, h, w, c = b.shape(x)
         w_shape = (*self.kernel_size, c // self.groups, self.filters)
@@ -211,7 +211,7 @@ class DepthwiseConv2D(_Conv2DBase):
             views["bias"][:] = raw[1]
 
     def lower(self, b, node):
-        x, y = node.inputs[0], node.outputs[0]
+        x = node.inputs[0]
         geom = self.geometry(b, node)
         # HWCM is both the Keras layout and the kernel's: a live kernel is used in place.
         params = self.live_params if self.live else self.params

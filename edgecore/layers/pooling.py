@@ -6,9 +6,23 @@ of real (unpadded) cells in each window, and max ignores the padding.
 from .base import Layer, check_channels_last, conv_output_length, int_pair, same_padding
 
 
-class _Pool2D(Layer):
+class _Pooling(Layer):
+    """Lowers to `op_name` forward and `op_name + "_backward"`, both taking the integer
+    geometry the subclass computes in geometry(b, x, y)."""
     op_name = None
 
+    def lower(self, b, node):
+        x, y = node.inputs[0], node.outputs[0]
+        b.op(self.op_name, y, x, ints=self.geometry(b, x, y))
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        x = node.inputs[0]
+        dx = b.temp(b.shape(x))
+        b.op(self.op_name + "_backward", dx, x, dy, ints=self.geometry(b, x, node.outputs[0]))
+        return [dx]
+
+
+class _Pool2D(_Pooling):
     def parse(self, config):
         check_channels_last(self, config)
         self.pool = int_pair(config.get("pool_size", 2), "pool_size", self)
@@ -38,16 +52,6 @@ class _Pool2D(Layer):
             left = same_padding(w, self.pool[1], self.strides[1], 1)[0]
         return (n, h, w, c, *self.pool, *self.strides, top, left, oh, ow)
 
-    def lower(self, b, node):
-        x, y = node.inputs[0], node.outputs[0]
-        b.op(self.op_name, y, x, ints=self.geometry(b, x, y))
-
-    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
-        x = node.inputs[0]
-        dx = b.temp(b.shape(x))
-        b.op(self.op_name + "_backward", dx, x, dy, ints=self.geometry(b, x, node.outputs[0]))
-        return [dx]
-
 
 class MaxPooling2D(_Pool2D):
     keras_classes = ("MaxPooling2D", "MaxPool2D")
@@ -59,9 +63,7 @@ class AveragePooling2D(_Pool2D):
     op_name = "avgpool2d"
 
 
-class _GlobalPool2D(Layer):
-    op_name = None
-
+class _GlobalPool2D(_Pooling):
     def parse(self, config):
         check_channels_last(self, config)
         self.keepdims = bool(config.get("keepdims", False))
@@ -71,17 +73,9 @@ class _GlobalPool2D(Layer):
         c = input_shapes[0][2]
         return [(1, 1, c) if self.keepdims else (c,)]
 
-    def lower(self, b, node):
-        x, y = node.inputs[0], node.outputs[0]
+    def geometry(self, b, x, y):
         n, h, w, c = b.shape(x)
-        b.op(self.op_name, y, x, ints=(n, h * w, c))
-
-    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
-        x = node.inputs[0]
-        n, h, w, c = b.shape(x)
-        dx = b.temp(b.shape(x))
-        b.op(self.op_name + "_backward", dx, x, dy, ints=(n, h * w, c))
-        return [dx]
+        return (n, h * w, c)
 
 
 class GlobalAveragePooling2D(_GlobalPool2D):

@@ -27,7 +27,7 @@ def _variables(model):
 
 
 def optimizer_weights(model):
-    trainer, optimizer = model.trainer, model.trainer.optimizer
+    optimizer = model.trainer.optimizer
     prefix = optimizer.keras_name.lower()
     items = [(f"{prefix}/iteration", np.asarray(optimizer.iterations, np.int64)),
              (f"{prefix}/learning_rate", np.asarray(optimizer.learning_rate, np.float32))]

@@ -18,7 +18,7 @@ import tempfile
 import numpy as np
 
 from ..errors import MemoryBudgetError, ShapeError
-from .callbacks import EarlyStopping, History, ProgressBar
+from .callbacks import History, ProgressBar
 
 
 def _batches(n, batch_size):
