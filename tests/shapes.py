@@ -108,6 +108,11 @@ class ConvCase:
         return s if self.n == 1 else f"n{self.n}_{s}"
 
     @property
+    def geometry(self):
+        """The geometry keywords the kernels and the references take."""
+        return dict(strides=(self.sh, self.sw), dilation=(self.dh, self.dw), pads=self.pads)
+
+    @property
     def out_hw(self):
         t, b, l, r = self.pads
         return (out_size(self.h, self.kh, self.sh, self.dh, t, b),

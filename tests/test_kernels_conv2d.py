@@ -1,6 +1,5 @@
 """Conv2D (im2col + packed GEMM, groups, dilation, asymmetric pads, fused activation)
 against the float64 im2col reference, under every GEMM variant, on ncnn-style grids."""
-import os
 import subprocess
 import sys
 
@@ -26,8 +25,7 @@ def run_conv(case, x, w_hwio, bias, act="linear", **act_params):
     K.conv2d_pack_bias(bias, case.groups, bp)
     wp.setflags(write=False)        # packed weights are frozen at load
     bp.setflags(write=False)
-    geom = dict(strides=(case.sh, case.sw), dilation=(case.dh, case.dw), pads=case.pads,
-                groups=case.groups)
+    geom = dict(case.geometry, groups=case.groups)
     scratch = np.empty(max(K.conv2d_scratch_size(x.shape, w_hwio.shape, **geom), 1), np.float32)
     y = np.full((case.n,) + case.out_hw + (case.cout,), np.nan, np.float32)
     K.conv2d(x, w_hwio.shape, wp, y, scratch, bias_packed=bp, act=K.ACTIVATION_CODES[act],
@@ -46,8 +44,7 @@ def _inputs(case, seed):
 def test_conv2d_matches_reference(gemm_isa, case):
     (x, w, bias), copies = _inputs(case, 99)
     y = run_conv(case, x, w, bias)
-    geom = dict(strides=(case.sh, case.sw), dilation=(case.dh, case.dw), pads=case.pads,
-                groups=case.groups)
+    geom = dict(case.geometry, groups=case.groups)
     ref = ref_conv2d(x, w, bias, **geom)
     mag = ref_conv2d(x, w, bias, magnitude=True, **geom)
     assert_close(y, ref, mag, what=f"conv2d {gemm_isa[0]} {case.id}")
@@ -65,8 +62,7 @@ def test_conv2d_fused_activation(gemm_isa, case, act, params):
     """Pointwise (GEMM only) and im2col paths, clamp-fused and epilogue activations."""
     (x, w, bias), _ = _inputs(case, 5)
     y = run_conv(case, x, w, bias, act, **params)
-    geom = dict(strides=(case.sh, case.sw), dilation=(case.dh, case.dw), pads=case.pads,
-                groups=case.groups)
+    geom = dict(case.geometry, groups=case.groups)
     ref = ref_conv2d(x, w, bias, act=act, **geom, **params)
     mag = ref_conv2d(x, w, bias, magnitude=True, **geom) * LIPSCHITZ[act]
     assert_close(y, ref, mag, what=f"conv2d {act} {case.id}")

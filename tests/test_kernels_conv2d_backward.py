@@ -7,17 +7,13 @@ import pytest
 
 import shapes
 from edgecore import _kernels as K
-from reference.check import assert_close, assert_unchanged, frozen
+from reference.check import assert_close, assert_grads_close, assert_unchanged, frozen
 from reference.conv2d import conv2d_backward as ref_backward, conv2d_backward_fast
-from reference.finite_diff import directional, rounding_error
+from reference.finite_diff import assert_bilinear_grads
 
 CASES = [c for c in shapes.conv_cases() if c.groups == 1]
 # Under every GEMM variant: pointwise, strided pointwise, 3x3 same, dilated, asymmetric pads.
 ISA_CASES = [CASES[0], CASES[7], CASES[18], CASES[45], CASES[-1], CASES[-4]]
-
-
-def _geom(case):
-    return dict(strides=(case.sh, case.sw), dilation=(case.dh, case.dw), pads=case.pads)
 
 
 def _inputs(case, seed):
@@ -32,19 +28,15 @@ def run_grad(case, x, w, dy, want=("dx", "dw", "db")):
     outs = {"dx": np.full(x.shape, np.nan, np.float32) if "dx" in want else None,
             "dw": np.full(w.shape, np.nan, np.float32) if "dw" in want else None,
             "db": np.full(w.shape[3], np.nan, np.float32) if "db" in want else None}
-    size = K.conv2d_grad_scratch_size(x.shape, w.shape, **_geom(case))
+    size = K.conv2d_grad_scratch_size(x.shape, w.shape, **case.geometry)
     store = np.full(size + 256, np.nan, np.float32)
-    K.conv2d_grad(x, w, dy, outs["dx"], outs["dw"], outs["db"], store[:size], **_geom(case))
+    K.conv2d_grad(x, w, dy, outs["dx"], outs["dw"], outs["db"], store[:size], **case.geometry)
     assert np.isnan(store[size:]).all(), "conv2d_grad wrote past its scratch size"
     return outs
 
 
 def check_against_reference(case, x, w, dy, got, what):
-    refs = ref_backward(x, w, dy, **_geom(case))
-    mags = ref_backward(x, w, dy, magnitude=True, **_geom(case))
-    for name, ref, mag in zip(("dx", "dw", "db"), refs, mags):
-        if got[name] is not None:
-            assert_close(got[name], ref, mag, what=f"{what} {name} {case.id}")
+    assert_grads_close(got, ref_backward, x, w, dy, f"{what} {case.id}", **case.geometry)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -84,10 +76,10 @@ def _forward_loss(case, dy64):
         wp = np.empty(K.conv2d_packed_sizes(case.kh, case.kw, case.cin, case.cout, 1)[0],
                       np.float32)
         K.conv2d_pack_weights(np.ascontiguousarray(w), 1, wp)
-        scratch = np.empty(max(K.conv2d_scratch_size(x.shape, w.shape, **_geom(case)), 1),
+        scratch = np.empty(max(K.conv2d_scratch_size(x.shape, w.shape, **case.geometry), 1),
                            np.float32)
         y = np.empty(dy64.shape, np.float32)
-        K.conv2d(np.ascontiguousarray(x), w.shape, wp, y, scratch, **_geom(case))
+        K.conv2d(np.ascontiguousarray(x), w.shape, wp, y, scratch, **case.geometry)
         return float((y * dy64).sum())
     return loss
 
@@ -100,14 +92,9 @@ def test_conv2d_grad_matches_finite_differences(case):
     got = run_grad(case, x, w, dy)
     dy64 = dy.astype(np.float64)
     loss = _forward_loss(case, dy64)
-    mag = float((ref_backward(x, w, dy, magnitude=True, **_geom(case))[1] * np.abs(w)).sum())
+    mag = float((ref_backward(x, w, dy, magnitude=True, **case.geometry)[1] * np.abs(w)).sum())
     rng = np.random.default_rng(12)
-    for name, base, grad in (("x", x, got["dx"]), ("w", w, got["dw"])):
-        v = rng.standard_normal(base.shape)
-        f = (lambda t: loss(t, w)) if name == "x" else (lambda t: loss(x, t))
-        fd = directional(f, base.astype(np.float64), v, h=0.5)
-        tol = rounding_error(4 * mag, 0.5) + 1e-5 * float((np.abs(grad) * np.abs(v)).sum())
-        assert abs(fd - float((grad * v).sum())) <= tol, (name, fd, float((grad * v).sum()))
+    assert_bilinear_grads(loss, x, w, got["dx"], got["dw"], mag, rng)
     bias_fd = dy64.sum(axis=(0, 1, 2))          # the bias adds to every output pixel
     assert_close(got["db"], bias_fd, np.abs(dy64).sum(axis=(0, 1, 2)), what="conv2d db")
 
@@ -139,7 +126,7 @@ def test_conv2d_grad_validation():
 @pytest.mark.parametrize("case", [CASES[0], CASES[18], CASES[45], CASES[-1]], ids=lambda c: c.id)
 def test_numpy_backward_used_by_the_benchmark_is_right(case):
     (x, w, dy), _ = _inputs(case, 13)
-    got = conv2d_backward_fast(x, w, dy, **_geom(case))
-    mags = ref_backward(x, w, dy, magnitude=True, **_geom(case))
-    for name, g, r, m in zip(("dx", "dw", "db"), got, ref_backward(x, w, dy, **_geom(case)), mags):
+    got = conv2d_backward_fast(x, w, dy, **case.geometry)
+    mags = ref_backward(x, w, dy, magnitude=True, **case.geometry)
+    for name, g, r, m in zip(("dx", "dw", "db"), got, ref_backward(x, w, dy, **case.geometry), mags):
         assert_close(g, r, m, what=f"numpy conv2d backward {name} {case.id}")

@@ -21,13 +21,9 @@ def _inputs(case, seed):
                   rng.standard_normal(case.cin * case.cout))
 
 
-def _geom(case):
-    return dict(strides=(case.sh, case.sw), dilation=(case.dh, case.dw), pads=case.pads)
-
-
 def _run(case, x, w, bias, act="linear", **params):
     y = np.full((case.n,) + case.out_hw + (case.cin * case.cout,), np.nan, np.float32)
-    K.dwconv2d(x, w, y, bias=bias, act=K.ACTIVATION_CODES[act], **_geom(case), **params)
+    K.dwconv2d(x, w, y, bias=bias, act=K.ACTIVATION_CODES[act], **case.geometry, **params)
     return y
 
 
@@ -35,8 +31,8 @@ def _run(case, x, w, bias, act="linear", **params):
 def test_dwconv2d_matches_reference(case):
     (x, w, bias), copies = _inputs(case, 2024)
     y = _run(case, x, w, bias)
-    ref = ref_dwconv2d(x, w, bias, **_geom(case))
-    mag = ref_dwconv2d(x, w, bias, magnitude=True, **_geom(case))
+    ref = ref_dwconv2d(x, w, bias, **case.geometry)
+    mag = ref_dwconv2d(x, w, bias, magnitude=True, **case.geometry)
     assert_close(y, ref, mag, what=f"dwconv2d {case.id}")
     assert_unchanged([x, w, bias], copies, "dwconv2d")
 
@@ -51,8 +47,8 @@ ACTS = [("relu", {"max_value": 6.0}), ("relu", {}), ("hard_swish", {}),
 def test_dwconv2d_fused_activation(case, act, params):
     (x, w, bias), _ = _inputs(case, 3)
     y = _run(case, x, w, bias, act, **params)
-    ref = ref_dwconv2d(x, w, bias, act=act, **_geom(case), **params)
-    mag = ref_dwconv2d(x, w, bias, magnitude=True, **_geom(case)) * LIPSCHITZ[act]
+    ref = ref_dwconv2d(x, w, bias, act=act, **case.geometry, **params)
+    mag = ref_dwconv2d(x, w, bias, magnitude=True, **case.geometry) * LIPSCHITZ[act]
     assert_close(y, ref, mag, what=f"dwconv2d {act} {case.id}")
 
 
@@ -60,8 +56,8 @@ def test_dwconv2d_without_bias():
     case = CASES[4]
     (x, w, _), _ = _inputs(case, 4)
     y = _run(case, x, w, None)
-    ref = ref_dwconv2d(x, w, None, **_geom(case))
-    assert_close(y, ref, ref_dwconv2d(x, w, None, magnitude=True, **_geom(case)), what="no bias")
+    ref = ref_dwconv2d(x, w, None, **case.geometry)
+    assert_close(y, ref, ref_dwconv2d(x, w, None, magnitude=True, **case.geometry), what="no bias")
 
 
 def test_dwconv2d_mobilenet_shape():
@@ -70,8 +66,8 @@ def test_dwconv2d_mobilenet_shape():
     case = shapes.ConvCase(1, 28, 28, 96, 1, 3, 3, 2, 2, 1, 1, "same", pads)
     (x, w, bias), _ = _inputs(case, 5)
     y = _run(case, x, w, bias, "relu", max_value=6.0)
-    ref = ref_dwconv2d(x, w, bias, act="relu", max_value=6.0, **_geom(case))
-    assert_close(y, ref, ref_dwconv2d(x, w, bias, magnitude=True, **_geom(case)), what="mbv2")
+    ref = ref_dwconv2d(x, w, bias, act="relu", max_value=6.0, **case.geometry)
+    assert_close(y, ref, ref_dwconv2d(x, w, bias, magnitude=True, **case.geometry), what="mbv2")
 
 
 def test_dwconv2d_validation():
@@ -128,6 +124,6 @@ def test_dwconv2d_random_geometry(case):
     kernel reach and kernels wider than the image (all border, no interior)."""
     (x, w, bias), _ = _inputs(case, 0)
     y = _run(case, x, w, bias)
-    ref = ref_dwconv2d(x, w, bias, **_geom(case))
-    assert_close(y, ref, ref_dwconv2d(x, w, bias, magnitude=True, **_geom(case)),
+    ref = ref_dwconv2d(x, w, bias, **case.geometry)
+    assert_close(y, ref, ref_dwconv2d(x, w, bias, magnitude=True, **case.geometry),
                  what=f"dwconv2d {case.id}")

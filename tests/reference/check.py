@@ -29,6 +29,17 @@ def assert_close(got, ref, magnitude=None, rtol=1e-5, atol=1e-6, what=""):
         raise AssertionError("\n".join(lines))
 
 
+def assert_grads_close(got, ref_backward, x, w, dy, what, **geometry):
+    """Compare a backward kernel's outputs, got = {"dx", "dw", "db": array or None (not
+    asked for)}, with ref_backward(x, w, dy, **geometry), each within the magnitude the
+    reference computes for it."""
+    refs = ref_backward(x, w, dy, **geometry)
+    mags = ref_backward(x, w, dy, magnitude=True, **geometry)
+    for name, ref, mag in zip(("dx", "dw", "db"), refs, mags):
+        if got[name] is not None:
+            assert_close(got[name], ref, mag, what=f"{what} {name}")
+
+
 def frozen(*arrays):
     """Read-only copies of the inputs (kernels must accept them) plus pristine copies to
     check afterwards that the kernel did not write to them."""

@@ -38,3 +38,17 @@ def rounding_error(magnitude, h, order=4):
     """Bound on the stencil's error from rounding f to float32: sum |weights| * eps32 *
     magnitude / h (magnitude: the largest |f| over the stencil, or a sum of |terms|)."""
     return sum(abs(w) for _, w in STENCILS[order]) * EPS32 * np.asarray(magnitude) / h
+
+
+def assert_bilinear_grads(loss, x, w, dx, dw, magnitude, rng, h=0.5):
+    """Check dx and dw of loss(x, w) = sum(dy * op(x, w)) for an op linear in x and in w
+    (dense, conv, depthwise conv): <grad, v> against the directional derivative along a
+    random v.  The stencil is exact for a linear function, so the tolerance is the float32
+    rounding of the forward (magnitude: the sum of |terms| of loss) plus 1e-5 of the terms
+    of <grad, v>."""
+    for name, base, grad in (("x", x, dx), ("w", w, dw)):
+        v = rng.standard_normal(base.shape)
+        f = (lambda t: loss(t, w)) if name == "x" else (lambda t: loss(x, t))
+        fd = directional(f, base.astype(np.float64), v, h=h)
+        tol = rounding_error(4 * magnitude, h) + 1e-5 * float((np.abs(grad) * np.abs(v)).sum())
+        assert abs(fd - float((grad * v).sum())) <= tol, (name, fd, float((grad * v).sum()))
