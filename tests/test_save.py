@@ -18,6 +18,7 @@ from edgecore.formats import open_model_file
 from edgecore.formats import save_hdf5 as save_module
 from edgecore.formats.keras3_config import keras3_name
 from fixtures import CASES, FIXTURES, inputs_outputs, model_files, reference
+from saving import TRAINING_CONFIG, adam_weights, weighted
 
 FILES = list(model_files())
 IDS = [path.name for _, _, path in FILES]
@@ -95,10 +96,6 @@ def test_saved_model_counts_and_weights(case, flavour, path, saved):
 FLAG_FILES = [(c, f, p) for c, f, p in FILES
               if {"graph", "transfer"} & set(CASES[c].get("tags", ()))
               or p.name == "mobilenet_v2.k3.h5"]
-
-
-def weighted(layers):
-    return [l for l in layers if l.count_params()]
 
 
 @pytest.mark.parametrize("case,flavour,path", FLAG_FILES, ids=[p.name for _, _, p in FLAG_FILES])
@@ -249,33 +246,9 @@ def test_keras2_nested_models_are_renumbered(saved):
 
 
 # --- compiled models ----------------------------------------------------------------
-TRAINING_CONFIG = {
-    "loss": "sparse_categorical_crossentropy", "loss_weights": None, "metrics": ["accuracy"],
-    "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1,
-    "jit_compile": False, "optimizer_config": {"class_name": "Adam", "config": {
-        "name": "adam", "learning_rate": 0.0010000000474974513, "weight_decay": None,
-        "clipnorm": None, "global_clipnorm": None, "clipvalue": None, "use_ema": False,
-        "ema_momentum": 0.99, "ema_overwrite_frequency": None, "loss_scale_factor": None,
-        "gradient_accumulation_steps": None, "beta_1": 0.9, "beta_2": 0.999,
-        "epsilon": 1e-07, "amsgrad": False}}}
-
-
-def adam_weights(model):
-    """Adam's variables as Keras lists them: iteration, learning_rate, then a momentum and
-    a velocity per trainable variable."""
-    rng = np.random.default_rng(0)
-    items = [("adam/iteration", np.int64(7)), ("adam/learning_rate", np.float32(1e-3))]
-    for layer in weighted(model.layers):
-        for (var, _), array in zip(layer.variables(), layer.get_weights()):
-            for slot in ("momentum", "velocity"):
-                items.append((f"adam/{layer.name}_{var}_{slot}",
-                              rng.standard_normal(array.shape).astype(np.float32)))
-    return items
-
-
 def test_compiled_model_layout(tmp_path):
     model = ec.load(FIXTURES / "dense_softmax.k3.h5")
-    optimizer = adam_weights(model)
+    optimizer = adam_weights(model, seed=0)
     out = tmp_path / "compiled.h5"
     save_module.save_hdf5(model, out, lambda layer: layer.get_weights(),
                           training_config=TRAINING_CONFIG, optimizer_weights=optimizer)

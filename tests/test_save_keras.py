@@ -25,6 +25,7 @@ import edgecore as ec
 from edgecore.formats import save_hdf5 as save_module
 from edgecore.formats.keras3_config import keras3_name
 from fixtures import CASES, FIXTURES, FRAMEWORK, keras_python, model_files
+from saving import TRAINING_CONFIG, adam_weights, weighted
 
 pytestmark = [pytest.mark.keras, pytest.mark.slow]
 
@@ -87,10 +88,6 @@ def keras_py():
     return python
 
 
-def weighted(layers):
-    return [l for l in layers if l.count_params()]
-
-
 def trainable_params(model):
     lines = []
     model.summary(print_fn=lines.append)
@@ -109,28 +106,6 @@ def flip_flags(model):
         inner.trainable = False
         flipped.append((keras3_name(outer.name), keras3_name(inner.name), False))
     return flipped
-
-
-def adam_state(model):
-    rng = np.random.default_rng(1)
-    items = [("adam/iteration", np.int64(7)), ("adam/learning_rate", np.float32(1e-3))]
-    for layer in weighted(model.layers):
-        for (var, _), array in zip(layer.variables(), layer.get_weights()):
-            for slot in ("momentum", "velocity"):
-                items.append((f"adam/{layer.name}_{var}_{slot}",
-                              rng.standard_normal(array.shape).astype(np.float32)))
-    return items
-
-
-TRAINING_CONFIG = {
-    "loss": "sparse_categorical_crossentropy", "loss_weights": None, "metrics": ["accuracy"],
-    "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1,
-    "jit_compile": False, "optimizer_config": {"class_name": "Adam", "config": {
-        "name": "adam", "learning_rate": 0.0010000000474974513, "weight_decay": None,
-        "clipnorm": None, "global_clipnorm": None, "clipvalue": None, "use_ema": False,
-        "ema_momentum": 0.99, "ema_overwrite_frequency": None, "loss_scale_factor": None,
-        "gradient_accumulation_steps": None, "beta_1": 0.9, "beta_2": 0.999,
-        "epsilon": 1e-07, "amsgrad": False}}}
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +133,7 @@ def keras_results(keras_py, tmp_path_factory):
                                 "trainable": trainable_params(model),
                                 "flags": {f"{o}/{i}" if i else o: flag for o, i, flag in flipped}}
     model = ec.load(COMPILED)
-    state = adam_state(model)
+    state = adam_weights(model, seed=1)
     saved = out / "compiled.h5"
     save_module.save_hdf5(model, saved, lambda layer: layer.get_weights(),
                           training_config=TRAINING_CONFIG, optimizer_weights=state)
