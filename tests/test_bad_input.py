@@ -192,18 +192,11 @@ def _duplicate_names(config):
     return MODEL_NAME
 
 
-def _unknown_class(name):
+def _set_on_conv2d(key, value):
+    """An edit that sets the Conv2D entry's `key` (e.g. class_name, inbound_nodes)."""
     def edit(config):
         entry = layer_entry(config, "Conv2D")
-        entry["class_name"] = name
-        return entry["name"]
-    return edit
-
-
-def _inbound(value):
-    def edit(config):
-        entry = layer_entry(config, "Conv2D")
-        entry["inbound_nodes"] = value
+        entry[key] = value
         return entry["name"]
     return edit
 
@@ -285,9 +278,9 @@ CONFIG_CASES = [
      ec.ModelFormatError, ("shape",)),
     ("inbound_missing_layer", BASE, _dangling_inbound, ec.ModelFormatError, ("ghost_layer",)),
     ("inbound_cycle", BASE, _cycle, ec.ModelFormatError, ("produces",)),
-    ("inbound_not_a_list", BASE, _inbound([42]), ec.ModelFormatError, ("inbound",)),
-    ("inbound_history_too_short", BASE, _inbound(_K3_HISTORY_TOO_SHORT), ec.ModelFormatError,
-     ("inbound",)),
+    ("inbound_not_a_list", BASE, _set_on_conv2d("inbound_nodes", [42]), ec.ModelFormatError, ("inbound",)),
+    ("inbound_history_too_short", BASE, _set_on_conv2d("inbound_nodes", _K3_HISTORY_TOO_SHORT),
+     ec.ModelFormatError, ("inbound",)),
     ("inbound_node_index_out_of_range", BASE,
      lambda c: _bump_node_index(layer_entry(c, "BatchNormalization")), ec.ModelFormatError,
      ("produces",)),
@@ -299,11 +292,11 @@ CONFIG_CASES = [
     ("input_layers_miss_one", "graph_multi_input", _input_layers(lambda e: e[:1]),
      ec.ModelFormatError, ("not in input_layers",)),
     ("duplicate_layer_names", BASE, _duplicate_names, ec.ModelFormatError, ("duplicate", "conv2d")),
-    ("unknown_layer_class", BASE, _unknown_class("Conv3DTranspose"), ec.UnsupportedLayerError,
+    ("unknown_layer_class", BASE, _set_on_conv2d("class_name", "Conv3DTranspose"), ec.UnsupportedLayerError,
      ("Conv3DTranspose",)),
-    ("custom_registered_class", BASE, _unknown_class("my_package>FancyConv"),
+    ("custom_registered_class", BASE, _set_on_conv2d("class_name", "my_package>FancyConv"),
      ec.UnsupportedLayerError, ("my_package>FancyConv",)),
-    ("lambda_class_on_a_conv", BASE, _unknown_class("Lambda"), ec.UnsupportedLayerError,
+    ("lambda_class_on_a_conv", BASE, _set_on_conv2d("class_name", "Lambda"), ec.UnsupportedLayerError,
      ("bytecode",)),
     ("layer_without_config", BASE, lambda c: (layer_entry(c, "Conv2D").__setitem__("config", None),
                                               "conv2d")[1], ec.ModelFormatError, ("config",)),
