@@ -35,3 +35,14 @@ def gemm_isa(request):
         yield _kernels.gemm_isa()
     finally:
         _kernels.set_gemm_isa(previous)
+
+
+@pytest.fixture(scope="session")
+def keras_py():
+    """A Python with TensorFlow and Keras (EDGECORE_KERAS_PYTHON, or this one if it has
+    them) for the tests marked `keras`; without one those tests are skipped."""
+    from fixtures import keras_python       # reads the fixture manifest: only when asked for
+    python = keras_python()
+    if python is None:
+        pytest.skip("no TensorFlow/Keras python (set EDGECORE_KERAS_PYTHON)")
+    return python

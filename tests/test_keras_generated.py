@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import edgecore as ec
-from fixtures import FIXTURES, NOT_COMMITTED, generate, keras_python
+from fixtures import FIXTURES, NOT_COMMITTED, generate
 
 pytestmark = [pytest.mark.keras, pytest.mark.slow]
 
@@ -23,14 +23,6 @@ ARENA_NEAR_LOWER_BOUND = {"resnet50", "mobilenet_v2", "efficientnet_b0", "mobile
 
 LARGE_APPLICATIONS = ["mobilenet", "mobilenet_v3_large", "resnet50", "densenet121",
                       "nasnet_mobile", "xception", "inception_v3", "vgg16"]
-
-
-@pytest.fixture(scope="module")
-def keras_py():
-    python = keras_python()
-    if python is None:
-        pytest.skip("no TensorFlow/Keras python (set EDGECORE_KERAS_PYTHON)")
-    return python
 
 
 def check_case(out_dir, case):

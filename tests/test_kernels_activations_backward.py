@@ -215,23 +215,19 @@ np.savez(spec["out"], **out)
 
 @pytest.mark.keras
 @pytest.mark.slow
-def test_activation_grads_match_tensorflow(tmp_path):
+def test_activation_grads_match_tensorflow(keras_py, tmp_path):
     """TF's own gradients through keras.activations on a grid with every kink: the mask
     activations must agree exactly, the smooth ones to TF's float32 approximations."""
     import json
     import subprocess
-    from fixtures import keras_python
 
-    python = keras_python()
-    if python is None:
-        pytest.skip("no TensorFlow/Keras python (set EDGECORE_KERAS_PYTHON)")
     variants = [v for v in VARIANTS if v[0] != "hard_sigmoid_k2"]         # Keras 2 only
     x = np.concatenate([KINKS, np.linspace(-7, 7, 561, dtype=np.float32)]).astype(np.float32)
     dy = np.random.default_rng(30).standard_normal(x.size).astype(np.float32)
     np.savez(tmp_path / "in.npz", x=x, dy=dy)
     spec = {"inputs": str(tmp_path / "in.npz"), "out": str(tmp_path / "out.npz"),
             "variants": variants}
-    subprocess.run([python, "-c", _KERAS_SCRIPT, json.dumps(spec)], check=True,
+    subprocess.run([keras_py, "-c", _KERAS_SCRIPT, json.dumps(spec)], check=True,
                    capture_output=True, timeout=600, cwd=tmp_path)
     tf_grads = np.load(tmp_path / "out.npz")
     exact = {"relu", "leaky_relu", "hard_sigmoid", "linear"}

@@ -208,15 +208,10 @@ KERAS_CASES = [
 
 @pytest.mark.keras
 @pytest.mark.slow
-def test_losses_match_keras(tmp_path):
+def test_losses_match_keras(keras_py, tmp_path):
     """Keras 3's loss objects (default reduction) and their TF gradients on one batch."""
     import json
     import subprocess
-    from fixtures import keras_python
-
-    python = keras_python()
-    if python is None:
-        pytest.skip("no TensorFlow/Keras python (set EDGECORE_KERAS_PYTHON)")
     rows, cols = 32, 10
     z = _logits(rows, cols, 40)
     labels = np.random.default_rng(41).integers(0, cols, rows).astype(np.int64)
@@ -225,7 +220,7 @@ def test_losses_match_keras(tmp_path):
             "binary": (np.random.default_rng(43).random((rows, cols)) > 0.5).astype(np.float32)}
     np.savez(tmp_path / "in.npz", **data)
     spec = {"inputs": str(tmp_path / "in.npz"), "out": str(tmp_path / "out.npz"), "cases": KERAS_CASES}
-    subprocess.run([python, "-c", _KERAS_SCRIPT, json.dumps(spec)], check=True,
+    subprocess.run([keras_py, "-c", _KERAS_SCRIPT, json.dumps(spec)], check=True,
                    capture_output=True, timeout=600, cwd=tmp_path)
     keras_out = np.load(tmp_path / "out.npz")
     kernels = {"sparse": K.sparse_softmax_cross_entropy_loss, "softmax": K.softmax_cross_entropy_loss,

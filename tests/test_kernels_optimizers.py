@@ -157,20 +157,15 @@ KERAS_OPTIMIZERS = {
 
 @pytest.mark.keras
 @pytest.mark.slow
-def test_optimizer_steps_match_keras(tmp_path):
+def test_optimizer_steps_match_keras(keras_py, tmp_path):
     """Keras 3 under tf.function (model.fit's mode) on the same weights and gradients:
     identical bits except RMSprop, whose TF rsqrt is approximate (within 2 ulp), so it must
     stay within 3e-7 of the summed update magnitude."""
-    from fixtures import keras_python       # reads the fixture manifest: only when needed
-
-    python = keras_python()
-    if python is None:
-        pytest.skip("no TensorFlow/Keras python (set EDGECORE_KERAS_PYTHON)")
     w0, grads = _problem()
     np.savez(tmp_path / "in.npz", w=w0, g=np.stack(grads))
     spec = {"inputs": str(tmp_path / "in.npz"), "out": str(tmp_path / "out.npz"),
             "optimizers": KERAS_OPTIMIZERS}
-    subprocess.run([python, "-c", _KERAS_SCRIPT, json.dumps(spec)], check=True,
+    subprocess.run([keras_py, "-c", _KERAS_SCRIPT, json.dumps(spec)], check=True,
                    capture_output=True, timeout=600, cwd=tmp_path)
     keras_trace = np.load(tmp_path / "out.npz")
     for name in KERAS_OPTIMIZERS:

@@ -24,7 +24,7 @@ import pytest
 import edgecore as ec
 from edgecore.formats import save_hdf5 as save_module
 from edgecore.formats.keras3_config import keras3_name
-from fixtures import CASES, FIXTURES, FRAMEWORK, keras_python, model_files
+from fixtures import CASES, FIXTURES, FRAMEWORK, model_files
 from saving import TRAINING_CONFIG, adam_weights, weighted
 
 pytestmark = [pytest.mark.keras, pytest.mark.slow]
@@ -78,14 +78,6 @@ for job in jobs:
         results[job["saved"]] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
 json.dump(results, open(sys.argv[2], "w"))
 '''
-
-
-@pytest.fixture(scope="module")
-def keras_py():
-    python = keras_python()
-    if python is None:
-        pytest.skip("no TensorFlow/Keras python (set EDGECORE_KERAS_PYTHON)")
-    return python
 
 
 def trainable_params(model):
