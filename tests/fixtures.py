@@ -64,6 +64,17 @@ def keras_python():
     return sys.executable
 
 
+def run_keras_script(python, script, work_dir, inputs, **spec):
+    """Run `script` in the Keras python: it gets argv[1] = JSON of {"inputs": an npz of
+    `inputs`, "out": the npz it must write, **spec}; returns that npz loaded."""
+    work_dir = Path(work_dir)
+    np.savez(work_dir / "in.npz", **inputs)
+    spec = {"inputs": str(work_dir / "in.npz"), "out": str(work_dir / "out.npz"), **spec}
+    subprocess.run([python, "-c", script, json.dumps(spec)], check=True, capture_output=True,
+                   timeout=600, cwd=work_dir)
+    return np.load(work_dir / "out.npz")
+
+
 def generate(python, out_dir, cases, large=False):
     """Run the fixture generator into out_dir for the given cases."""
     cmd = [python, str(GENERATOR), "--out", str(out_dir), "--only", *cases]

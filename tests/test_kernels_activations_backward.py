@@ -218,18 +218,13 @@ np.savez(spec["out"], **out)
 def test_activation_grads_match_tensorflow(keras_py, tmp_path):
     """TF's own gradients through keras.activations on a grid with every kink: the mask
     activations must agree exactly, the smooth ones to TF's float32 approximations."""
-    import json
-    import subprocess
+    from fixtures import run_keras_script       # reads the fixture manifest: only here
 
     variants = [v for v in VARIANTS if v[0] != "hard_sigmoid_k2"]         # Keras 2 only
     x = np.concatenate([KINKS, np.linspace(-7, 7, 561, dtype=np.float32)]).astype(np.float32)
     dy = np.random.default_rng(30).standard_normal(x.size).astype(np.float32)
-    np.savez(tmp_path / "in.npz", x=x, dy=dy)
-    spec = {"inputs": str(tmp_path / "in.npz"), "out": str(tmp_path / "out.npz"),
-            "variants": variants}
-    subprocess.run([keras_py, "-c", _KERAS_SCRIPT, json.dumps(spec)], check=True,
-                   capture_output=True, timeout=600, cwd=tmp_path)
-    tf_grads = np.load(tmp_path / "out.npz")
+    tf_grads = run_keras_script(keras_py, _KERAS_SCRIPT, tmp_path, dict(x=x, dy=dy),
+                                variants=variants)
     exact = {"relu", "leaky_relu", "hard_sigmoid", "linear"}
     for i, (name, params) in enumerate(variants):
         ours, _ = _grad(x, dy, name, params)

@@ -210,19 +210,14 @@ KERAS_CASES = [
 @pytest.mark.slow
 def test_losses_match_keras(keras_py, tmp_path):
     """Keras 3's loss objects (default reduction) and their TF gradients on one batch."""
-    import json
-    import subprocess
+    from fixtures import run_keras_script       # reads the fixture manifest: only here
     rows, cols = 32, 10
     z = _logits(rows, cols, 40)
     labels = np.random.default_rng(41).integers(0, cols, rows).astype(np.int64)
     data = {"z": z, "labels": labels, "soft": _soft_targets(rows, cols, 42),
             "onehot": np.eye(cols, dtype=np.float32)[labels],
             "binary": (np.random.default_rng(43).random((rows, cols)) > 0.5).astype(np.float32)}
-    np.savez(tmp_path / "in.npz", **data)
-    spec = {"inputs": str(tmp_path / "in.npz"), "out": str(tmp_path / "out.npz"), "cases": KERAS_CASES}
-    subprocess.run([keras_py, "-c", _KERAS_SCRIPT, json.dumps(spec)], check=True,
-                   capture_output=True, timeout=600, cwd=tmp_path)
-    keras_out = np.load(tmp_path / "out.npz")
+    keras_out = run_keras_script(keras_py, _KERAS_SCRIPT, tmp_path, data, cases=KERAS_CASES)
     kernels = {"sparse": K.sparse_softmax_cross_entropy_loss, "softmax": K.softmax_cross_entropy_loss,
                "sigmoid": K.sigmoid_binary_cross_entropy_loss, "mse": K.mean_squared_error_loss}
     for name, _, kw, target in KERAS_CASES:

@@ -2,9 +2,6 @@
 momentum / centered, weight decay): several steps against the float32 line-by-line
 emulation of Keras 3 (reference/optimizers.py), which they must reproduce bit for bit, and,
 when a TensorFlow/Keras python is available (marker `keras`), against Keras itself."""
-import json
-import subprocess
-
 import numpy as np
 import pytest
 
@@ -161,13 +158,10 @@ def test_optimizer_steps_match_keras(keras_py, tmp_path):
     """Keras 3 under tf.function (model.fit's mode) on the same weights and gradients:
     identical bits except RMSprop, whose TF rsqrt is approximate (within 2 ulp), so it must
     stay within 3e-7 of the summed update magnitude."""
+    from fixtures import run_keras_script       # reads the fixture manifest: only here
     w0, grads = _problem()
-    np.savez(tmp_path / "in.npz", w=w0, g=np.stack(grads))
-    spec = {"inputs": str(tmp_path / "in.npz"), "out": str(tmp_path / "out.npz"),
-            "optimizers": KERAS_OPTIMIZERS}
-    subprocess.run([keras_py, "-c", _KERAS_SCRIPT, json.dumps(spec)], check=True,
-                   capture_output=True, timeout=600, cwd=tmp_path)
-    keras_trace = np.load(tmp_path / "out.npz")
+    keras_trace = run_keras_script(keras_py, _KERAS_SCRIPT, tmp_path, dict(w=w0, g=np.stack(grads)),
+                                   optimizers=KERAS_OPTIMIZERS)
     for name in KERAS_OPTIMIZERS:
         previous = w0.astype(np.float64)
         moved = np.abs(previous)
