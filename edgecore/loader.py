@@ -1,14 +1,15 @@
-"""`load(path)`: Keras file -> graph -> packed weights -> Model.
+"""`load(path)`: Keras file -> graph -> weight store; the model then packs its weights.
 
     formats/   read the config and index the weights (names only, no data yet)
     layers/    one object per Keras layer (the registry); graph/ wires their calls
-    graph/     flatten nested models, fold BatchNorm and activations (rewrites.py)
-    here       size the one weights buffer, then read each layer's raw weights, fold,
-               pack into it, and drop the raw copy before reading the next layer
+    here       the LoadContext every layer of one model shares, the weight shapes from
+               the config, and the WeightStore: where each layer's Keras-order values are
+               (the file, arrays in memory, or the trainer's live params)
 
-Peak memory while loading is the packed weights plus one layer's raw weights.  The file
-is closed afterwards; `Layer.get_weights()` reopens it for layers whose stored form
-(folded, packed) is not the Keras one.
+The model (model.py) flattens and rewrites the graph and packs the weights through
+plan/weights.py, reading one layer at a time from the store.  The file is closed after
+loading; `Layer.get_weights()` reopens it for layers whose stored form (folded, packed)
+is not the Keras one.
 """
 import contextlib
 from dataclasses import dataclass
@@ -20,20 +21,22 @@ from .formats import open_model_file
 from .formats.weights import MAX_TENSOR_ELEMENTS, WeightSlots
 from .graph.graph import build_graph
 from .graph.rewrites import (fold_batchnorm_into_conv, fold_zero_padding_into_conv,
-                             folded_weights, fuse_activation_into_producer)
+                             fuse_activation_into_producer)
 from .layers.model import ModelLayer, walk_layers
 from .layers.registry import layer_factory
-from .plan.arena import align, aligned_empty
-from .plan.builder import Region
 
 
 @dataclass
 class LoadContext:
+    """What the layers of one model share: the file they came from, its Keras version and
+    flavour, its config as read (Model.save writes it back), and the model's WeightStore
+    (where Layer.get_weights finds the values)."""
     path: str
     keras_major: int
     keras_version: str
     flavour: str
-    model_config: dict = None  # the file's config as read; Model.save writes it back
+    model_config: dict = None
+    store: object = None
 
 
 def record_weight_shapes(graph, ctx):
@@ -105,70 +108,61 @@ def index_weights(model_file, graph):
     return model_file.weights.index(leaves)
 
 
-class StoredWeights:
-    """Where a model's stored (not live) weights come from: a file, read under the layer
-    names of `graph` (the model's own graph, or the one it was derived from, with
-    `mapping` from the model's layers to that graph's), plus arrays held in memory for
-    layers no file has (a head edgecore.transfer.new_head created)."""
+class WeightStore:
+    """Where each layer's Keras-order values are.  Owned by one model (its layers reach
+    it through their LoadContext); in the order it looks:
 
-    def __init__(self, path, graph, mapping=None, memory=None):
+      live    the trainer of a compiled model: the layers training reads in Keras layout
+      memory  arrays held for layers no file has (a head edgecore.transfer.new_head made)
+              or whose values left the live set (trained, then frozen by a new compile)
+      file    the model file, read under the layer names of `graph` (the model's own
+              graph, or the one it was derived from, with `mapping` from the model's
+              layers to that graph's)
+    """
+
+    def __init__(self, path, graph=None, mapping=None, memory=None):
         self.path, self.graph = path, graph
         self.mapping = mapping or {}
         self.memory = memory or {}
+        self.live = None
 
     @contextlib.contextmanager
     def open(self):
-        """read(layer, scratch=None) -> Keras-order weights, through one open file."""
-        model_file = open_model_file(self.path)
+        """read(layer, scratch=None) -> the stored (not live) Keras-order weights, through
+        one open file (opened only if a layer needs it)."""
+        opened = []
+
+        def read_layer(layer, scratch=None):
+            if layer in self.memory:
+                return [np.array(a, dtype=np.float32) for a in self.memory[layer]]
+            if not opened:
+                model_file = open_model_file(self.path)
+                opened.append((model_file, file_reader(model_file, self.graph)))
+            return opened[0][1](self.mapping.get(layer, layer), scratch)
+
         try:
-            read = file_reader(model_file, self.graph)
-
-            def read_layer(layer, scratch=None):
-                if layer in self.memory:
-                    return [np.array(a, dtype=np.float32) for a in self.memory[layer]]
-                return read(self.mapping.get(layer, layer), scratch)
-
             yield read_layer
         finally:
-            model_file.close()
+            for model_file, _ in opened:
+                model_file.close()
 
-
-def layout_weights(flat):
-    """Give every layer of the flat graph its Regions in the weights buffer (sizes come
-    from the config alone); returns (layers in order, total floats).  No data is read."""
-    layers = list(dict.fromkeys(node.layer for node in flat.nodes))  # first-use order
-    total = 0
-    for layer in layers:
-        layer.params = {}
-        for key, n in layer.param_sizes(layer.var_shapes).items():
-            layer.params[key] = Region(total, int(n))
-            total += align(int(n))
-    return layers, total
-
-
-def fill_weights(layers, total, read):
-    """Allocate the weights buffer once and pack every layer into it, one at a time;
-    read(layer, scratch) gives a layer's Keras-order weights, read into `scratch` (one
-    buffer sized for the largest layer, reused): loading makes two large allocations,
-    this buffer and the scratch, instead of one per weight that the allocator may keep."""
-    def raw_floats(layer):
-        n = layer.elements(layer.var_shapes) if layer.variables() else 0
-        bn = getattr(layer, "folded_bn", None)
-        return n + (bn.elements(bn.var_shapes) if bn is not None else 0)
-
-    weights = aligned_empty(total)
-    scratch = aligned_empty(max((raw_floats(layer) for layer in layers), default=0))
-    for layer in layers:
-        if not layer.params:
-            continue
-        raw = read(layer, scratch) if layer.variables() else []
-        if getattr(layer, "folded_bn", None) is not None:
-            used = layer.elements(layer.var_shapes)
-            raw = folded_weights(layer, raw, read(layer.folded_bn, scratch[used:]))
-        views = {key: weights[r.offset:r.offset + r.size] for key, r in layer.params.items()}
-        layer.pack(raw, views)
-        del raw
-    return weights
+    def weights_of(self, layer, read=None):
+        """Keras-order weights of a layer (a nested model: of every layer inside)."""
+        if read is None:
+            with self.open() as read:
+                return self.weights_of(layer, read)
+        if isinstance(layer, ModelLayer):
+            weights = []
+            for inner in layer.graph.layers:
+                weights.extend(self.weights_of(inner, read))
+            return weights
+        if not layer.variables() or not getattr(layer, "var_shapes", None):
+            return []
+        if self.live is not None:
+            live = self.live.weights_of(layer)
+            if live is not None:
+                return live
+        return read(layer)
 
 
 def load_graph(path):
@@ -179,6 +173,7 @@ def load_graph(path):
                           model_file.flavour, model_file.model_config)
         graph = build_graph(model_file.spec, ctx, layer_factory(ctx))
         record_weight_shapes(graph, ctx)
+        ctx.store = WeightStore(path, graph)
         return model_file, ctx, graph
     except Exception:
         model_file.close()

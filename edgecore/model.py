@@ -1,20 +1,25 @@
 """Model: the Keras-named API over a loaded graph and its compiled plans.
 
 `predict` splits its input into batches (Keras's default batch_size of 32), finds or
-compiles the plan for each batch shape, copies the batch into the plan's arena, runs the
-whole op table in one Cython call, and copies the outputs out.  Plans are cached per input
-shape (at most MAX_CACHED_PLANS, least recently used dropped) and share one arena buffer,
-grown only when a new plan needs more.
-"""
-import weakref
+compiles the plan for each batch shape, and runs each batch through the model's one
+Executor (plan/executor.py: bind into the arena, run the op table in one Cython call,
+copy the outputs out).  Plans are cached per input shape (at most MAX_CACHED_PLANS, least
+recently used dropped) and share the executor's one arena, grown only when a new plan
+needs more.  A model may be used from several threads: the executor's lock serializes
+the calls (one model per thread gives parallel throughput).
 
+What each stage owns: the flat graph and its folds (`flat`), the packed weights' table
+(`layout`) and buffer (the executor's), the trainer after compile (live layout, params,
+optimizer), and the WeightStore (`store`: where Keras-order values are).  compile
+re-derives all of them from the graph; the parsed layers are never marked.
+"""
 import numpy as np
 
 from . import _kernels
 from .errors import ShapeError
 from .layers.core import InputLayer
-from .layers.model import ModelLayer, every_layer, param_counts, walk_layers
-from .plan.arena import aligned_empty
+from .layers.model import ModelLayer, param_counts, walk_layers
+from .plan.executor import Executor
 from .plan.planner import build_plan
 from .summary import format_summary
 
@@ -23,27 +28,41 @@ DEFAULT_BATCH_SIZE = 32
 
 
 class Model:
-    def __init__(self, graph, flat, weights, ctx, trainable=True, memory_budget=None,
-                 weights_floats=None):
+    def __init__(self, graph, flat, layout, ctx, trainable=True, memory_budget=None):
         self.name = graph.name
         self.graph = graph
         self.flat = flat
-        self.weights_buffer = weights
-        self.weights_floats = weights.size if weights_floats is None else weights_floats
+        self.layout = layout  # plan/weights.WeightLayout of the packed weights
         self.ctx = ctx
         self.path = ctx.path
-        self.trainable = trainable
+        self.store = ctx.store  # loader.WeightStore
+        self._trainable = bool(trainable)
         self.memory_budget = memory_budget  # bytes, or None
+        self.executor = Executor()
         self._plans = {}  # input shapes -> Plan, least recently used first
         self._last_plan = None
         self._packed_isa = _kernels.gemm_isa()
-        self._arena = aligned_empty(0)
-        for layer in graph.layers:
-            layer.parent = None
-        source = weakref.WeakMethod(self._layer_weights)
-        for layer in every_layer(graph):
-            layer.weights_source = source
-        self.stored = None  # loader.StoredWeights, set by whoever builds the model
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        """Keras's setter: the flag of the model and of every layer in it, at every
+        depth (takes effect at the next compile)."""
+        self._trainable = bool(value)
+        for layer in self.graph.layers:
+            layer.trainable = value
+
+    @property
+    def weights_buffer(self):
+        """The packed weights (frozen layers, BatchNormalization folded in)."""
+        return self.executor.weights
+
+    @property
+    def weights_floats(self):
+        return self.layout.floats
 
     # --- introspection -----------------------------------------------------------------
     @property
@@ -88,10 +107,12 @@ class Model:
                 print_fn(line)
 
     def get_weights(self):
-        weights = []
-        for layer in self.graph.layers:
-            weights.extend(layer.get_weights())
-        return weights
+        """Every weight of every layer, Keras order (as keras Model.get_weights)."""
+        with self.store.open() as read:
+            weights = []
+            for layer in self.graph.layers:
+                weights.extend(self.store.weights_of(layer, read))
+            return weights
 
     def memory_plan(self, input_shape=None, batch_size=1, print_fn=None, detail=False,
                     training=False):
@@ -115,7 +136,7 @@ class Model:
             report = memory_plan_of(plans[0], self.weights_buffer.size)
             # One arena serves the prefix chunks, the training and the evaluation steps.
             report.input_shapes = shapes
-            report.arena_bytes = trainer.arena.nbytes
+            report.arena_bytes = self.executor.arena.nbytes
             report.lower_bound_bytes = 4 * max(p.lower_bound_floats for p in plans)
             report.naive_bytes = 4 * max(p.naive_floats for p in plans)
             report.scratch_bytes = max(memory_plan_of(p, 0).scratch_bytes for p in plans)
@@ -165,15 +186,16 @@ class Model:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
-        plans = {size: self._plan_for([(size,) + a.shape[1:] for a in inputs])
-                 for size in set(sizes)}
-        outputs = self._output_arrays(out, n, inputs)
-        start = 0
-        for size in sizes:
-            stop = start + size
-            self._run(plans[size], [a[start:stop] for a in inputs],
-                      [o[start:stop] for o in outputs])
-            start = stop
+        with self.executor.lock:  # plans, the plan cache and the arena are shared
+            plans = {size: self._plan_for([(size,) + a.shape[1:] for a in inputs])
+                     for size in set(sizes)}
+            outputs = self._output_arrays(out, n, inputs)
+            start = 0
+            for size in sizes:
+                stop = start + size
+                self.executor(plans[size], [a[start:stop] for a in inputs],
+                              [o[start:stop] for o in outputs])
+                start = stop
         return outputs[0] if len(outputs) == 1 else outputs
 
     def __call__(self, x, training=False):
@@ -199,18 +221,6 @@ class Model:
                                  f"shape {tuple(shape)}", path=self.path)
         return outs
 
-    def _run(self, plan, inputs, outputs):
-        arena = self._arena
-        for array, offset in zip(inputs, plan.input_offsets):
-            arena[offset:offset + array.size].reshape(array.shape)[...] = array
-        trainer = self.trainer
-        _kernels.run_plan(plan.ops, plan.fparams, arena, self.weights_buffer,
-                          plan.arena_floats, plan.gemm_isa[2],
-                          None if trainer is None else trainer.params,
-                          None if trainer is None else trainer.grads)
-        for array, offset in zip(outputs, plan.output_offsets):
-            array[...] = arena[offset:offset + array.size].reshape(array.shape)
-
     def declared_input_shapes(self, input_shape=None, batch_size=1):
         """Full input shapes for a batch, from input_shape or the model's declaration;
         None when some dimension is unknown (planning waits for the first predict)."""
@@ -229,7 +239,9 @@ class Model:
         key = tuple(tuple(s) for s in input_shapes)
         plan = self._plans.pop(key, None)
         if plan is None:
-            return self.cache_plan(build_plan(self.flat, input_shapes, self.path))
+            live = self.trainer.live if self.trainer is not None else None
+            return self.cache_plan(build_plan(self.flat, input_shapes, self.path,
+                                              self.layout.regions, live))
         self._plans[key] = plan  # re-inserted: now the most recently used
         self._last_plan = plan
         return plan
@@ -241,16 +253,17 @@ class Model:
         if plan.gemm_isa != self._packed_isa:
             raise RuntimeError("the GEMM variant changed after this model was loaded; "
                                "reload the model")
-        arena_floats = max(self._arena.size, plan.arena_floats)
+        arena_floats = max(self.executor.arena.size, plan.arena_floats)
+        training = {} if self.trainer is None else {
+            "params, gradients, optimizer state": self.trainer.state_bytes()}
         check_budget(self.memory_budget, weights_bytes=4 * self.weights_floats,
                      arena_bytes=4 * arena_floats, path=self.path,
-                     what=f"the plan for inputs {plan.input_shapes}")
+                     what=f"the plan for inputs {plan.input_shapes}", extra=training)
         self._plans[tuple(tuple(s) for s in plan.input_shapes)] = plan
         while len(self._plans) > MAX_CACHED_PLANS:
             del self._plans[next(iter(self._plans))]  # least recently used
         self._last_plan = plan
-        if self._arena.size < plan.arena_floats:
-            self._arena = aligned_empty(plan.arena_floats)
+        self.executor.reserve(plan.arena_floats)
         return plan
 
     def _standardize_inputs(self, x, convert=True):
@@ -306,8 +319,8 @@ class Model:
         memory_budget (default: the one given to load) before anything is allocated;
         the activation arena is checked when a batch size is first planned (fit checks
         every shape it will use before its first step)."""
-        from .loader import fill_weights, layout_weights
         from .plan.budget import check_budget, parse_bytes
+        from .plan.weights import layout_weights
         from .train import losses as losses_module
         from .train import optimizers as optimizers_module
         from .train.setup import analyze
@@ -319,29 +332,48 @@ class Model:
         loss = losses_module.get(loss)
         metrics = losses_module.metric_names(metrics)
         budget = parse_bytes(memory_budget) if memory_budget is not None else self.memory_budget
-        previous = {layer: self._layer_weights(layer) for layer in self._live_layers()}
-        setup = analyze(self.graph, self.trainable, self.path)
-        layers, total = layout_weights(setup.prefix)
-        trainer = Trainer(self, setup, optimizer, loss, metrics, budget)
-        check_budget(budget, weights_bytes=4 * total, arena_bytes=0, path=self.path,
-                     what="training", extra={"params, gradients, optimizer state":
-                                             trainer.state_bytes()})
-        # Free the inference buffers before allocating the training ones.
-        for layer in self._live_layers():
-            layer.live = False
-        self.weights_buffer, self.trainer, self._plans, self._last_plan = None, None, {}, None
-        self._arena = aligned_empty(0)
-        with self.stored.open() as from_file:
+        with self.executor.lock:
+            setup = analyze(self.graph, self.trainable, self.path)
+            layout = layout_weights(setup.packed_nodes())
+            trainer = Trainer(self, setup, layout, optimizer, loss, metrics, budget)
+            check_budget(budget, weights_bytes=4 * layout.floats, arena_bytes=0,
+                         path=self.path, what="training",
+                         extra={"params, gradients, optimizer state": trainer.state_bytes()})
+            self._rebind(setup.flat, layout, trainer)
+        self.memory_budget, self.optimizer, self.loss = budget, optimizer, loss
+
+    def _rebind(self, flat, layout, trainer):
+        """Replace the packed weights (and the trainer) by ones made for `flat`.  Values
+        a previous trainer changed stay the model's: those of layers the new one does not
+        hold live go to the WeightStore's memory, and every new buffer is filled from the
+        store.  The old buffers are freed before the new ones are allocated."""
+        from .plan.weights import pack_weights
+
+        store, old = self.store, self.trainer
+        if old is not None:
+            keep = set(trainer.setup.live) if trainer is not None else set()
+            for layer in old.changed_layers():
+                if layer not in keep:
+                    store.memory[layer] = old.weights_of(layer)
+            previous = {layer: old.weights_of(layer) for layer in old.setup.live
+                        if trainer is not None and layer in keep}
+        else:
+            previous = {}
+        store.live = None
+        self.trainer, self._plans, self._last_plan = None, {}, None
+        self.executor.release()
+        with store.open() as from_store:
             read = lambda layer, scratch=None: (previous[layer] if layer in previous
-                                                else from_file(layer, scratch))
-            self.weights_buffer = fill_weights(layers, total, read)
-            self.weights_floats = total
-            trainer.allocate()
-            trainer.fill_params(read)
-        for layer in setup.live:
-            layer.live = True
-        self.flat, self.trainer, self.memory_budget = setup.flat, trainer, budget
-        self.optimizer, self.loss = optimizer, loss
+                                                else from_store(layer, scratch))
+            self.executor.weights = pack_weights(layout, read)
+            if trainer is not None:
+                trainer.allocate()
+                trainer.fill_params(read)
+        self.flat, self.layout = flat, layout
+        if trainer is not None:
+            self.executor.params, self.executor.grads = trainer.params, trainer.grads
+            store.live = trainer
+            self.trainer = trainer
 
     def _require_compiled(self):
         if self.trainer is None:
@@ -379,28 +411,6 @@ class Model:
         return fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_data,
                    shuffle, initial_epoch, augment, feature_cache, checkpoint, resume)
 
-    def _live_layers(self):
-        return [layer for _, layer in walk_layers(self.graph) if layer.live]
-
-    def _layer_weights(self, layer, read=None):
-        """Keras-order weights of a layer: live ones from the params buffer, the rest from
-        where they are stored (packed and folded forms are not Keras's)."""
-        if read is None:
-            with self.stored.open() as read:
-                return self._layer_weights(layer, read)
-        if isinstance(layer, ModelLayer):
-            weights = []
-            for inner in layer.graph.layers:
-                weights.extend(self._layer_weights(inner, read))
-            return weights
-        if not layer.variables() or not getattr(layer, "var_shapes", None):
-            return []
-        if layer.live:
-            params = self.trainer.params
-            views = {key: params[r.offset:r.offset + r.size] for key, r in layer.live_params.items()}
-            return layer.live_weights(views, lambda: read(layer))
-        return read(layer)
-
     # --- saving ------------------------------------------------------------------------
     def save(self, path):
         """Write the model as a legacy Keras .h5 (Keras 3 spelling) that
@@ -418,8 +428,8 @@ class Model:
 
         @contextlib.contextmanager
         def reader():
-            with self.stored.open() as read:
-                yield lambda layer: self._layer_weights(layer, read)
+            with self.executor.lock, self.store.open() as read:
+                yield lambda layer: self.store.weights_of(layer, read)
 
         return reader()
 
@@ -428,40 +438,39 @@ def load_model(path, memory_budget=None, input_shape=None, rewrites=None):
     """The whole of `edgecore.load`: read the config, plan, check the budget, and only then
     read and pack the weights (see edgecore.load for the arguments)."""
     # The loader (and with it h5py) is imported here, not at `import edgecore`.
-    from .loader import StoredWeights, file_reader, load_graph
+    from .loader import file_reader, load_graph
 
     model_file, ctx, graph = load_graph(path)
     try:
-        return assemble(graph, ctx, model_file.spec.trainable, StoredWeights(path, graph),
-                        file_reader(model_file, graph), memory_budget, input_shape, rewrites)
+        return assemble(graph, ctx, model_file.spec.trainable, file_reader(model_file, graph),
+                        memory_budget, input_shape, rewrites)
     finally:
         model_file.close()
 
 
-def assemble(graph, ctx, trainable, stored, read, memory_budget=None, input_shape=None,
+def assemble(graph, ctx, trainable, read, memory_budget=None, input_shape=None,
              rewrites=None):
-    """A Model from a built graph: flatten, rewrite, lay out the weights, check the budget
-    (weights alone, then the batch-1 plan when the input shape is known), and only then
-    read (read(layer, scratch)) and pack the weights."""
+    """A Model from a built graph (its weights in ctx.store): flatten, rewrite, lay out
+    the weights, check the budget (weights alone, then the batch-1 plan when the input
+    shape is known), and only then read (read(layer, scratch)) and pack the weights."""
     from .graph.flatten import flatten
-    from .loader import INFERENCE_REWRITES, fill_weights, layout_weights
+    from .loader import INFERENCE_REWRITES
     from .plan.budget import check_budget, parse_bytes
+    from .plan.weights import layout_weights, pack_weights
 
     budget = parse_bytes(memory_budget)
     flat = flatten(graph)
     for rewrite in INFERENCE_REWRITES if rewrites is None else rewrites:
         rewrite(flat)
-    layers, total = layout_weights(flat)
-    model = Model(graph, flat, None, ctx, trainable=trainable, memory_budget=budget,
-                  weights_floats=total)
-    model.stored = stored
+    layout = layout_weights(flat.nodes)
+    model = Model(graph, flat, layout, ctx, trainable=trainable, memory_budget=budget)
     shapes = model.declared_input_shapes(input_shape)
     if budget is not None:
-        check_budget(budget, weights_bytes=4 * total, arena_bytes=0, path=ctx.path,
+        check_budget(budget, weights_bytes=4 * layout.floats, arena_bytes=0, path=ctx.path,
                      what="the packed weights alone")
     if shapes is not None:
-        model.cache_plan(build_plan(flat, shapes, ctx.path))  # checks the budget too
-    model.weights_buffer = fill_weights(layers, total, read)
+        model.cache_plan(build_plan(flat, shapes, ctx.path, layout.regions))  # checks the budget
+    model.executor.weights = pack_weights(layout, read)
     return model
 
 

@@ -81,9 +81,9 @@ def new_head(model, classes, at=None, activation="softmax", dropout=0.0, freeze_
     head = graph.layers[-1]
     kernel = _glorot_uniform(head.var_shapes[0], seed)
     memory = {head: [kernel, np.zeros(int(classes), np.float32)]}
-    stored = _derived_storage(model, graph, memory)
-    with stored.open() as read:
-        return assemble(graph, ctx, True, stored, read,
+    ctx.store = _derived_storage(model, graph, memory)
+    with ctx.store.open() as read:
+        return assemble(graph, ctx, True, read,
                         memory_budget if memory_budget is not None else model.memory_budget)
 
 
@@ -180,23 +180,25 @@ def _derived_storage(model, graph, memory):
     """Where the new model's weights are: the old model's storage, its layers matched by
     their path of names; the old model's trained values and the new head in memory."""
     from .formats.keras3_config import keras3_name
-    from .loader import StoredWeights
+    from .loader import WeightStore
 
     old = {tuple(keras3_name(n) for n in scope + (layer.name,)): layer
            for scope, layer in walk_layers(model.graph)}
     mapping, held = {}, dict(memory)
-    base = model.stored
+    base = model.store
+    live = base.live
     for scope, layer in walk_layers(graph):
         old_layer = old.get(scope + (layer.name,))
         if old_layer is None or layer in held:
             continue
-        if old_layer.live:  # trained in memory: its current values, not the file's
-            held[layer] = model._layer_weights(old_layer)
+        current = live.weights_of(old_layer) if live is not None else None
+        if current is not None:  # live in the trainer: its current values, not the file's
+            held[layer] = current
         elif old_layer in base.memory:
             held[layer] = base.memory[old_layer]
         else:
             mapping[layer] = base.mapping.get(old_layer, old_layer)
-    return StoredWeights(base.path, base.graph, mapping, held)
+    return WeightStore(base.path, base.graph, mapping, held)
 
 
 def _sequential_as_functional(config, model):

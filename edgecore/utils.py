@@ -8,14 +8,22 @@ identical to a Keras run with the same seed.
 import secrets
 
 _SEED = None
+_GENERATION = 0  # how many times set_random_seed was called
 
 
 def set_random_seed(seed):
-    """Make edgecore's shuffling and dropout repeatable from now on."""
-    global _SEED
+    """Make edgecore's shuffling and dropout repeatable from now on: the next fit or
+    train_on_batch of every compiled model starts its random stream from this seed,
+    whether the model was compiled before or after (as keras.utils.set_random_seed)."""
+    global _SEED, _GENERATION
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     _SEED = seed
+    _GENERATION += 1
+
+
+def _seed_generation():
+    return _GENERATION
 
 
 def _global_seed():

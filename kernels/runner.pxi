@@ -26,6 +26,9 @@ DEF FP = 3   # first float parameter column
 
 ROW_INTS = ROW_INTS_
 ROW_FLOATS = ROW_FLOATS_
+REF_BASE_SHIFT = REF_SHIFT
+# The buffers an operand ref may point into, by base index (run_plan fills bases[] so).
+BASES = {"arena": 0, "weights": 1, "params": 2, "grads": 3}
 ROW_PARAM_INTS = ROW_INTS_ - P
 ROW_PARAM_FLOATS = ROW_FLOATS_ - FP
 

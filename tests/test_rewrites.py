@@ -67,14 +67,26 @@ def test_batchnorm_on_a_non_channel_axis_is_not_folded():
     assert len(_bn_nodes(model)) == 1
 
 
-def test_a_shared_convolution_is_not_folded():
+@pytest.mark.parametrize("case", ["graph_shared_conv", "mobilenet_v2"])
+def test_only_convolutions_called_once_are_folded(case):
     # graph_shared_conv calls one Conv2D twice: one kernel cannot hold two folds.
-    model = ec.load(FIXTURES / "graph_shared_conv.k3.h5")
-    folded = [n.layer for n in model.flat.nodes if getattr(n.layer, "folded_bn", None)]
+    model = ec.load(FIXTURES / f"{case}.k3.h5")
     calls = {}
     for n in model.flat.nodes:
         calls[n.layer] = calls.get(n.layer, 0) + 1
-    assert all(calls[layer] == 1 for layer in folded)
+    folded = [n for n in model.flat.nodes if n.folded_bn is not None]
+    assert bool(folded) == (case == "mobilenet_v2")
+    assert all(calls[n.layer] == 1 for n in folded)
+
+
+def test_folds_are_marked_on_the_flat_graph_not_on_the_layers():
+    # Each flatten owns its folds: a second model from the same graph (compile, or
+    # _rewrites=()) starts from unmarked layers.
+    model = ec.load(FIXTURES / "bn_after_conv_nobias.k3.h5")
+    assert [n.folded_bn.name for n in model.flat.nodes if n.folded_bn is not None]
+    for layer in model.layers:
+        assert not hasattr(layer, "folded_bn") and not hasattr(layer, "folded_into")
+        assert not hasattr(layer, "params") and not hasattr(layer, "live")
 
 
 def test_folding_zero_padding_lowers_the_arena_peak():

@@ -4,6 +4,11 @@ Each call of a nested model becomes a copy of its inner calls wired to the outer
 (weights stay shared: the copies point at the same Layer objects).  A flat node remembers
 the chain of models it came from, so the trainable flag can be resolved the Keras way: a
 layer trains only if it and every model around it are trainable.
+
+A flat graph is made fresh by every `flatten` and owns what rewrites decide about it (a
+fused activation, absorbed padding, a folded BatchNormalization): those live on its
+FlatNodes, never on the shared Layer objects, so compiling again with other flags starts
+from the layers as parsed.
 """
 from ..layers.model import ModelLayer
 from .graph import Tensor
@@ -11,7 +16,7 @@ from .graph import Tensor
 
 class FlatNode:
     __slots__ = ("layer", "inputs", "outputs", "call", "call_index", "scope", "activation",
-                 "inference_only", "extra_pads")
+                 "inference_only", "extra_pads", "folded_bn")
 
     def __init__(self, node, inputs, outputs, scope, inference_only=False):
         self.layer = node.layer
@@ -27,6 +32,8 @@ class FlatNode:
         self.inference_only = inference_only
         # (top, bottom, left, right) zero padding a rewrite moved into this convolution.
         self.extra_pads = None
+        # The BatchNormalization layer a rewrite folded into this call's kernel and bias.
+        self.folded_bn = None
 
     @property
     def trainable(self):

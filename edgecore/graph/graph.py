@@ -88,8 +88,6 @@ def output_shapes(layer, input_shapes, call, ctx, make_layer=None):
 
 def _attach(model_layer, graph):
     model_layer.graph = graph
-    for layer in graph.layers:
-        layer.parent = model_layer
 
 
 def apply_layer(layer, inputs, call, call_index, ctx, make_layer=None):

@@ -55,22 +55,14 @@ def fold_batchnorm_into_conv(flat, allow=lambda producer, bn: True):
         bn = _sole_consumer(flat, users, node)
         if bn is None or not isinstance(bn.layer, BatchNormalization) or calls[bn.layer] != 1:
             continue
-        if not bn.layer.on_last_axis:
+        if not bn.layer.on_last_axis(len(bn.inputs[0].shape)):
             continue
         if not allow(node, bn):
             continue
-        node.layer.folded_bn = bn.layer
-        bn.layer.folded_into = node.layer
+        node.folded_bn = bn.layer
         _absorb(flat, node, bn)
         folded.append((node.layer, bn.layer))
     return folded
-
-
-def unfold_batchnorm(pairs):
-    """Undo fold_batchnorm_into_conv's marks on the layers (the graph is rebuilt)."""
-    for producer, bn in pairs:
-        producer.folded_bn = None
-        bn.folded_into = None
 
 
 def fold_zero_padding_into_conv(flat):
@@ -121,12 +113,12 @@ def fuse_activation_into_producer(flat, allow=lambda producer, activation: True)
     return fused
 
 
-def folded_weights(producer, raw, bn_raw):
-    """The producer's Keras-order weights with its BatchNormalization folded in: kernel * s
+def folded_weights(producer, bn, raw, bn_raw):
+    """The producer's Keras-order weights with BatchNormalization `bn` folded in: kernel * s
     on the output channel axis (in place, float32: one rounding of the product, as
     computing it in float64 would also give) and bias * s + t (float64, one rounding),
     with the bias created when the layer had none."""
-    scale, shift = batchnorm_scale_shift(producer.folded_bn, bn_raw)
+    scale, shift = batchnorm_scale_shift(bn, bn_raw)
     scale32 = scale.astype(np.float32)
     if isinstance(producer, SeparableConv2D):
         depthwise, pointwise = raw[0], raw[1]

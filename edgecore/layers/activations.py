@@ -228,21 +228,38 @@ class PReLU(Layer):
                                    f"and shared_axes {list(self.shared_axes)}")
         return [tuple(shape)]
 
-    def param_sizes(self, weight_shapes):
-        self.alpha_shape = weight_shapes[0]
+    def param_sizes(self, weight_shapes, folded_bn=None):
         return {"alpha": self.elements(weight_shapes)}
 
     def pack(self, raw, views):
+        # The packed form is the Keras one: the backward pass reads it in place too.
         views["alpha"][:] = raw[0].ravel()
 
-    def lower(self, b, node):
-        x, y = node.inputs[0], node.outputs[0]
+    def _geometry(self, b, x):
+        """(n, per_sample, rank, sample_shape..., alpha_strides...) as prelu takes it."""
         shape = b.shape(x)
         sample = shape[1:]
         strides, stride = [], 1
-        for d, a in zip(reversed(sample), reversed(self.alpha_shape)):
+        for d, a in zip(reversed(sample), reversed(self.var_shapes[0])):
             strides.append(0 if a == 1 and d != 1 else stride)
             stride *= a
         strides.reverse()
-        b.op("prelu", y, x, w=self.params["alpha"], inplace=True,
-             ints=(shape[0], b.size(x) // shape[0], len(sample), *sample, *strides))
+        return (shape[0], b.size(x) // shape[0], len(sample), *sample, *strides)
+
+    def _params(self, b):
+        live = b.live_of(self)
+        return (live.params, live.grads) if live is not None else (b.weights_of(self), {})
+
+    def lower(self, b, node):
+        x, y = node.inputs[0], node.outputs[0]
+        params, _ = self._params(b)
+        b.op("prelu", y, x, w=params["alpha"], inplace=True,
+             ints=self._geometry(b, x))
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        x = node.inputs[0]
+        params, grads = self._params(b)
+        dx = b.temp(b.shape(x)) if need_dx[0] else None
+        b.op("prelu_backward", dx, x, dy, w=params["alpha"], y2=grads.get("alpha"),
+             ints=self._geometry(b, x))
+        return [dx]

@@ -24,10 +24,17 @@ class Layer:
         self.config = spec.config
         self.calls = spec.calls  # CallSpecs from the config (Functional models only)
         self.ctx = ctx
-        self.trainable = bool(spec.config.get("trainable", True))
-        self.parent = None  # the ModelLayer this layer belongs to (None: top level)
-        self.params = {}  # key -> Region in the model's weights buffer, set at packing
+        self._trainable = bool(spec.config.get("trainable", True))
         self.parse(spec.config)
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        """Keras's setter (a nested model overrides it to set every layer inside too)."""
+        self._trainable = bool(value)
 
     # --- config ----------------------------------------------------------------------
     def parse(self, config):
@@ -75,13 +82,15 @@ class Layer:
         """Shapes of variables(), derived from the config and the first call's inputs."""
         return []
 
-    def param_sizes(self, weight_shapes):
-        """{key: float count} this layer needs in the weights buffer (after folding)."""
+    def param_sizes(self, weight_shapes, folded_bn=None):
+        """{key: float count} this layer needs in the weights buffer; folded_bn: the
+        BatchNormalization a rewrite folded into this call (its kernel gains a bias)."""
         return {}
 
     def pack(self, raw, views):
-        """Write packed parameters into `views` ({key: float32 view}) from `raw` (the
-        Keras-order arrays); called once at load, one layer at a time."""
+        """Write packed parameters into `views` ({key: float32 view}, the keys
+        param_sizes gave) from `raw` (the Keras-order arrays, a folded BatchNormalization
+        already applied); called once per layout, one layer at a time."""
 
     @staticmethod
     def elements(shapes):
@@ -97,16 +106,13 @@ class Layer:
         """Number of weights, as Keras's layer.count_params()."""
         return self.elements(getattr(self, "var_shapes", None) or [])
 
-    # Set by the Model that owns the layer: a weak reference to its method giving a
-    # layer's Keras-order arrays (weak, so a layer does not keep a dropped model alive).
-    weights_source = None
-
     def get_weights(self):
-        """The layer's weights as Keras's get_weights(): Keras order and shapes."""
-        source = self.weights_source() if self.weights_source is not None else None
-        if source is None:
+        """The layer's weights as Keras's get_weights(): Keras order and shapes, from the
+        model's weight store (its current values: trained, set or as loaded)."""
+        store = getattr(self.ctx, "store", None)
+        if store is None:
             raise RuntimeError(f"layer {self.name!r} does not belong to a loaded model")
-        return source(self)
+        return store.weights_of(self)
 
     def non_trainable_variables(self):
         """Names of variables Keras counts as non-trainable even when the layer is
@@ -114,17 +120,25 @@ class Layer:
         return ()
 
     # --- training ----------------------------------------------------------------------
-    # A layer a training plan reads in Keras layout ("live": trained, or frozen but on the
-    # backward path) has its variables in the params buffer: live_params maps each
-    # variable name to its Region there, live_grads the trainable ones to their gradient.
-    live = False
-    live_params = {}
-    live_grads = {}
+    # A layer a training plan reads in Keras layout ("live": trained, updating state such
+    # as BatchNormalization's moving statistics, or frozen but on the backward path with
+    # a packed form the backward kernels cannot read) has its variables in the trainer's
+    # params buffer; the trainer owns where (plan/builder.LiveRegions via b.live_of).
+
+    # Whether the backward pass reads this layer's weights in Keras layout where its
+    # packed form differs (a GEMM panel layout): a frozen one that gradients cross is then
+    # kept live.  Layers whose packed form is the Keras one read it in place.
+    backward_reads_keras_layout = False
 
     def trainable_variables(self):
         """Names of the variables an optimizer updates when the layer trains."""
         frozen = set(self.non_trainable_variables())
         return tuple(name for name, _ in self.variables() if name not in frozen)
+
+    def batch_dependent(self, node):
+        """Whether, in Keras's fit, this call's output depends on the other samples of the
+        batch (a BatchNormalization on batch statistics): it cannot be cached per sample."""
+        return False
 
     def live_layout(self, trained):
         """[(key, floats, trainable)] this layer keeps in the params buffer when live:
@@ -138,19 +152,23 @@ class Layer:
         for (name, _), array in zip(self.variables(), raw):
             views[name][:] = np.asarray(array, dtype=np.float32).ravel()
 
-    def live_weights(self, views, read_file):
-        """Keras-order weights of a live layer from its views (read_file() gives the
-        file's copy, for variables the params buffer does not hold)."""
+    def live_weights(self, views):
+        """Keras-order weights of a live layer from its views."""
         return [views[name].reshape(shape).copy()
                 for (name, _), shape in zip(self.variables(), self.var_shapes)]
 
     def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
         """Emit ops for dL/d(inputs) given dy = dL/d(output); need_dx[i] says whether
         input i needs its gradient.  Returns one gradient tensor (or None) per input, and
-        writes parameter gradients into live_grads.  Overwrites; the caller accumulates."""
-        raise self.unsupported(
-            f"training through {self.class_name} is not supported; set trainable=False "
-            f"on it and on every layer before it, so no gradient has to cross it")
+        writes parameter gradients into the layer's live grads.  Overwrites; the caller
+        accumulates."""
+        raise self.unsupported(f"{self.class_name} is not trainable in edgecore (no backward "
+                               f"pass); set trainable=False on it and on every layer before "
+                               f"it, so no gradient has to cross it")
+
+    def trains_in_edgecore(self):
+        """Whether lower_backward exists for this layer (checked at compile)."""
+        return type(self).lower_backward is not Layer.lower_backward
 
     # --- lowering --------------------------------------------------------------------
     def lower(self, b, node):

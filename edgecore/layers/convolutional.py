@@ -17,8 +17,6 @@ MAX_KERNEL = 1 << 12
 
 
 class _Conv2DBase(Layer):
-    folded_bn = None
-
     def parse_common(self, config):
         check_channels_last(self, config)
         self.kernel_size = int_pair(config.get("kernel_size"), "kernel_size", self)
@@ -33,10 +31,6 @@ class _Conv2DBase(Layer):
                 raise self.format_error(f"{what}={list(pair)} is out of range")
         self.use_bias = bool(config.get("use_bias", True))
         self.act = parse_activation(config.get("activation"), self)
-
-    @property
-    def has_bias(self):
-        return self.use_bias or self.folded_bn is not None
 
     def spatial_output(self, h, w):
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
@@ -71,12 +65,12 @@ class _Conv2DBase(Layer):
             raise self.shape_error("needs a known number of input channels")
         return c
 
-    def lower_with_activation(self, b, node, emit):
+    def lower_with_activation(self, b, node, emit, live):
         """emit(out, act) lowers the convolution into `out` with a fused activation;
         softmax is separate.  A live (training) layer keeps the pre-activation instead,
         for its backward pass."""
         act, y = node.activation, node.outputs[0]
-        if self.live:
+        if live:
             z = y if act == LINEAR else b.temp(b.shape(y))
             b.preact[node] = z
             emit(z, None)
@@ -98,6 +92,7 @@ class _Conv2DBase(Layer):
 
 class Conv2D(_Conv2DBase):
     keras_classes = ("Conv2D", "Convolution2D")
+    backward_reads_keras_layout = True  # the packed kernel is in GEMM panels
 
     def parse(self, config):
         self.parse_common(config)
@@ -123,15 +118,17 @@ class Conv2D(_Conv2DBase):
         kernel = (*self.kernel_size, c // self.groups, self.filters)
         return [kernel, (self.filters,)] if self.use_bias else [kernel]
 
-    def param_sizes(self, weight_shapes):
+    def param_sizes(self, weight_shapes, folded_bn=None):
         kh, kw, cig, co = weight_shapes[0]
         wsize, bsize = _kernels.conv2d_packed_sizes(kh, kw, cig, co, self.groups)
-        return {"kernel": wsize, "bias": bsize} if self.has_bias else {"kernel": wsize}
+        if self.use_bias or folded_bn is not None:
+            return {"kernel": wsize, "bias": bsize}
+        return {"kernel": wsize}
 
     def pack(self, raw, views):
         _kernels.conv2d_pack_weights(np.ascontiguousarray(raw[0], dtype=np.float32),
                                      self.groups, views["kernel"])
-        if self.has_bias:
+        if "bias" in views:
             _kernels.conv2d_pack_bias(np.ascontiguousarray(raw[1], dtype=np.float32),
                                       self.groups, views["bias"])
 
@@ -142,19 +139,25 @@ class Conv2D(_Conv2DBase):
         w_shape = (*self.kernel_size, c // self.groups, self.filters)
         scratch = _kernels.conv2d_scratch_size(b.shape(x), w_shape, self.strides,
                                                self.dilation, self.pads(h, w, node), self.groups)
-        kernel, bias = self.params.get("kernel"), self.params.get("bias")
-        if self.live:
+        live = b.live_of(self)
+        if live is not None:
             self.require_single_group()
-            kernel, bias = pack_live_gemm(b, self.live_params["kernel"],
+            kernel, bias = pack_live_gemm(b, live.params["kernel"],
                                           w_shape[0] * w_shape[1] * w_shape[2], self.filters,
-                                          self.live_params.get("bias"))
+                                          live.params.get("bias"))
+        else:
+            packed = b.weights_of(self)
+            kernel, bias = packed["kernel"], packed.get("bias")
         self.lower_with_activation(b, node, lambda out, act: b.op(
             "conv2d", out, x, w=kernel, b=bias, act=act, scratch=scratch,
-            ints=(*geom, self.filters, self.groups)))
+            ints=(*geom, self.filters, self.groups)), live is not None)
 
     def require_single_group(self):
         if self.groups != 1:
             raise self.unsupported("training a grouped Conv2D (groups > 1)")
+
+    def check_trainable(self, node):
+        self.require_single_group()
 
     def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
         x = node.inputs[0]
@@ -165,8 +168,9 @@ class Conv2D(_Conv2DBase):
             self.pads(h, w, node))
         dz = self.backward_preact(b, node, dy, dy_is_preact)
         dx = b.temp(b.shape(x)) if need_dx[0] else None
-        b.op("conv2d_backward", dx, x, dz, w=self.live_params["kernel"],
-             y2=self.live_grads.get("kernel"), b=self.live_grads.get("bias"), b_out=True,
+        live = b.live_of(self)
+        b.op("conv2d_backward", dx, x, dz, w=live.params["kernel"],
+             y2=live.grads.get("kernel"), b=live.grads.get("bias"), b_out=True,
              scratch=scratch, ints=geom)
         return [dx]
 
@@ -197,34 +201,40 @@ class DepthwiseConv2D(_Conv2DBase):
         kernel = (*self.kernel_size, c, self.depth_multiplier)
         return [kernel, (c * self.depth_multiplier,)] if self.use_bias else [kernel]
 
-    def param_sizes(self, weight_shapes):
+    def param_sizes(self, weight_shapes, folded_bn=None):
         kh, kw, c, m = weight_shapes[0]
         sizes = {"kernel": kh * kw * c * m}
-        if self.has_bias:
+        if self.use_bias or folded_bn is not None:
             sizes["bias"] = c * m
         return sizes
 
     def pack(self, raw, views):
         # (kh, kw, C, M) row-major already is the kernel's HWCM layout.
         views["kernel"][:] = np.asarray(raw[0], dtype=np.float32).ravel()
-        if self.has_bias:
+        if "bias" in views:
             views["bias"][:] = raw[1]
+
+    def _params(self, b):
+        """(params, grads): HWCM is both the Keras layout and the kernel's, so a frozen
+        (packed, unfolded) kernel is read in place like a live one."""
+        live = b.live_of(self)
+        return (live.params, live.grads) if live is not None else (b.weights_of(self), {})
 
     def lower(self, b, node):
         x = node.inputs[0]
         geom = self.geometry(b, node)
-        # HWCM is both the Keras layout and the kernel's: a live kernel is used in place.
-        params = self.live_params if self.live else self.params
+        params, _ = self._params(b)
         self.lower_with_activation(b, node, lambda out, act: b.op(
             "dwconv2d", out, x, w=params["kernel"], b=params.get("bias"), act=act,
-            ints=(*geom, self.depth_multiplier)))
+            ints=(*geom, self.depth_multiplier)), b.live_of(self) is not None or b.training)
 
     def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
         x = node.inputs[0]
         dz = self.backward_preact(b, node, dy, dy_is_preact)
         dx = b.temp(b.shape(x)) if need_dx[0] else None
-        b.op("dwconv2d_backward", dx, x, dz, w=self.live_params["kernel"],
-             y2=self.live_grads.get("kernel"), b=self.live_grads.get("bias"), b_out=True,
+        params, grads = self._params(b)
+        b.op("dwconv2d_backward", dx, x, dz, w=params["kernel"],
+             y2=grads.get("kernel"), b=grads.get("bias"), b_out=True,
              ints=(*self.geometry(b, node), self.depth_multiplier))
         return [dx]
 
@@ -256,11 +266,13 @@ class SeparableConv2D(_Conv2DBase):
         shapes = [(*self.kernel_size, c, m), (1, 1, c * m, self.filters)]
         return shapes + [(self.filters,)] if self.use_bias else shapes
 
-    def param_sizes(self, weight_shapes):
+    backward_reads_keras_layout = True  # the packed pointwise kernel is in GEMM panels
+
+    def param_sizes(self, weight_shapes, folded_bn=None):
         kh, kw, c, m = weight_shapes[0]
         sizes = {"depthwise": kh * kw * c * m,
                  "pointwise": _kernels.gemm_packed_size(c * m, self.filters)}
-        if self.has_bias:
+        if self.use_bias or folded_bn is not None:
             sizes["bias"] = _kernels.gemm_packed_bias_size(self.filters)
         return sizes
 
@@ -269,19 +281,47 @@ class SeparableConv2D(_Conv2DBase):
         pointwise = np.ascontiguousarray(raw[1].reshape(raw[1].shape[2], raw[1].shape[3]),
                                          dtype=np.float32)
         _kernels.gemm_pack_b(pointwise, views["pointwise"])
-        if self.has_bias:
+        if "bias" in views:
             _kernels.gemm_pack_bias(np.ascontiguousarray(raw[2], dtype=np.float32), views["bias"])
 
     def lower(self, b, node):
         x, y = node.inputs[0], node.outputs[0]
         n, oh, ow, _ = b.shape(y)
-        c = b.shape(x)[3]
-        cm = c * self.depth_multiplier
+        cm = b.shape(x)[3] * self.depth_multiplier
+        live = b.live_of(self)
         mid = b.temp((n, oh, ow, cm))
-        b.op("dwconv2d", mid, x, w=self.params["depthwise"], act=None,
+        if live is not None:
+            depthwise = live.params["depthwise_kernel"]
+            pointwise, bias = pack_live_gemm(b, live.params["pointwise_kernel"], cm,
+                                             self.filters, live.params.get("bias"))
+            b.saved[node] = mid  # the pointwise GEMM's input, for its backward
+        else:
+            packed = b.weights_of(self)
+            depthwise, pointwise, bias = packed["depthwise"], packed["pointwise"], packed.get("bias")
+        b.op("dwconv2d", mid, x, w=depthwise, act=None,
              ints=(*self.geometry(b, node), self.depth_multiplier))
-        if self.live:
-            raise self.unsupported("training a SeparableConv2D")
         self.lower_with_activation(b, node, lambda out, act: b.op(
-            "gemm", out, mid, w=self.params["pointwise"], b=self.params.get("bias"), act=act,
-            ints=(n * oh * ow, self.filters, cm)))
+            "gemm", out, mid, w=pointwise, b=bias, act=act,
+            ints=(n * oh * ow, self.filters, cm)), live is not None)
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        """The pointwise GEMM's backward (dense) into d(mid), then the depthwise one."""
+        x, y = node.inputs[0], node.outputs[0]
+        n, oh, ow, _ = b.shape(y)
+        cm = b.shape(x)[3] * self.depth_multiplier
+        live = b.live_of(self)
+        dz = self.backward_preact(b, node, dy, dy_is_preact)
+        mid = b.saved[node]
+        need_dmid = need_dx[0] or "depthwise_kernel" in live.grads
+        dmid = b.temp(b.shape(mid)) if need_dmid else None
+        m = n * oh * ow
+        b.op("dense_backward", dmid, mid, dz, w=live.params["pointwise_kernel"],
+             y2=live.grads.get("pointwise_kernel"), b=live.grads.get("bias"), b_out=True,
+             scratch=_kernels.dense_grad_scratch_size(m, cm, self.filters),
+             ints=(m, cm, self.filters))
+        dx = b.temp(b.shape(x)) if need_dx[0] else None
+        if need_dmid:
+            b.op("dwconv2d_backward", dx, x, dmid, w=live.params["depthwise_kernel"],
+                 y2=live.grads.get("depthwise_kernel"), b_out=True,
+                 ints=(*self.geometry(b, node), self.depth_multiplier))
+        return [dx]

@@ -92,7 +92,7 @@ class Dense(Layer):
     """y = act(x @ kernel + bias) over the last axis; N-D inputs are a (M, K) matrix."""
 
     keras_classes = ("Dense",)
-    folded_bn = None
+    backward_reads_keras_layout = True  # the packed kernel is in GEMM panels
 
     def parse(self, config):
         self.units = int(config["units"]) if "units" in config else None
@@ -119,21 +119,16 @@ class Dense(Layer):
         k = input_shapes[0][-1]
         return [(k, self.units), (self.units,)] if self.use_bias else [(k, self.units)]
 
-    @property
-    def has_bias(self):
-        return self.use_bias or self.folded_bn is not None
-
-    def param_sizes(self, weight_shapes):
+    def param_sizes(self, weight_shapes, folded_bn=None):
         k, n = weight_shapes[0]
-        self.in_features = k
         sizes = {"kernel": _kernels.gemm_packed_size(k, n)}
-        if self.has_bias:
+        if self.use_bias or folded_bn is not None:
             sizes["bias"] = _kernels.gemm_packed_bias_size(n)
         return sizes
 
     def pack(self, raw, views):
         _kernels.gemm_pack_b(np.ascontiguousarray(raw[0], dtype=np.float32), views["kernel"])
-        if self.has_bias:
+        if "bias" in views:
             _kernels.gemm_pack_bias(np.ascontiguousarray(raw[1], dtype=np.float32), views["bias"])
 
     def lower(self, b, node):
@@ -141,36 +136,37 @@ class Dense(Layer):
         k = b.shape(x)[-1]
         m = b.size(x) // k
         act = node.activation
-        if self.live:
-            # Trained weights are in Keras layout; the activation stays a separate op so
-            # its input (the pre-activation) is there for the backward pass.
-            w, bias = pack_live_gemm(b, self.live_params["kernel"], k, self.units,
-                                     self.live_params.get("bias"))
+        live = b.live_of(self)
+        if live is not None:
+            # Live weights are in Keras layout; the activation stays a separate op so its
+            # input (the pre-activation) is there for the backward pass.
+            w, bias = pack_live_gemm(b, live.params["kernel"], k, self.units,
+                                     live.params.get("bias"))
             z = y if act == LINEAR else b.temp(b.shape(y))
             b.preact[node] = z
             b.op("gemm", z, x, w=w, b=bias, ints=(m, self.units, k))
             if z is not y:
                 lower_activation(b, act, y, z)
             return
+        packed = b.weights_of(self)
         gemm_act = None if act == SOFTMAX else act
-        b.op("gemm", y, x, w=self.params["kernel"], b=self.params.get("bias"), act=gemm_act,
+        b.op("gemm", y, x, w=packed["kernel"], b=packed.get("bias"), act=gemm_act,
              ints=(m, self.units, k))
         if act == SOFTMAX:
             lower_activation(b, SOFTMAX, y, y)
 
     def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
-        from .. import _kernels
-
         x, y = node.inputs[0], node.outputs[0]
         k = b.shape(x)[-1]
         m = b.size(x) // k
+        live = b.live_of(self)
         dz = dy
         if not dy_is_preact and node.activation != LINEAR:
             dz = b.temp(b.shape(y))
             lower_activation_backward(b, node.activation, dz, dy, b.preact[node], y)
         dx = b.temp(b.shape(x)) if need_dx[0] else None
-        b.op("dense_backward", dx, x, dz, w=self.live_params["kernel"],
-             y2=self.live_grads.get("kernel"), b=self.live_grads.get("bias"), b_out=True,
+        b.op("dense_backward", dx, x, dz, w=live.params["kernel"],
+             y2=live.grads.get("kernel"), b=live.grads.get("bias"), b_out=True,
              scratch=_kernels.dense_grad_scratch_size(m, k, self.units),
              ints=(m, k, self.units))
         return [dx]

@@ -123,7 +123,7 @@ class _ElementwiseMerge(Layer):
             raise self.shape_error(f"needs at least {self.min_inputs} operands, got {len(shapes)}")
         return [broadcast_shapes(self, shapes)]
 
-    def param_sizes(self, weight_shapes):
+    def param_sizes(self, weight_shapes, folded_bn=None):
         return {f"const{i}.{j}": value.size
                 for i, operands in enumerate(self.operands)
                 for j, (kind, value) in enumerate(operands) if kind == "const"}
@@ -144,7 +144,8 @@ class _ElementwiseMerge(Layer):
                 t = node.inputs[value]
                 resolved.append((t, b.shape(t)))
             else:
-                resolved.append((self.params[f"const{node.call_index}.{j}"], (1,) + value.shape))
+                resolved.append((b.weights_of(self)[f"const{node.call_index}.{j}"],
+                                 (1,) + value.shape))
         return resolved
 
     def lower(self, b, node):
@@ -156,35 +157,78 @@ class _ElementwiseMerge(Layer):
             lower_binary(b, self.op, y, y, extra, b.shape(y), extra_shape)
 
 
-def _same_shape_operands(layer, b, node):
-    """Backward passes here route dy unchanged (or scaled): no broadcast, no constants."""
-    constants = bool(layer.calls) and any(kind == "const"
-                                          for kind, _ in layer.operands[node.call_index])
-    if constants or any(b.shape(t) != b.shape(node.outputs[0]) for t in node.inputs):
-        raise layer.unsupported("training through a broadcasting or constant-operand "
-                                f"{layer.class_name}")
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        """Gradients of y = a op b (broadcast), each summed back to its operand's shape;
+        Add of any number of operands routes dy itself where nothing was broadcast."""
+        operands = self.resolve_operands(b, node)
+        index = self._input_index(node)
+        wanted = [index[j] is not None and need_dx[index[j]] for j in range(len(operands))]
+        grads = [None] * len(operands)
+        if self.op == "subtract":  # dy and -dy, each summed to its operand's shape
+            (a, a_shape), (c, c_shape) = operands
+            grads[0] = reduce_to_shape(b, dy, a, a_shape) if wanted[0] else None
+            if wanted[1]:
+                negated = b.temp(b.shape(dy))
+                b.op("scale", negated, dy, ints=(b.size(dy),), floats=(-1.0,))
+                grads[1] = reduce_to_shape(b, negated, c, c_shape)
+        elif self.op == "add":  # dy itself where no broadcast happened: no copy
+            for j, (operand, shape) in enumerate(operands):
+                if wanted[j]:
+                    grads[j] = reduce_to_shape(b, dy, operand, shape)
+        elif len(operands) == 2:
+            (a, a_shape), (c, c_shape) = operands
+            da = b.temp(a_shape) if wanted[0] else None
+            dc = b.temp(c_shape) if wanted[1] else None
+            if da is not None or dc is not None:
+                lower_binary_backward(b, self.op, da, dc, dy, a, c, a_shape, c_shape)
+            grads = [da, dc]
+        else:
+            raise self.unsupported(f"training through a {self.class_name} of "
+                                   f"{len(operands)} operands (only two)")
+        result = [None] * len(node.inputs)
+        for j, g in enumerate(grads):
+            if g is not None:
+                result[index[j]] = g
+        return result
+
+    def _input_index(self, node):
+        """For each operand of this call, the index of the input tensor it is (or None
+        for a constant)."""
+        if not self.calls:
+            return list(range(len(node.inputs)))
+        return [value if kind == "tensor" else None
+                for kind, value in self.operands[node.call_index]]
+
+
+def lower_binary_backward(b, op, da, db, dy, a, bb, a_shape, b_shape):
+    """da, db (either may be None) = the gradients of y = a (op) bb given dy, each summed
+    over the axes its operand was broadcast along (a squeeze-excite gate's dL/ds)."""
+    out = b.shape(dy)
+    shape, (sa, sb) = collapse_dims(out, broadcast_strides(out, a_shape),
+                                    broadcast_strides(out, b_shape))
+    if len(shape) > MAX_BINARY_RANK:
+        raise AssertionError(f"broadcast needs rank {len(shape)} > {MAX_BINARY_RANK}")
+    b.op("binary_backward", da, a, dy, x2=bb, y2=db,
+         ints=(BINARY_OPS[op], len(shape), *shape, *sa, *sb))
+
+
+def reduce_to_shape(b, dy, operand, shape):
+    """dy summed over the axes where `shape` broadcasts (dy itself when it does not)."""
+    if tuple(shape) == tuple(b.shape(dy)):
+        return dy
+    g = b.temp(shape)
+    lower_binary_backward(b, "add", g, None, dy, operand, dy, shape, b.shape(dy))
+    return g
 
 
 class Add(_ElementwiseMerge):
     keras_classes = ("Add",)
     op = "add"
 
-    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
-        _same_shape_operands(self, b, node)
-        return [dy if need else None for need in need_dx]
-
 
 class Subtract(_ElementwiseMerge):
     keras_classes = ("Subtract",)
     op = "subtract"
-
-    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
-        _same_shape_operands(self, b, node)
-        negated = None
-        if need_dx[1]:
-            negated = b.temp(b.shape(dy))
-            b.op("scale", negated, dy, ints=(b.size(dy),), floats=(-1.0,))
-        return [dy if need_dx[0] else None, negated]
 
     def output_shapes(self, input_shapes, call):
         index = next((i for i, c in enumerate(self.calls) if c is call), None)
@@ -219,10 +263,16 @@ class Average(_ElementwiseMerge):
         b.op("scale", y, y, ints=(b.size(y),), floats=(1.0 / len(node.inputs),), inplace=True)
 
     def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
-        _same_shape_operands(self, b, node)
+        # y = (a + b + ...) / n: each operand gets dy / n, summed over its broadcast axes.
+        operands = self.resolve_operands(b, node)
         share = b.temp(b.shape(dy))
-        b.op("scale", share, dy, ints=(b.size(dy),), floats=(1.0 / len(node.inputs),))
-        return [share if need else None for need in need_dx]
+        b.op("scale", share, dy, ints=(b.size(dy),), floats=(1.0 / len(operands),))
+        index = self._input_index(node)
+        result = [None] * len(node.inputs)
+        for j, (operand, shape) in enumerate(operands):
+            if index[j] is not None and need_dx[index[j]]:
+                result[index[j]] = reduce_to_shape(b, share, operand, shape)
+        return result
 
 
 class Concatenate(Layer):

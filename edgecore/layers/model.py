@@ -16,6 +16,19 @@ class ModelLayer(Layer):
         super().__init__(spec, ctx)  # built by that call)
 
     @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        """Keras's setter on a model sets the flag of every layer inside, at every depth
+        (Keras 3 Layer.trainable and tf.keras alike); setting an inner layer afterwards
+        changes only that layer."""
+        self._trainable = bool(value)
+        for layer in self.graph.layers if self.graph is not None else ():
+            layer.trainable = value
+
+    @property
     def layers(self):
         from .core import InputLayer
 

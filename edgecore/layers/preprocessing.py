@@ -32,11 +32,32 @@ class _ChannelAffine(Layer):
     def affine_width(self):
         raise NotImplementedError
 
+    def params_width(self):
+        """How many (scale, shift) pairs are packed: one per channel, or one."""
+        raise NotImplementedError
+
+    def param_sizes(self, weight_shapes, folded_bn=None):
+        return {"scale": self.params_width(), "shift": self.params_width()}
+
     def lower(self, b, node):
         x, y = node.inputs[0], node.outputs[0]
-        c = self.params_width
-        b.op("channel_affine", y, x, w=self.params["scale"], b=self.params["shift"],
+        c = self.params_width()
+        packed = b.weights_of(self)
+        b.op("channel_affine", y, x, w=packed["scale"], b=packed["shift"],
              ints=(b.size(x) // c, c), inplace=True)
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        """dx = dy * scale (nothing here trains: Normalization's state is not trainable)."""
+        from .merging import lower_binary
+
+        if not need_dx[0]:
+            return [None]
+        x = node.inputs[0]
+        shape = b.shape(x)
+        dx = b.temp(shape)
+        scale_shape = (1,) * (len(shape) - 1) + (self.params_width(),)
+        lower_binary(b, "multiply", dx, dy, b.weights_of(self)["scale"], shape, scale_shape)
+        return [dx]
 
 
 class Rescaling(_ChannelAffine):
@@ -45,20 +66,19 @@ class Rescaling(_ChannelAffine):
     def parse(self, config):
         self.scale = _as_vector(config.get("scale", 1.0), self, "scale")
         self.offset = _as_vector(config.get("offset", 0.0), self, "offset")
-        width = max(self.scale.size, self.offset.size)
-        if {self.scale.size, self.offset.size} - {1, width}:
+        self.width = max(self.scale.size, self.offset.size)
+        if {self.scale.size, self.offset.size} - {1, self.width}:
             raise self.format_error("scale and offset lists have different lengths")
-        self.params_width = width
 
     def affine_width(self):
-        return self.params_width
+        return self.width
 
-    def param_sizes(self, weight_shapes):
-        return {"scale": self.params_width, "shift": self.params_width}
+    def params_width(self):
+        return self.width
 
     def pack(self, raw, views):
-        views["scale"][:] = np.broadcast_to(self.scale, (self.params_width,))
-        views["shift"][:] = np.broadcast_to(self.offset, (self.params_width,))
+        views["scale"][:] = np.broadcast_to(self.scale, (self.width,))
+        views["shift"][:] = np.broadcast_to(self.offset, (self.width,))
 
 
 class Normalization(_ChannelAffine):
@@ -104,15 +124,16 @@ class Normalization(_ChannelAffine):
             raise self.shape_error("needs a known last dimension")
         return [(shape[-1],), (shape[-1],), ()]
 
-    def param_sizes(self, weight_shapes):
-        self.params_width = (weight_shapes[0][-1] if weight_shapes
-                             else max(v.size for v in self.constant))
-        return {"scale": self.params_width, "shift": self.params_width}
+    def params_width(self):
+        if self.constant is not None:
+            return max(v.size for v in self.constant)
+        return self.var_shapes[0][-1]
 
     def pack(self, raw, views):
+        width = self.params_width()
         mean, variance = self.constant if self.constant is not None else (raw[0], raw[1])
-        mean = np.broadcast_to(np.asarray(mean, np.float64).ravel(), (self.params_width,))
-        variance = np.broadcast_to(np.asarray(variance, np.float64).ravel(), (self.params_width,))
+        mean = np.broadcast_to(np.asarray(mean, np.float64).ravel(), (width,))
+        variance = np.broadcast_to(np.asarray(variance, np.float64).ravel(), (width,))
         std = np.maximum(np.sqrt(variance), KERAS_EPSILON)
         if self.invert:
             views["scale"][:] = std

@@ -106,6 +106,17 @@ class UpSampling2D(Layer):
         else:
             b.op("upsample_bilinear", y, x, ints=(n, h, w, c, h * self.size[0], w * self.size[1]))
 
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        x = node.inputs[0]
+        n, h, w, c = b.shape(x)
+        dx = b.temp(b.shape(x))
+        if self.interpolation == "nearest":
+            b.op("upsample_nearest_backward", dx, None, dy, ints=(n, h, w, c, *self.size))
+        else:
+            b.op("upsample_bilinear_backward", dx, None, dy,
+                 ints=(n, h, w, c, h * self.size[0], w * self.size[1]))
+        return [dx]
+
 
 class _View(Layer):
     """A layer whose output is its input seen in another shape: an alias, no op."""
@@ -183,3 +194,14 @@ class Permute(Layer):
         shape = b.shape(x)
         perm = (0,) + self.dims
         b.op("transpose", y, x, ints=(len(shape), *shape, *perm))
+
+    def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
+        """The gradient of a transpose is dy transposed back (the inverse permutation)."""
+        perm = (0,) + self.dims
+        inverse = [0] * len(perm)
+        for i, p in enumerate(perm):
+            inverse[p] = i
+        shape = b.shape(dy)
+        dx = b.temp(b.shape(node.inputs[0]))
+        b.op("transpose", dx, dy, ints=(len(shape), *shape, *inverse))
+        return [dx]

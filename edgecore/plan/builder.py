@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from .. import _kernels
 
 
-# Buffers an op operand may live in (the runner's base table, in this order).
-BASE_ARENA, BASE_WEIGHTS, BASE_PARAMS, BASE_GRADS = 0, 1, 2, 3
+# Buffers an op operand may live in: the runner's base table (kernels/runner.pxi).
+BASE_ARENA = _kernels.BASES["arena"]
+BASE_WEIGHTS = _kernels.BASES["weights"]
+BASE_PARAMS = _kernels.BASES["params"]
+BASE_GRADS = _kernels.BASES["grads"]
 
 
 @dataclass(frozen=True)
@@ -58,15 +61,41 @@ class Temp:
         self.key = ("temp",) + tuple(shape)
 
 
+@dataclass(frozen=True)
+class LiveRegions:
+    """Where a live layer's variables are during training (the trainer's layout):
+    params[name] in the params buffer (Keras layout), grads[name] for the trained ones."""
+
+    params: dict
+    grads: dict
+
+
 class PlanBuilder:
-    def __init__(self, shapes, training=False):
+    """weights: {layer: {key: Region}} of the packed weights buffer (plan/weights.py);
+    live: {layer: LiveRegions} of the layers training reads in Keras layout (empty for
+    inference before compile).  Both belong to the stage that made them; a layer's
+    lowering asks for its own entries through weights_of / live_of."""
+
+    def __init__(self, shapes, weights=None, live=None, training=False):
         self.shapes = shapes  # graph tensor -> full shape (batch included)
+        self.weights = weights or {}
+        self.live = live or {}
         self.ops = []
         self.alias_of = {}  # tensor -> tensor whose storage it shares
         self.node = None
         self.training = training  # lowering a training step (Dropout active, etc.)
         self.preact = {}  # node -> its pre-activation tensor, where a live layer keeps one
         self.dropout_masks = {}  # node -> the mask tensor of an active Dropout
+        self.saved = {}  # node -> what its forward keeps for its backward (BN batch stats...)
+
+    # --- parameters ------------------------------------------------------------------
+    def weights_of(self, layer):
+        """{key: Region} of the layer's packed weights (empty when it has none)."""
+        return self.weights.get(layer, {})
+
+    def live_of(self, layer):
+        """The layer's LiveRegions when training reads it in Keras layout, else None."""
+        return self.live.get(layer)
 
     # --- shapes ----------------------------------------------------------------------
     def shape(self, tensor):

@@ -18,7 +18,7 @@ from ..errors import EdgecoreError, ShapeError
 from .arena import Buffer, align, live_lower_bound, place
 from .builder import PlanBuilder, Region
 
-REF_BASE_SHIFT = 40  # operand ref = (base << 40) | float offset; bases in plan/builder.py
+REF_BASE_SHIFT = _kernels.REF_BASE_SHIFT  # operand ref = (base << shift) | float offset
 ROW_INTS = _kernels.ROW_INTS
 ROW_FLOATS = _kernels.ROW_FLOATS
 
@@ -60,8 +60,8 @@ def concrete_shapes(flat, input_shapes, path=None):
     return shapes
 
 
-def lower(flat, shapes, path=None):
-    b = PlanBuilder(shapes)
+def lower(flat, shapes, path=None, weights=None, live=None):
+    b = PlanBuilder(shapes, weights, live)
     for node in flat.nodes:
         b.node = node
         try:
@@ -108,11 +108,12 @@ def _lifetimes(b, inputs, outputs):
     return spans
 
 
-def build_plan(flat, input_shapes, path=None):
-    """The inference plan of a flat graph for these full input shapes."""
+def build_plan(flat, input_shapes, path=None, weights=None, live=None):
+    """The inference plan of a flat graph for these full input shapes; weights: the
+    WeightLayout regions ({layer: {key: Region}}), live: the trainer's LiveRegions."""
     input_shapes = [tuple(int(d) for d in s) for s in input_shapes]
     shapes = concrete_shapes(flat, input_shapes, path)
-    b = lower(flat, shapes, path)
+    b = lower(flat, shapes, path, weights, live)
     return finish_plan(b, flat.inputs, flat.outputs, input_shapes)
 
 

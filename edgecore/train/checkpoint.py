@@ -20,8 +20,9 @@ STATE_ATTR = "edgecore_training_state"
 def _variables(model):
     """[(layer, var_name, Region)] of the trained variables, in params order."""
     out = []
-    for layer in model.trainer.setup.trained:
-        for name, region in sorted(layer.live_grads.items(), key=lambda kv: kv[1].offset):
+    trainer = model.trainer
+    for layer in trainer.setup.trained:
+        for name, region in sorted(trainer.live[layer].grads.items(), key=lambda kv: kv[1].offset):
             out.append((layer, name, region))
     return sorted(out, key=lambda item: item[2].offset)
 
@@ -94,9 +95,7 @@ def restore(model, path, history):
     try:
         read = file_reader(checkpoint, model.graph)
         for layer in trainer.setup.live:
-            views = {key: trainer.params[r.offset:r.offset + r.size]
-                     for key, r in layer.live_params.items()}
-            layer.live_pack(read(layer), views)
+            layer.live_pack(read(layer), trainer.views(layer))
     finally:
         checkpoint.close()
     optimizer = trainer.optimizer

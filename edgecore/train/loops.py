@@ -44,7 +44,8 @@ def train_on_batch(model, x, y):
     trainer = model.trainer
     inputs = _as_inputs(model, x)
     labels = trainer.labels_array(y, inputs[0].shape[0], _samples(inputs))
-    boundary = trainer.boundary_of([np.asarray(a, np.float32) for a in inputs])
+    trainer.reseed()
+    boundary = trainer.boundary_of(inputs)
     losses, output = trainer.step(boundary, labels, train=True)
     logs = {"loss": float(np.mean(losses, dtype=np.float64))}
     for name, values in trainer.metric_values(labels, output).items():
@@ -62,8 +63,9 @@ class FeatureSource:
     def batch(self, index):
         if self.cache is not None:
             return [_gather(c, index) for c in self.cache], index
-        xs = [np.asarray(a[index], np.float32) for a in self.inputs]
+        xs = [a[index] for a in self.inputs]  # the dtype stays: the arena converts
         if self.augment is not None:
+            xs = [np.asarray(a, np.float32) for a in xs]
             xs = self.augment(xs[0] if len(xs) == 1 else xs, self.rng)
             xs = xs if isinstance(xs, (list, tuple)) else [xs]
             xs = [np.asarray(a, np.float32) for a in xs]
@@ -85,7 +87,8 @@ def build_cache(trainer, inputs, batch_size, spill_dir=None):
     """Run the frozen prefix once over all samples; returns a list of arrays (RAM) or of
     h5py datasets (spilled to a temporary file in spill_dir)."""
     n = inputs[0].shape[0]
-    shapes = [(n,) + tuple(t.shape) for t in trainer.setup.boundary]
+    boundary = trainer.boundary_shapes([(1,) + tuple(a.shape[1:]) for a in inputs])
+    shapes = [(n,) + tuple(s[1:]) for s in boundary]
     spill = None
     if spill_dir is not None:
         import h5py
@@ -99,7 +102,7 @@ def build_cache(trainer, inputs, batch_size, spill_dir=None):
     else:
         cache = [np.empty(s, np.float32) for s in shapes]
     for start, stop in _batches(n, batch_size):
-        features = trainer.boundary_of([np.asarray(a[start:stop], np.float32) for a in inputs])
+        features = trainer.boundary_of([a[start:stop] for a in inputs])
         for dst, src in zip(cache, features):
             dst[start:stop] = src
     return cache, spill
@@ -126,19 +129,22 @@ def evaluate(model, x, y, batch_size=32):
     return evaluate_arrays(trainer, FeatureSource(trainer, inputs), labels, batch_size)
 
 
-def _resolve_cache(trainer, n, batch_size, feature_cache, augment, model_dir):
-    """(use_cache, spill_dir) honouring the budget; raises before any work if nothing fits."""
+def _resolve_cache(trainer, samples, n, batch_size, feature_cache, augment, model_dir):
+    """(use_cache, spill_dir) honouring the budget; raises before any work if nothing fits.
+    samples: the per-sample input shapes (the boundary's size follows from them when the
+    model's input size is open)."""
     if feature_cache not in ("auto", True, False, "disk"):
         raise ValueError("feature_cache must be 'auto', True, False or 'disk'")
     use = trainer.setup.cacheable and augment is None and feature_cache is not False
     if not use:
         return False, None
-    boundary_floats = sum(int(np.prod(t.shape)) for t in trainer.setup.boundary)
+    boundary = trainer.boundary_shapes([(1,) + tuple(s) for s in samples])
+    boundary_floats = sum(int(np.prod(s[1:])) for s in boundary)
     cache_bytes = 4 * n * boundary_floats
     if feature_cache == "disk":
         return True, model_dir
     try:
-        trainer.check_fits(trainer.arena.size, batch_size, "the training run with its "
+        trainer.check_fits(trainer.executor.arena.size, batch_size, "the training run with its "
                            "feature cache in memory", cache_bytes=cache_bytes)
         return True, None
     except MemoryBudgetError:
@@ -152,6 +158,7 @@ def fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_data, sh
     from . import checkpoint as checkpoints
 
     trainer = model.trainer
+    trainer.reseed()
     inputs = _as_inputs(model, x)
     n = inputs[0].shape[0]
     if n == 0:
@@ -172,8 +179,8 @@ def fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_data, sh
                    for start, stop in _batches(val_inputs[0].shape[0], batch_size)}
     for batch_shapes in sorted(shapes):
         trainer.plans_for([list(s) for s in batch_shapes])
-    use_cache, spill_dir = _resolve_cache(trainer, n, batch_size, feature_cache, augment,
-                                          model_dir)
+    use_cache, spill_dir = _resolve_cache(trainer, _samples(inputs), n, batch_size,
+                                          feature_cache, augment, model_dir)
     history = History()
     callbacks = list(callbacks or [])
     progress = ProgressBar(_verbosity(verbose), epochs, len(_batches(n, batch_size)))

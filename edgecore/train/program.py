@@ -13,6 +13,9 @@ use.  A tensor consumed twice gets its gradient contributions summed: the first 
 as is, later ones are added in place, copying first when the gradient tensor is shared
 (an Add hands the same dy to both inputs).
 """
+import contextlib
+
+from ..errors import EdgecoreError
 from ..layers.activations import SOFTMAX, Act, CODES
 from ..layers.activations import Activation, Softmax
 from ..plan.builder import PlanBuilder
@@ -62,17 +65,20 @@ def label_slots(loss, output_shape):
     return output_shape
 
 
-def build_step_plan(setup, loss, boundary_shapes, trained, path=None, backward=True):
-    """The plan of one training step (backward=True) or one evaluation step.
+def build_step_plan(setup, loss, boundary_shapes, trained, path=None, backward=True,
+                    weights=None, live=None):
+    """The plan of one training step (backward=True) or one evaluation step; weights:
+    the packed weights' regions, live: the trainer's LiveRegions.
 
     Inputs: the boundary tensors, then the labels (label_slots).  Outputs: the
     per-sample losses, then the model output."""
     suffix = setup.suffix
     shapes = concrete_shapes(suffix, boundary_shapes, path)
-    b = PlanBuilder(shapes, training=backward)
+    b = PlanBuilder(shapes, weights, live, training=backward)
     for node in suffix.nodes:
         b.node = node
-        node.layer.lower(b, node)
+        with _layer_context(node, path):
+            node.layer.lower(b, node)
     output = suffix.outputs[0]
     out_node = output.producer
     logits, preact_node = _logits(b, loss, out_node, output, path)
@@ -86,7 +92,7 @@ def build_step_plan(setup, loss, boundary_shapes, trained, path=None, backward=T
          ints=(rows, b.shape(logits)[-1]),
          floats=(loss.label_smoothing, 1.0 / out_shape[0]))
     if backward:
-        _backward(b, setup, trained, logits, dlogits, preact_node)
+        _backward(b, setup, trained, logits, dlogits, preact_node, path)
     inputs = list(suffix.inputs) + [labels]
     plan = finish_plan(b, inputs, [losses, output],
                        [tuple(s) for s in boundary_shapes] + [b.shape(labels)])
@@ -95,7 +101,7 @@ def build_step_plan(setup, loss, boundary_shapes, trained, path=None, backward=T
     return plan
 
 
-def _backward(b, setup, trained, logits, dlogits, preact_node):
+def _backward(b, setup, trained, logits, dlogits, preact_node, path):
     grads = {}  # tensor -> gradient tensor
     holders = {}  # root of a gradient tensor -> how many tensors use it as their gradient
 
@@ -131,9 +137,20 @@ def _backward(b, setup, trained, logits, dlogits, preact_node):
             continue
         need = [t in setup.requires_grad for t in node.inputs]
         if any(need) or node.layer in trained:
-            dxs = node.layer.lower_backward(b, node, dy, need, dy_is_preact=preact)
+            with _layer_context(node, path):
+                dxs = node.layer.lower_backward(b, node, dy, need, dy_is_preact=preact)
             for t, dx, needed in zip(node.inputs, dxs, need):
                 if needed and dx is not None:
                     accumulate(t, dx)
         for t in node.outputs:
             release(t)
+
+
+@contextlib.contextmanager
+def _layer_context(node, path):
+    """Errors raised while lowering name the file and the layer."""
+    try:
+        yield
+    except EdgecoreError as exc:
+        raise exc.with_context(path=path, layer=node.layer.name,
+                               layer_class=node.layer.class_name)

@@ -2,16 +2,18 @@
 where the frozen prefix ends.
 
 Keras's rule for the `trainable` flag: a layer's variables train only if it and every
-model around it are trainable; BatchNormalization's moving statistics never train (here
-BatchNormalization always runs in inference mode: see train/__init__.py's docs).
+model around it are trainable; BatchNormalization's moving statistics never train, but a
+BatchNormalization whose own flag is set runs on batch statistics in fit and updates them
+(layers/normalization.py).
 
 The flat graph splits in two:
   * the suffix: every call whose output depends on a trained variable (it needs a
-    backward pass), plus every call downstream of noise Keras would apply in fit (an
-    active Dropout); the training plan runs it forward and backward each step;
-  * the prefix: the rest, frozen and deterministic; it only produces the suffix's inputs
-    (the boundary tensors), so `fit` can compute it once per sample and cache the result
-    (exact when the inputs are not augmented).
+    backward pass), plus every call downstream of what varies from step to step in
+    Keras's fit: noise (an active Dropout) or batch statistics (such a
+    BatchNormalization); the training plan runs it forward and backward each step;
+  * the prefix: the rest, frozen and deterministic per sample; it only produces the
+    suffix's inputs (the boundary tensors), so `fit` can compute it once per sample and
+    cache the result (exact when the inputs are not augmented).
 BatchNormalization and activations are folded into the convolution before them only
 inside the prefix; in the suffix every layer keeps its own op for the backward pass.
 """
@@ -30,7 +32,7 @@ class TrainingSetup:
     prefix: FlatGraph  # graph inputs -> boundary tensors (inference only)
     suffix: FlatGraph  # boundary tensors -> model output (trained)
     trained: list  # layers whose variables the optimizer updates, in graph order
-    live: list  # layers the suffix reads in Keras layout (trained, or frozen on the path)
+    live: list  # layers the suffix reads in Keras layout from the params buffer
     requires_grad: set  # tensors whose gradient the backward pass computes
 
     @property
@@ -41,6 +43,12 @@ class TrainingSetup:
     def cacheable(self):
         """The prefix does real work and is deterministic: its outputs can be cached."""
         return bool(self.prefix.nodes)
+
+    def packed_nodes(self):
+        """The calls that read the packed weights buffer: the prefix, and suffix calls
+        of layers that are not live."""
+        live = set(self.live)
+        return self.prefix.nodes + [n for n in self.suffix.nodes if n.layer not in live]
 
 
 def analyze(graph, model_trainable, path=None):
@@ -56,22 +64,24 @@ def analyze(graph, model_trainable, path=None):
     for node, train in trains.items():
         if train and calls[node.layer] > 1:
             raise node.layer.unsupported("training a layer that is called more than once")
-    requires_grad, noisy = set(), set()
+    requires_grad, varying = set(), set()
     for node in flat.nodes:
         grad = trains[node] or any(t in requires_grad for t in node.inputs)
-        noise = (isinstance(node.layer, Identity) and node.layer.active_in_training(node)
-                 or any(t in noisy for t in node.inputs))
+        vary = (isinstance(node.layer, Identity) and node.layer.active_in_training(node)
+                or node.layer.batch_dependent(node)
+                or any(t in varying for t in node.inputs))
         for t in node.outputs:
             if grad:
                 requires_grad.add(t)
-            if noise:
-                noisy.add(t)
+            if vary:
+                varying.add(t)
     output = flat.outputs[0]
     if output not in requires_grad:
         raise ValueError("nothing to train: no trainable layer feeds the model's output "
                          "(every layer on the way is frozen)")
     in_suffix = {node for node in flat.nodes
-                 if any(t in requires_grad or t in noisy for t in node.outputs)}
+                 if any(t in requires_grad or t in varying for t in node.outputs)}
+    _refuse_untrainable(flat, in_suffix, trains, requires_grad, path)
     both_frozen = lambda producer, consumer: producer not in in_suffix and consumer not in in_suffix
     fold_zero_padding_into_conv(flat)
     fold_batchnorm_into_conv(flat, allow=both_frozen)
@@ -87,8 +97,29 @@ def analyze(graph, model_trainable, path=None):
     prefix = FlatGraph(_needed(prefix_nodes, boundary), flat.inputs, boundary)
     suffix = FlatGraph(suffix_nodes, boundary, flat.outputs)
     trained = _unique(node.layer for node in suffix_nodes if trains[node])
-    live = _unique(node.layer for node in suffix_nodes if node.layer.variables())
+    live = _unique(node.layer for node in suffix_nodes if node.layer.variables() and (
+        trains[node] or node.layer.batch_dependent(node)
+        or (node.layer.backward_reads_keras_layout
+            and any(t in requires_grad for t in node.inputs))))
     return TrainingSetup(flat, prefix, suffix, trained, live, requires_grad)
+
+
+def _refuse_untrainable(flat, in_suffix, trains, requires_grad, path):
+    """Refuse at compile, naming the layer, any call the backward pass must cross (or
+    train) for which edgecore has no backward."""
+    for node in flat.nodes:
+        if node not in in_suffix:
+            continue
+        if trains[node] or any(t in requires_grad for t in node.inputs):
+            layer = node.layer
+            if not layer.trains_in_edgecore():
+                raise layer.unsupported(
+                    f"{layer.class_name} is not trainable in edgecore (no backward pass); "
+                    f"set trainable=False on it and on every layer before it, so no "
+                    f"gradient has to cross it").with_context(path=path)
+            check = getattr(layer, "check_trainable", None)
+            if check is not None:
+                check(node)
 
 
 def _needed(nodes, targets):

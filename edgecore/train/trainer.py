@@ -17,51 +17,72 @@ from .. import _kernels
 from ..errors import MemoryBudgetError, ShapeError
 from ..plan.arena import align, aligned_empty
 from ..plan.budget import check_budget
-from ..plan.builder import BASE_GRADS, BASE_PARAMS, Region
+from ..plan.builder import BASE_GRADS, BASE_PARAMS, LiveRegions, Region
 from ..plan.planner import build_plan, concrete_shapes
 from . import losses as losses_module
+from .program import build_step_plan, label_shape
 
 # The frozen prefix's arena target when it runs in chunks (see Trainer.prefix_chunk).
 PREFIX_ARENA_BYTES = 16 << 20
-from .program import build_step_plan, label_shape
 
 
 def layout_live(live, trained):
-    """Regions of every live layer's variables: (trainable floats, total floats)."""
+    """({layer: LiveRegions}, trainable floats, total floats): every live layer's
+    variables in the params buffer, the trainable block first (what the optimizer
+    updates, mirrored by the grads buffer), then the rest."""
+    params = {layer: {} for layer in live}
+    grads = {layer: {} for layer in live}
     offset = 0
     for block_trainable in (True, False):
         if not block_trainable:
             n_trainable = offset
         for layer in live:
-            if block_trainable:
-                layer.live_params, layer.live_grads = {}, {}
             for key, size, trainable in layer.live_layout(layer in trained):
                 if trainable != block_trainable:
                     continue
-                layer.live_params[key] = Region(offset, size, BASE_PARAMS)
+                params[layer][key] = Region(offset, size, BASE_PARAMS)
                 if trainable:
-                    layer.live_grads[key] = Region(offset, size, BASE_GRADS)
+                    grads[layer][key] = Region(offset, size, BASE_GRADS)
                 offset += align(size)
-    return n_trainable, offset
+    regions = {layer: LiveRegions(params[layer], grads[layer]) for layer in live}
+    return regions, n_trainable, offset
 
 
 class Trainer:
-    def __init__(self, model, setup, optimizer, loss, metrics, budget):
+    """Owns what compile decided and training changes: the live layout and the params,
+    grads and optimizer buffers, the plans of the prefix and of the training and
+    evaluation steps, the staging buffers and the random stream of shuffles and Dropout.
+    Runs everything through the model's one Executor (plan/executor.py)."""
+
+    def __init__(self, model, setup, layout, optimizer, loss, metrics, budget):
         self.model = model
+        self.executor = model.executor
         self.setup = setup
+        self.layout = layout  # the packed weights' WeightLayout (prefix, frozen suffix)
         self.optimizer = optimizer
         self.loss = loss
         self.metric_names = list(metrics)
         self.budget = budget
         self.trained = setup.trained
-        self.n_trainable, self.n_params = layout_live(setup.live, setup.trained)
+        self.live, self.n_trainable, self.n_params = layout_live(setup.live, setup.trained)
         self.params = self.grads = None  # allocate() once the budget allows them
         self.plans = {}  # (kind, full shapes) -> Plan
         self._boundary = {}  # full input shapes -> full boundary shapes
         self._per_sample = {}  # per-sample input shapes -> prefix arena bytes per sample
-        self.arena = aligned_empty(0)
-        self.staging = {}  # batch -> [boundary arrays]
-        self.rng = np.random.default_rng(_seed())
+        self.staging = {}  # boundary shapes -> [boundary arrays]
+        self.step_outputs = {}  # step plan -> (losses, output) arrays the step copies into
+        self.rng = None
+        self._seed_generation = None
+        self.reseed()
+
+    def reseed(self):
+        """Take edgecore.utils.set_random_seed's seed if one was set since the last time
+        (Keras: a seed set before fit decides that fit's shuffles and masks)."""
+        from ..utils import _global_seed, _seed_generation
+
+        if self.rng is None or _seed_generation() != self._seed_generation:
+            self.rng = np.random.default_rng(_global_seed())
+            self._seed_generation = _seed_generation()
 
     # --- buffers ---------------------------------------------------------------------
     def state_bytes(self):
@@ -74,17 +95,33 @@ class Trainer:
         self.grads[...] = 0.0
         self.optimizer.build(self.n_trainable, aligned_empty)
 
+    def views(self, layer):
+        """{key: float32 view of the params buffer} of a live layer."""
+        return {key: self.params[r.offset:r.offset + r.size]
+                for key, r in self.live[layer].params.items()}
+
     def fill_params(self, current_weights):
         """Write each live layer's Keras weights (current_weights(layer)) into params."""
         self.params[:] = 0.0
         for layer in self.setup.live:
-            raw = current_weights(layer)
-            views = {key: self.params[r.offset:r.offset + r.size]
-                     for key, r in layer.live_params.items()}
-            layer.live_pack(raw, views)
+            layer.live_pack(current_weights(layer), self.views(layer))
+
+    def weights_of(self, layer):
+        """Keras-order weights of a live layer (None for any other: the WeightStore then
+        looks elsewhere)."""
+        if layer not in self.live or self.params is None:
+            return None
+        return layer.live_weights(self.views(layer))
+
+    def changed_layers(self):
+        """Live layers whose values training changes: trained variables, or moving
+        statistics of a BatchNormalization on batch statistics."""
+        batch = {node.layer for node in self.setup.suffix.nodes
+                 if node.layer.batch_dependent(node)}
+        return [layer for layer in self.setup.live if layer in self.trained or layer in batch]
 
     def fixed_bytes(self):
-        return self.state_bytes() + 4 * self.model.weights_floats
+        return self.state_bytes() + 4 * self.layout.floats
 
     # --- plans -----------------------------------------------------------------------
     # Plans are keyed by full shapes: the prefix by its input shapes, the training and
@@ -110,18 +147,18 @@ class Trainer:
             plan = self._build(kind, shapes)
             batch = shapes[0][0]
             boundary = self.boundary_shapes(shapes) if kind == "prefix" else shapes
-            self.check_fits(max(self.arena.size, plan.arena_floats), batch,
+            self.check_fits(max(self.executor.arena.size, plan.arena_floats), batch,
                             f"the {kind} plan for batch size {batch}", boundary=boundary)
             self.plans[key] = plan
-            if self.arena.size < plan.arena_floats:
-                self.arena = aligned_empty(plan.arena_floats)
+            self.executor.reserve(plan.arena_floats)
         return self.plans[key]
 
     def _build(self, kind, shapes):
-        if kind == "prefix":
-            return build_plan(self.setup.prefix, shapes, self.model.path)
+        if kind == "prefix":  # frozen: every layer from the packed weights
+            return build_plan(self.setup.prefix, shapes, self.model.path, self.layout.regions)
         return build_step_plan(self.setup, self.loss, shapes, self.trained, self.model.path,
-                               backward=(kind == "train"))
+                               backward=(kind == "train"), weights=self.layout.regions,
+                               live=self.live)
 
     def prefix_chunk(self, input_shapes):
         """How many samples the frozen prefix runs at once for a batch of these shapes: as
@@ -132,8 +169,7 @@ class Trainer:
         key = tuple(tuple(s[1:]) for s in input_shapes)
         if key not in self._per_sample:
             one = [(1,) + tuple(s[1:]) for s in input_shapes]
-            self._per_sample[key] = build_plan(self.setup.prefix, one,
-                                               self.model.path).arena_floats * 4
+            self._per_sample[key] = self._build("prefix", one).arena_floats * 4
         return int(max(1, min(batch, PREFIX_ARENA_BYTES // max(1, self._per_sample[key]))))
 
     def chunk_shapes(self, input_shapes):
@@ -170,7 +206,7 @@ class Trainer:
     def batch_fits(self, input_shapes, cache_bytes=0):
         """Do the plans of one batch of these input shapes fit the budget?"""
         boundary = self.boundary_shapes(input_shapes)
-        needed = max([self.arena.size, self._build("train", boundary).arena_floats,
+        needed = max([self.executor.arena.size, self._build("train", boundary).arena_floats,
                       self._build("eval", boundary).arena_floats]
                      + ([self._build("prefix", self.chunk_shapes(input_shapes)).arena_floats]
                         if self.setup.prefix.nodes else []))
@@ -197,16 +233,13 @@ class Trainer:
                                     allowed_bytes=self.budget, path=self.model.path)
         return best
 
-    def run(self, plan):
-        _kernels.run_plan(plan.ops, plan.fparams, self.arena, self.model.weights_buffer,
-                          plan.arena_floats, plan.gemm_isa[2], self.params, self.grads)
-
     # --- one batch -------------------------------------------------------------------
     def boundary_of(self, inputs):
-        """The suffix's inputs for a batch of raw model inputs: the frozen prefix runs on
-        chunks of prefix_chunk samples, written into one staging array per tensor."""
+        """The suffix's inputs for a batch of raw model inputs (any numeric dtype): the
+        frozen prefix runs on chunks of prefix_chunk samples, each converted to float32
+        in the arena, its outputs written into one staging array per tensor."""
         if not self.setup.prefix.nodes:
-            return [np.asarray(a, np.float32) for a in inputs]
+            return list(inputs)  # the step converts them as it binds them
         shapes = [a.shape for a in inputs]
         boundary = self.boundary_shapes(shapes)
         key = tuple(map(tuple, boundary))
@@ -217,36 +250,36 @@ class Trainer:
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             plan = self.plan("prefix", [(stop - start,) + tuple(s[1:]) for s in shapes])
-            for array, offset in zip(inputs, plan.input_offsets):
-                part = array[start:stop]
-                self.arena[offset:offset + part.size].reshape(part.shape)[...] = part
-            self.run(plan)
-            for array, offset in zip(staging, plan.output_offsets):
-                part = array[start:stop]
-                part[...] = self.arena[offset:offset + part.size].reshape(part.shape)
+            self.executor(plan, [a[start:stop] for a in inputs],
+                          [a[start:stop] for a in staging])
         return staging
 
     def step(self, boundary, labels, train=True):
         """One training (or evaluation) step on a batch of boundary tensors; returns
-        (per-sample losses, model output) as views into the arena (copy to keep)."""
+        (per-sample losses, model output), arrays owned by the trainer and overwritten by
+        the next step of the same shape (copy to keep)."""
+        executor = self.executor
         plan = self.plan("train" if train else "eval", [a.shape for a in boundary])
-        for array, offset in zip(boundary, plan.input_offsets):
-            self.arena[offset:offset + array.size].reshape(array.shape)[...] = array
-        offset = plan.input_offsets[-1]
-        if labels.dtype == np.int64:  # sparse class indices, two float slots each
-            self.arena[offset:offset + 2 * labels.size].view(np.int64)[...] = labels.ravel()
-        else:
-            self.arena[offset:offset + labels.size].reshape(labels.shape)[...] = labels
-        if train:
-            for row in plan.dropout_rows:
-                plan.ops[row, _kernels.ROW_PARAM_START + 1] = int(self.rng.integers(1, 2**62))
-        self.run(plan)
-        if train:
-            self.optimizer.apply(self.params[:self.n_trainable], self.grads)
-        (loss_off, out_off), (loss_shape, out_shape) = plan.output_offsets, plan.output_shapes
-        losses = self.arena[loss_off:loss_off + loss_shape[0]]
-        output = self.arena[out_off:out_off + int(np.prod(out_shape))].reshape(out_shape)
-        return losses, output
+        outputs = self.step_outputs.get(id(plan))
+        if outputs is None:
+            outputs = self.step_outputs[id(plan)] = [np.empty(s, np.float32)
+                                                     for s in plan.output_shapes]
+        with executor.lock:
+            executor.bind(plan, boundary)
+            label_slot = len(boundary)
+            if labels.dtype == np.int64:  # sparse class indices, two float slots each
+                executor.input_view(plan, label_slot, labels.shape, labels.dtype)[...] = labels
+            else:
+                executor.input_view(plan, label_slot, labels.shape)[...] = labels
+            if train:
+                for row in plan.dropout_rows:
+                    plan.ops[row, _kernels.ROW_PARAM_START + 1] = int(self.rng.integers(1, 2**62))
+            executor.run(plan)
+            if train:
+                self.optimizer.apply(self.params[:self.n_trainable], self.grads)
+            for array, view in zip(outputs, executor.output_views(plan)):
+                array[...] = view
+        return outputs[0], outputs[1]
 
     # --- labels and metrics ------------------------------------------------------------
     def labels_array(self, y, n, sample_shapes):
@@ -288,8 +321,3 @@ class Trainer:
             values[name] = np.asarray(hits, np.float64).reshape(len(output), -1).mean(axis=1)
         return values
 
-
-def _seed():
-    from ..utils import _global_seed
-
-    return _global_seed()
