@@ -388,18 +388,26 @@ class Model:
         self._require_compiled()
         return _keras_result(train_on_batch(self, x, y), return_dict)
 
-    def evaluate(self, x, y, batch_size=None, verbose=0, return_dict=False):
-        """Loss (and metrics) over all samples, inference mode, like Keras."""
+    def evaluate(self, x=None, y=None, batch_size=None, verbose=0, return_dict=False):
+        """Loss (and metrics) over all samples, inference mode, like Keras; x may also
+        yield (x, y) batches (then y is None)."""
         from .train.loops import evaluate
 
         self._require_compiled()
         return _keras_result(evaluate(self, x, y, batch_size or DEFAULT_BATCH_SIZE), return_dict)
 
-    def fit(self, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_data=None, shuffle=True, initial_epoch=0, augment=None,
-            feature_cache="auto", checkpoint=None, resume=False):
-        """Train like Keras's fit and return a History.  Beyond Keras: batch_size="auto"
-        (the largest that fits the memory budget), augment (a callable(x_batch, rng) ->
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
+            steps_per_epoch=None, *, augment=None, feature_cache="auto", checkpoint=None,
+            resume=False):
+        """Train like Keras's fit and return a History.
+
+        x, y: arrays (or lists/dicts of arrays for several inputs), or x alone yielding
+        (x, y) batches (a generator or dataset; steps_per_epoch caps an epoch).  Labels of
+        shape (N,) for a one-unit output are taken as (N, 1), as Keras does.
+        validation_split: the last fraction of x/y (before shuffling) is held out, as in
+        Keras; validation_data, when given, wins.  Beyond Keras: batch_size="auto" (the
+        largest that fits the memory budget), augment (a callable(x_batch, rng) ->
         x_batch applied to each batch; it bypasses the feature cache), feature_cache
         ("auto": cache the frozen prefix's output per sample, in RAM or spilled next to
         the model when the budget says so; True, False, "disk"), checkpoint (a .h5 path
@@ -409,7 +417,8 @@ class Model:
 
         self._require_compiled()
         return fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_data,
-                   shuffle, initial_epoch, augment, feature_cache, checkpoint, resume)
+                   shuffle, initial_epoch, augment, feature_cache, checkpoint, resume,
+                   validation_split, steps_per_epoch)
 
     # --- saving ------------------------------------------------------------------------
     def save(self, path):

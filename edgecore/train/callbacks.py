@@ -101,23 +101,33 @@ class ProgressBar(Callback):
     WIDTH = 30
 
     def __init__(self, verbose, epochs, steps):
+        """steps: batches per epoch, or None when a generator does not say (Keras then
+        counts up with "Unknown" until the first epoch ends)."""
         self.verbose, self.epochs, self.steps = verbose, epochs, steps
         self.interactive = sys.stdout.isatty()
+        self.done = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
+        self.done = 0
         if self.verbose:
             print(f"Epoch {epoch + 1}/{self.epochs}")
 
     def on_batch_end(self, batch, logs=None):
+        self.done = batch + 1
         if self.verbose == 1 and self.interactive:
             elapsed = time.perf_counter() - self.start
-            eta = elapsed / (batch + 1) * (self.steps - batch - 1)
-            line = f"{self._bar(batch + 1)} - ETA: {_duration(eta)}{_format(logs)}"
+            if self.steps is None:
+                line = f"{batch + 1}/Unknown - {_duration(elapsed)}{_format(logs)}"
+            else:
+                eta = elapsed / (batch + 1) * (self.steps - batch - 1)
+                line = f"{self._bar(batch + 1)} - ETA: {_duration(eta)}{_format(logs)}"
             sys.stdout.write("\r" + line)
             sys.stdout.flush()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.steps is None:
+            self.steps = self.done  # known after the first pass
         if not self.verbose:
             return
         elapsed = time.perf_counter() - self.start

@@ -12,8 +12,10 @@ the suffix.  This is exact: without augmentation the prefix sees the same inputs
 epoch.  With `augment`, the prefix runs on every augmented batch instead.  The cache lives
 in RAM, or in an HDF5 file next to the model when the memory budget leaves no room for it.
 """
+import math
 import os
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -110,20 +112,24 @@ def build_cache(trainer, inputs, batch_size, spill_dir=None):
 
 def evaluate_arrays(trainer, source, labels, batch_size):
     n = labels.shape[0]
-    loss_sum, metric_sums = 0.0, {}
+    if n == 0:
+        raise ShapeError("evaluate needs at least one sample", path=trainer.model.path)
+    logs = _Logs()
     for start, stop in _batches(n, batch_size):
         boundary, order = source.batch(np.arange(start, stop))
         losses, output = trainer.step(boundary, labels[order], train=False)
-        loss_sum += float(np.sum(losses, dtype=np.float64))
-        for name, values in trainer.metric_values(labels[order], output).items():
-            metric_sums[name] = metric_sums.get(name, 0.0) + float(values.sum())
-    logs = {"loss": loss_sum / n}
-    logs.update({name: total / n for name, total in metric_sums.items()})
-    return logs
+        logs.add(trainer, losses, output, labels[order])
+    return logs.logs()
 
 
 def evaluate(model, x, y, batch_size=32):
     trainer = model.trainer
+    if is_batch_iterable(x):
+        if y is not None:
+            raise ValueError("y must not be given when x yields (x, y) batches")
+        return evaluate_batches(trainer, x)
+    if y is None:
+        raise ValueError("evaluate needs labels y (or x yielding (x, y) batches)")
     inputs = _as_inputs(model, x)
     labels = trainer.labels_array(y, inputs[0].shape[0], _samples(inputs))
     return evaluate_arrays(trainer, FeatureSource(trainer, inputs), labels, batch_size)
@@ -153,37 +159,107 @@ def _resolve_cache(trainer, samples, n, batch_size, feature_cache, augment, mode
         return True, model_dir  # "auto": spill the cache next to the model
 
 
-def fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_data, shuffle,
-        initial_epoch, augment, feature_cache, checkpoint, resume):
-    from . import checkpoint as checkpoints
+def is_batch_iterable(x):
+    """x yields batches (a generator, an iterator, a dataset object) rather than being
+    the data itself (an array, a list/tuple of arrays, a dict of arrays), as Keras tells
+    them apart."""
+    if isinstance(x, (np.ndarray, list, tuple, dict)) or np.isscalar(x):
+        return False
+    return hasattr(x, "__iter__") or hasattr(x, "__next__")
 
+
+def split_validation(inputs, labels, validation_split, path):
+    """Keras's train_validation_split: the last `validation_split` fraction of the samples
+    (before any shuffling) is the validation set, split at floor(n * (1 - split))."""
+    if not 0.0 < validation_split < 1.0:
+        raise ValueError(f"validation_split must be between 0 and 1 (exclusive), got "
+                         f"{validation_split!r}")
+    n = labels.shape[0]
+    split_at = int(math.floor(n * (1.0 - validation_split)))
+    if split_at == 0 or split_at == n:
+        raise ValueError(f"Training data contains {n} samples, which is not sufficient to "
+                         f"split it into a validation and training set as specified by "
+                         f"validation_split={validation_split}. Either provide more data, "
+                         f"or a different value for the validation_split argument.")
+    return ([a[:split_at] for a in inputs], labels[:split_at],
+            ([a[split_at:] for a in inputs], labels[split_at:]))
+
+
+def fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_data, shuffle,
+        initial_epoch, augment, feature_cache, checkpoint, resume, validation_split=0.0,
+        steps_per_epoch=None):
     trainer = model.trainer
     trainer.reseed()
+    if is_batch_iterable(x):
+        if y is not None:
+            raise ValueError("y must not be given when x yields (x, y) batches (a dataset "
+                             "or generator), as in Keras")
+        if validation_split:
+            raise ValueError("validation_split is not supported when x is a dataset or "
+                             "generator (as in Keras); pass validation_data")
+        return _fit_loop(model, _BatchStream(trainer, x, augment, steps_per_epoch), epochs,
+                         verbose, callbacks, _validation(model, validation_data, batch_size),
+                         initial_epoch, checkpoint, resume)
+    if y is None:
+        raise ValueError("fit needs labels y (or x yielding (x, y) batches)")
     inputs = _as_inputs(model, x)
     n = inputs[0].shape[0]
     if n == 0:
         raise ShapeError("fit needs at least one sample", path=model.path)
     labels = trainer.labels_array(y, n, _samples(inputs))
+    val = None
+    if validation_split and validation_data is None:  # validation_data wins, as in Keras
+        inputs, labels, val = split_validation(inputs, labels, validation_split, model.path)
+        n = labels.shape[0]
+    elif validation_data is not None and not is_batch_iterable(validation_data):
+        xv, yv = validation_data[0], validation_data[1]
+        val_inputs = _as_inputs(model, xv)
+        val = (val_inputs, trainer.labels_array(yv, val_inputs[0].shape[0], _samples(val_inputs)))
     model_dir = os.path.dirname(os.path.abspath(model.path))
     if batch_size == "auto":
         batch_size = trainer.auto_batch_size(_samples(inputs), n)
     batch_size = int(batch_size or 32)
     # Plan every step shape this run needs, checking the budget, before any work.
     shapes = {_batch_shapes(inputs, stop - start) for start, stop in _batches(n, batch_size)}
-    val = None
-    if validation_data is not None:
-        xv, yv = validation_data[0], validation_data[1]
-        val_inputs = _as_inputs(model, xv)
-        val = (val_inputs, trainer.labels_array(yv, val_inputs[0].shape[0], _samples(val_inputs)))
-        shapes |= {_batch_shapes(val_inputs, stop - start)
-                   for start, stop in _batches(val_inputs[0].shape[0], batch_size)}
+    if val is not None:
+        shapes |= {_batch_shapes(val[0], stop - start)
+                   for start, stop in _batches(val[0][0].shape[0], batch_size)}
     for batch_shapes in sorted(shapes):
         trainer.plans_for([list(s) for s in batch_shapes])
     use_cache, spill_dir = _resolve_cache(trainer, _samples(inputs), n, batch_size,
                                           feature_cache, augment, model_dir)
+    spills = []
+    try:
+        train_source, val_source = _sources(trainer, inputs, val, use_cache, spill_dir,
+                                            batch_size, augment, spills)
+        arrays = _ArrayEpochs(trainer, train_source, labels, batch_size, shuffle)
+        validation = ((lambda: evaluate_arrays(trainer, val_source, val[1], batch_size))
+                      if val is not None else _validation(model, validation_data, batch_size))
+        return _fit_loop(model, arrays, epochs, verbose, callbacks, validation,
+                         initial_epoch, checkpoint, resume)
+    finally:
+        for spill in spills:
+            spill.close()
+
+
+def _validation(model, validation_data, batch_size):
+    """A callable giving the validation logs after each epoch (None: no validation)."""
+    if validation_data is None:
+        return None
+    if is_batch_iterable(validation_data):
+        return lambda: evaluate_batches(model.trainer, validation_data)
+    xv, yv = validation_data[0], validation_data[1]
+    return lambda: evaluate(model, xv, yv, batch_size)
+
+
+def _fit_loop(model, epochs_source, epochs, verbose, callbacks, validation, initial_epoch,
+              checkpoint, resume):
+    """The epochs, the callbacks and the checkpoints, whatever the batches come from."""
+    from . import checkpoint as checkpoints
+
     history = History()
     callbacks = list(callbacks or [])
-    progress = ProgressBar(_verbosity(verbose), epochs, len(_batches(n, batch_size)))
+    progress = ProgressBar(_verbosity(verbose), epochs, epochs_source.steps)
     model._verbose_fit = _verbosity(verbose) > 0
     for callback in [history, progress] + callbacks:
         callback.model = model
@@ -191,31 +267,128 @@ def fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_data, sh
         checkpoints.remove_stale_temporaries(checkpoint)
         if resume and os.path.exists(checkpoint):
             initial_epoch = checkpoints.restore(model, checkpoint, history)
-    spills = []
-    try:
-        train_source, val_source = _sources(trainer, inputs, val, use_cache, spill_dir,
-                                            batch_size, augment, spills)
-        model.stop_training = False
+    model.stop_training = False
+    for callback in [history, progress] + callbacks:
+        callback.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        logs = epochs_source.run_epoch(epoch, [progress] + callbacks)
+        if logs is None:  # a one-shot generator ran dry, as Keras warns
+            warnings.warn("Your input ran out of data; interrupting training. Make sure "
+                          "that your dataset or generator can generate at least "
+                          "steps_per_epoch * epochs batches.", UserWarning, stacklevel=3)
+            break
+        if validation is not None:
+            logs.update({f"val_{name}": value for name, value in validation().items()})
         for callback in [history, progress] + callbacks:
-            callback.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
-            logs = _run_epoch(model, trainer, train_source, labels, batch_size, shuffle,
-                              epoch, [progress] + callbacks)
-            if val is not None:
-                val_logs = evaluate_arrays(trainer, val_source, val[1], batch_size)
-                logs.update({f"val_{name}": value for name, value in val_logs.items()})
-            for callback in [history, progress] + callbacks:
-                callback.on_epoch_end(epoch, logs)
-            if checkpoint is not None:
-                checkpoints.save(model, checkpoint, epoch + 1, history)
-            if model.stop_training:
-                break
-        for callback in [history, progress] + callbacks:
-            callback.on_train_end()
-    finally:
-        for spill in spills:
-            spill.close()
+            callback.on_epoch_end(epoch, logs)
+        if checkpoint is not None:
+            checkpoints.save(model, checkpoint, epoch + 1, history)
+        if model.stop_training:
+            break
+    for callback in [history, progress] + callbacks:
+        callback.on_train_end()
     return history
+
+
+class _Logs:
+    """Keras's epoch logs: per-sample means of the loss and metrics so far."""
+
+    def __init__(self):
+        self.loss_sum, self.metric_sums, self.seen = 0.0, {}, 0
+
+    def add(self, trainer, losses, output, labels):
+        self.loss_sum += float(np.sum(losses, dtype=np.float64))
+        self.seen += labels.shape[0]
+        for name, values in trainer.metric_values(labels, output).items():
+            self.metric_sums[name] = self.metric_sums.get(name, 0.0) + float(values.sum())
+        return self.logs()
+
+    def logs(self):
+        return {"loss": self.loss_sum / self.seen,
+                **{k: v / self.seen for k, v in self.metric_sums.items()}}
+
+
+class _ArrayEpochs:
+    """Epochs over arrays in memory (or their cached prefix features)."""
+
+    def __init__(self, trainer, source, labels, batch_size, shuffle):
+        self.trainer, self.source, self.labels = trainer, source, labels
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.steps = len(_batches(labels.shape[0], batch_size))
+
+    def run_epoch(self, epoch, callbacks):
+        trainer, labels = self.trainer, self.labels
+        n = labels.shape[0]
+        order = trainer.rng.permutation(n) if self.shuffle else np.arange(n)
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch)
+        logs = _Logs()
+        for step, (start, stop) in enumerate(_batches(n, self.batch_size)):
+            boundary, index = self.source.batch(order[start:stop])
+            losses, output = trainer.step(boundary, labels[index], train=True)
+            current = logs.add(trainer, losses, output, labels[index])
+            for callback in callbacks:
+                callback.on_batch_end(step, current)
+        return logs.logs()
+
+
+class _BatchStream:
+    """Epochs over an iterable of (x, y) batches (a generator, a dataset): each epoch
+    iterates it again (a one-shot generator yields nothing the second time, and fit then
+    stops as Keras does), at most steps_per_epoch batches.  Each new batch shape is
+    planned, and checked against the memory budget, before its first step."""
+
+    def __init__(self, trainer, batches, augment, steps_per_epoch):
+        self.trainer, self.batches, self.augment = trainer, batches, augment
+        self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
+        length = getattr(batches, "__len__", None)
+        self.steps = self.steps_per_epoch or (length() if length is not None else None)
+
+    def run_epoch(self, epoch, callbacks):
+        trainer, model = self.trainer, self.trainer.model
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch)
+        logs = _Logs()
+        for step, (inputs, labels) in enumerate(_labelled_batches(model, self.batches)):
+            if self.augment is not None:
+                xs = [np.asarray(a, np.float32) for a in inputs]
+                xs = self.augment(xs[0] if len(xs) == 1 else xs, trainer.rng)
+                inputs = _as_inputs(model, xs)
+            trainer.plans_for([a.shape for a in inputs])
+            losses, output = trainer.step(trainer.boundary_of(inputs), labels, train=True)
+            current = logs.add(trainer, losses, output, labels)
+            for callback in callbacks:
+                callback.on_batch_end(step, current)
+            if self.steps_per_epoch is not None and step + 1 >= self.steps_per_epoch:
+                break
+        return logs.logs() if logs.seen else None
+
+
+def _labelled_batches(model, batches):
+    """(input arrays, label array) for each (x, y) batch of an iterable."""
+    trainer = model.trainer
+    for batch in batches:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ValueError("each batch must be an (x, y) pair (sample weights are not "
+                             f"supported), got {type(batch).__name__}"
+                             + (f" of length {len(batch)}" if hasattr(batch, "__len__") else ""))
+        inputs = _as_inputs(model, batch[0])
+        n = inputs[0].shape[0]
+        if n == 0:
+            raise ShapeError("a batch has no samples", path=model.path)
+        yield inputs, trainer.labels_array(batch[1], n, _samples(inputs))
+
+
+def evaluate_batches(trainer, batches):
+    """evaluate over an iterable of (x, y) batches: per-sample means, inference mode."""
+    logs = _Logs()
+    for inputs, labels in _labelled_batches(trainer.model, batches):
+        trainer.plans_for([a.shape for a in inputs])
+        losses, output = trainer.step(trainer.boundary_of(inputs), labels, train=False)
+        logs.add(trainer, losses, output, labels)
+    if not logs.seen:
+        raise ValueError("evaluate got no batches")
+    return logs.logs()
 
 
 def _sources(trainer, inputs, val, use_cache, spill_dir, batch_size, augment, spills):
@@ -234,25 +407,6 @@ def _sources(trainer, inputs, val, use_cache, spill_dir, batch_size, augment, sp
         spills.extend([val_spill] if val_spill is not None else [])
         val_source = FeatureSource(trainer, val[0], cache=val_cache)
     return FeatureSource(trainer, inputs, cache=cache), val_source
-
-
-def _run_epoch(model, trainer, source, labels, batch_size, shuffle, epoch, callbacks):
-    n = labels.shape[0]
-    order = trainer.rng.permutation(n) if shuffle else np.arange(n)
-    for callback in callbacks:
-        callback.on_epoch_begin(epoch)
-    loss_sum, metric_sums, seen = 0.0, {}, 0
-    for step, (start, stop) in enumerate(_batches(n, batch_size)):
-        boundary, index = source.batch(order[start:stop])
-        losses, output = trainer.step(boundary, labels[index], train=True)
-        loss_sum += float(np.sum(losses, dtype=np.float64))
-        seen += stop - start
-        for name, values in trainer.metric_values(labels[index], output).items():
-            metric_sums[name] = metric_sums.get(name, 0.0) + float(values.sum())
-        logs = {"loss": loss_sum / seen, **{k: v / seen for k, v in metric_sums.items()}}
-        for callback in callbacks:
-            callback.on_batch_end(step, logs)
-    return logs
 
 
 def _verbosity(verbose):

@@ -290,7 +290,9 @@ class Trainer:
         y = np.asarray(y)
         if y.dtype.kind not in "fiub":
             raise ShapeError(f"labels have dtype {y.dtype}; numbers expected", path=self.model.path)
-        if self.loss.kind == "sparse_ce" and y.shape == want + (1,):
+        if y.shape == want + (1,) or (want and want[-1] == 1 and y.shape == want[:-1]):
+            # Keras squeezes or expands a trailing unit axis so the ranks agree: (N,)
+            # labels for a one-unit output, (N, 1) class ids for sparse cross-entropy.
             y = y.reshape(want)
         if y.shape != want:
             raise ShapeError(f"labels of shape {y.shape} do not fit the model output "
