@@ -54,8 +54,9 @@ cdef enum OpCode:
     OP_UPSAMPLE_BILINEAR = 18  # n, h, w, c, oh, ow
     OP_TRANSPOSE = 19          # rank, x_shape[rank], perm[rank]
     # --- training: forward helpers (live weights are kept in Keras layout) -------------
-    OP_PACK_GEMM_B = 20        # k, n                 y = packed panels of x0 (k, n)
-    OP_PACK_GEMM_BIAS = 21     # n                    y = packed bias from x0 (n)
+    OP_PACK_GEMM_B = 20        # k, n, groups         y = packed panels of x0 (k, n * groups),
+                               #                      one (k, n) block per group (0: one)
+    OP_PACK_GEMM_BIAS = 21     # n, groups            y = packed bias from x0 (n * groups)
     OP_BATCHNORM_FORWARD = 22  # rows, c              y = x0 * (w * inv_std) + (b - mean * ...)
                                #                      x2 = [mean(c), inv_std(c)], w/b may be -1
     OP_DROPOUT_FORWARD = 23    # n, seed; f: rate     y = x0 * y2, y2 = the mask
@@ -200,10 +201,17 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
     cdef DwConvGeom dg
     cdef PoolGeom pg
     cdef uint64_t counter
+    cdef Py_ssize_t grp, groups
     if code == OP_PACK_GEMM_B:
-        f32_gemm_pack_b(y, x0, p[1], p[0], p[1])
+        # A grouped Conv2D's HWIO kernel is (k, n * groups): group g packs columns g*n..
+        groups = p[2] if p[2] > 1 else 1
+        for grp in range(groups):
+            f32_gemm_pack_b(y + grp * gemm_packed_floats(p[0], p[1]), x0 + grp * p[1],
+                            p[1] * groups, p[0], p[1])
     elif code == OP_PACK_GEMM_BIAS:
-        f32_gemm_pack_bias(y, x0, p[0])
+        groups = p[1] if p[1] > 1 else 1
+        for grp in range(groups):
+            f32_gemm_pack_bias(y + grp * gemm_packed_bias_floats(p[0]), x0 + grp * p[0], p[0])
     elif code == OP_BATCHNORM_FORWARD:
         batchnorm_inference_forward(y, x0, p[0], p[1], x2, x2 + p[1], w, b)
     elif code == OP_DROPOUT_FORWARD:

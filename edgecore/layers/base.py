@@ -166,6 +166,10 @@ class Layer:
                                f"pass); set trainable=False on it and on every layer before "
                                f"it, so no gradient has to cross it")
 
+    def check_trainable(self, node):
+        """Raise UnsupportedLayerError (at compile) if this call, in the part of the model
+        a training step runs, needs something edgecore does not implement."""
+
     def trains_in_edgecore(self):
         """Whether lower_backward exists for this layer (checked at compile)."""
         return type(self).lower_backward is not Layer.lower_backward
@@ -214,16 +218,17 @@ def same_padding(size, kernel, stride, dilation):
     return total // 2, total - total // 2
 
 
-def pack_live_gemm(b, kernel, k, n, bias=None):
-    """Ops packing a live (Keras-layout, params-buffer) kernel (k, n) and bias into arena
-    temporaries in the GEMM micro-kernel's panel layout; returns (packed, packed_bias).
-    Packing every step costs k*n copies against the GEMM's m*k*n multiply-adds."""
+def pack_live_gemm(b, kernel, k, n, bias=None, groups=1):
+    """Ops packing a live (Keras-layout, params-buffer) kernel (k, n * groups) and bias
+    into arena temporaries in the GEMM micro-kernel's panel layout, one (k, n) block per
+    group (a grouped Conv2D's HWIO kernel); returns (packed, packed_bias).  Packing every
+    step costs k*n*groups copies against the GEMM's m*k*n*groups multiply-adds."""
     from .. import _kernels
 
-    packed = b.temp((_kernels.gemm_packed_size(k, n),))
-    b.op("pack_gemm_b", packed, kernel, ints=(k, n))
+    packed = b.temp((groups * _kernels.gemm_packed_size(k, n),))
+    b.op("pack_gemm_b", packed, kernel, ints=(k, n, groups))
     packed_bias = None
     if bias is not None:
-        packed_bias = b.temp((_kernels.gemm_packed_bias_size(n),))
-        b.op("pack_gemm_bias", packed_bias, bias, ints=(n,))
+        packed_bias = b.temp((groups * _kernels.gemm_packed_bias_size(n),))
+        b.op("pack_gemm_bias", packed_bias, bias, ints=(n, groups))
     return packed, packed_bias

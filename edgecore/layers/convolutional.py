@@ -141,10 +141,10 @@ class Conv2D(_Conv2DBase):
                                                self.dilation, self.pads(h, w, node), self.groups)
         live = b.live_of(self)
         if live is not None:
-            self.require_single_group()
             kernel, bias = pack_live_gemm(b, live.params["kernel"],
-                                          w_shape[0] * w_shape[1] * w_shape[2], self.filters,
-                                          live.params.get("bias"))
+                                          w_shape[0] * w_shape[1] * w_shape[2],
+                                          self.filters // self.groups, live.params.get("bias"),
+                                          self.groups)
         else:
             packed = b.weights_of(self)
             kernel, bias = packed["kernel"], packed.get("bias")

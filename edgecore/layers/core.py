@@ -66,15 +66,21 @@ class Identity(Layer):
         self.expect_inputs(input_shapes, 1)
         return [input_shapes[0]]
 
+    def check_trainable(self, node):
+        if self.active_in_training(node) and (self.class_name != "Dropout"
+                                              or self.noise_shape is not None):
+            raise self.unsupported(f"{self.class_name}"
+                                   f"{' with noise_shape' if self.noise_shape else ''} is "
+                                   f"active in Keras's fit here, and edgecore trains only "
+                                   f"through plain Dropout; call the model part holding it "
+                                   f"with training=False")
+
     def lower(self, b, node):
         x, y = node.inputs[0], node.outputs[0]
         if not (b.training and self.active_in_training(node)):
             b.alias(y, x)
             return
-        if self.class_name != "Dropout" or self.noise_shape is not None:
-            raise self.unsupported(f"{self.class_name} is active in Keras's fit here, and "
-                                   f"edgecore trains only through plain Dropout; call the "
-                                   f"model part holding it with training=False")
+        self.check_trainable(node)
         mask = b.temp(b.shape(x))
         b.dropout_masks[node] = mask
         b.op("dropout_forward", y, x, y2=mask, ints=(b.size(x), 0), floats=(self.rate,))

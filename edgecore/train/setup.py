@@ -106,20 +106,22 @@ def analyze(graph, model_trainable, path=None):
 
 def _refuse_untrainable(flat, in_suffix, trains, requires_grad, path):
     """Refuse at compile, naming the layer, any call the backward pass must cross (or
-    train) for which edgecore has no backward."""
+    train) for which edgecore has no backward, and any suffix call whose training-mode
+    forward edgecore does not implement (layer.check_trainable)."""
     for node in flat.nodes:
         if node not in in_suffix:
             continue
-        if trains[node] or any(t in requires_grad for t in node.inputs):
-            layer = node.layer
-            if not layer.trains_in_edgecore():
+        layer = node.layer
+        crossed = trains[node] or any(t in requires_grad for t in node.inputs)
+        try:
+            if crossed and not layer.trains_in_edgecore():
                 raise layer.unsupported(
                     f"{layer.class_name} is not trainable in edgecore (no backward pass); "
                     f"set trainable=False on it and on every layer before it, so no "
-                    f"gradient has to cross it").with_context(path=path)
-            check = getattr(layer, "check_trainable", None)
-            if check is not None:
-                check(node)
+                    f"gradient has to cross it")
+            layer.check_trainable(node)
+        except UnsupportedLayerError as exc:
+            raise exc.with_context(path=path)
 
 
 def _needed(nodes, targets):
