@@ -114,6 +114,21 @@ class Model:
                 weights.extend(self.store.weights_of(layer, read))
             return weights
 
+    def _weight_flags(self):
+        from .layers.model import weight_trainable_flags
+
+        return [f for layer in self.graph.layers
+                for f in weight_trainable_flags(layer, self.trainable)]
+
+    @property
+    def trainable_weights(self):
+        """Arrays of the weights Keras's model.trainable_weights lists (what trains)."""
+        return [w for w, f in zip(self.get_weights(), self._weight_flags()) if f]
+
+    @property
+    def non_trainable_weights(self):
+        return [w for w, f in zip(self.get_weights(), self._weight_flags()) if not f]
+
     def memory_plan(self, input_shape=None, batch_size=1, print_fn=None, detail=False,
                     training=False):
         """The memory plan for one batch: arena, weights, scratch, naive sum and the

@@ -114,6 +114,22 @@ class Layer:
             raise RuntimeError(f"layer {self.name!r} does not belong to a loaded model")
         return store.weights_of(self)
 
+    @property
+    def trainable_weights(self):
+        """The weights an optimizer would update, as Keras's layer.trainable_weights
+        (arrays of the current values; a nested model's flags apply inside it)."""
+        from .model import weight_trainable_flags
+
+        flags = weight_trainable_flags(self)
+        return [w for w, f in zip(self.get_weights(), flags) if f] if any(flags) else []
+
+    @property
+    def non_trainable_weights(self):
+        from .model import weight_trainable_flags
+
+        flags = weight_trainable_flags(self)
+        return [w for w, f in zip(self.get_weights(), flags) if not f]
+
     def non_trainable_variables(self):
         """Names of variables Keras counts as non-trainable even when the layer is
         trainable (BatchNormalization's moving statistics, Normalization's state)."""

@@ -85,3 +85,17 @@ def param_counts(layer, parent_trainable):
         if trainable and name not in frozen:
             train += n
     return total, train
+
+
+def weight_trainable_flags(layer, parent_trainable=True):
+    """Per Keras-order weight of `layer` (a nested model: of every layer inside, in
+    get_weights order), whether Keras counts it trainable: the variable is trainable and
+    the layer and every model around it are (Keras 3 trainable_weights)."""
+    trainable = parent_trainable and layer.trainable
+    if isinstance(layer, ModelLayer):
+        return [flag for inner in layer.graph.layers
+                for flag in weight_trainable_flags(inner, trainable)]
+    if not getattr(layer, "var_shapes", None):
+        return []
+    frozen = set(layer.non_trainable_variables())
+    return [trainable and name not in frozen for name, _ in layer.variables()]
