@@ -10,9 +10,12 @@
 # Operand refs: -1 for none, else (base << 40) | float offset; bases (plan/builder.py):
 # 0 the activation arena, 1 the packed frozen weights, 2 the trainable parameters and the
 # frozen parameters training reads (Keras layout), 3 their gradients.  Forward ops use
-# y..scratch; backward and loss ops also y2 (a second output) and x2 (a third input).  The planner validated every shape and size
-# when it built the table, so the loop calls the kernel cores without checks; run_plan
-# only checks that the table and buffers are the ones the plan was made for.
+# y..scratch; backward and loss ops also y2 (a second output) and x2 (a third input), as
+# does the training-mode BatchNorm forward (y2 = the statistics it saves for the backward,
+# x2 = the moving statistics, which it updates in place).  The planner validated every
+# shape and size when it built the table, so the loop calls the kernel cores without
+# checks; run_plan only checks that the table and buffers are the ones the plan was made
+# for.
 
 from libc.string cimport memcpy
 from libc.stdint cimport uint64_t
@@ -53,8 +56,8 @@ cdef enum OpCode:
     # --- training: forward helpers (live weights are kept in Keras layout) -------------
     OP_PACK_GEMM_B = 20        # k, n                 y = packed panels of x0 (k, n)
     OP_PACK_GEMM_BIAS = 21     # n                    y = packed bias from x0 (n)
-    OP_BATCHNORM_FORWARD = 22  # rows, c              y = x0 * (w * inv_std) + (b - mean * ...)
-                               #                      x2 = [mean(c), inv_std(c)], w/b may be -1
+    OP_BATCHNORM_FORWARD = 22  # rows, c; f: epsilon  inference mode: x0 = x, w = gamma, b = beta
+                               #   (either may be -1), x2 = moving [mean(c), variance(c)]
     OP_DROPOUT_FORWARD = 23    # n, seed; f: rate     y = x0 * y2, y2 = the mask
     # --- training: backward (dx = y, may be -1; param gradients in y2 and b) ----------
     OP_DENSE_BACKWARD = 24     # m, k, n              x0 = x, x1 = dy, w = kernel (k, n)
@@ -66,8 +69,8 @@ cdef enum OpCode:
     OP_AVGPOOL2D_BACKWARD = 30   # PoolGeom           x1 = dy
     OP_GLOBAL_AVGPOOL_BACKWARD = 31  # n, hw, c       x1 = dy
     OP_GLOBAL_MAXPOOL_BACKWARD = 32  # n, hw, c       x0 = x, x1 = dy
-    OP_BATCHNORM_BACKWARD = 33  # rows, c             x0 = x, x1 = dy, w = gamma, x2 = stats;
-                                #                     y2 = dgamma, b = dbeta
+    OP_BATCHNORM_BACKWARD = 33  # rows, c; f: epsilon  inference mode: x0 = x, x1 = dy,
+                                #   w = gamma, x2 = moving [mean(c), variance(c)]; y2 = dgamma, b = dbeta
     OP_DROPOUT_BACKWARD = 34   # n                    x0 = mask, x1 = dy
     OP_CONCAT_BACKWARD = 35    # outer, inner_x, inner_y, offset   x1 = dy
     # --- training: losses (y = dL/dlogits, y2 = per-sample losses) --------------------
@@ -75,7 +78,17 @@ cdef enum OpCode:
     OP_SOFTMAX_CE = 37         # rows, classes; f: smoothing, grad_scale
     OP_SIGMOID_BCE = 38        # rows, cols; f: smoothing, grad_scale
     OP_MSE = 39                # rows, cols; f: -, grad_scale
-    OP_COUNT = 40
+    # --- training: normalization with batch statistics, and LayerNorm's backward --------
+    OP_BATCHNORM_TRAIN_FORWARD = 40   # rows, c, bessel; f: momentum, epsilon
+                                      #   x0 = x, w = gamma, b = beta (either may be -1);
+                                      #   x2 = moving [mean(c), variance(c)], UPDATED in place;
+                                      #   y2 = saved [batch mean(c), inv_std(c)], written
+    OP_BATCHNORM_TRAIN_BACKWARD = 41  # rows, c        x0 = x, x1 = dy, w = gamma, x2 = saved;
+                                      #   y = dx, y2 = dgamma, b = dbeta (each may be -1)
+    OP_LAYERNORM_BACKWARD = 42        # rows, cols, NormMode; f: epsilon   x0 = x, x1 = dy,
+                                      #   w = gamma; y = dx, y2 = dgamma, b = dbeta (each may be -1)
+    # 43 is reserved (normalization family)
+    OP_COUNT = 44
 
 OPCODES = {
     "copy": OP_COPY, "gemm": OP_GEMM, "conv2d": OP_CONV2D, "dwconv2d": OP_DWCONV2D,
@@ -98,6 +111,9 @@ OPCODES = {
     "sparse_softmax_cross_entropy": OP_SPARSE_SOFTMAX_CE,
     "softmax_cross_entropy": OP_SOFTMAX_CE, "sigmoid_binary_cross_entropy": OP_SIGMOID_BCE,
     "mean_squared_error": OP_MSE,
+    "batchnorm_train_forward": OP_BATCHNORM_TRAIN_FORWARD,
+    "batchnorm_train_backward": OP_BATCHNORM_TRAIN_BACKWARD,
+    "layernorm_backward": OP_LAYERNORM_BACKWARD,
 }
 ROW_PARAM_START = P
 
@@ -202,7 +218,7 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
     elif code == OP_PACK_GEMM_BIAS:
         f32_gemm_pack_bias(y, x0, p[0])
     elif code == OP_BATCHNORM_FORWARD:
-        batchnorm_inference_forward(y, x0, p[0], p[1], x2, x2 + p[1], w, b)
+        batchnorm_inference_forward(y, x0, p[0], p[1], w, b, x2, f[FP])
     elif code == OP_DROPOUT_FORWARD:
         counter = <uint64_t>p[1]  # a fresh seed per step, written by the trainer
         dropout_forward(y, y2, x0, p[0], f[FP], &counter)
@@ -229,7 +245,7 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
     elif code == OP_GLOBAL_MAXPOOL_BACKWARD:
         global_maxpool_backward(y, x1, x0, p[0], p[1], p[2])
     elif code == OP_BATCHNORM_BACKWARD:
-        batchnorm_inference_backward(y, y2, b, x0, x1, p[0], p[1], x2, x2 + p[1], w)
+        batchnorm_inference_backward(y, y2, b, x0, x1, p[0], p[1], w, x2, f[FP])
     elif code == OP_DROPOUT_BACKWARD:
         dropout_backward(y, x1, x0, p[0])
     elif code == OP_CONCAT_BACKWARD:
@@ -242,6 +258,16 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
         sigmoid_binary_cross_entropy(y2, y, x0, x1, p[0], p[1], f[FP], f[FP + 1])
     elif code == OP_MSE:
         mean_squared_error(y2, y, x0, x1, p[0], p[1], f[FP + 1])
+    elif code == OP_BATCHNORM_TRAIN_FORWARD:
+        # momentum arrives as the row's float32, so the kernel's 1 - momentum is
+        # float32(1 - float32(momentum)), not Keras's float32(1 - momentum) of the Python
+        # double: for 0.99 the two differ by 9.3e-9, ~0.16 ulp of the updated statistic,
+        # which flips its last bit now and then (batchnorm_train_forward).
+        batchnorm_train_forward(y, y2, x0, p[0], p[1], w, b, x2, f[FP], f[FP + 1], <int>p[2])
+    elif code == OP_BATCHNORM_TRAIN_BACKWARD:
+        batchnorm_train_backward(y, y2, b, x0, x1, p[0], p[1], w, x2)
+    elif code == OP_LAYERNORM_BACKWARD:
+        layernorm_backward(y, y2, b, x0, x1, p[0], p[1], w, f[FP], <int>p[2])
 
 
 cdef inline void _fill(void* geom, const int64_t* p, int count) noexcept nogil:

@@ -95,12 +95,12 @@ class BatchNormalization(Layer):
 
     def live_layout(self, trained):
         """gamma and beta (trained when the layer trains), then the frozen moving mean and
-        1/sqrt(moving_variance + epsilon) per channel: inference-mode BatchNormalization,
-        whose statistics never train (see edgecore.train)."""
+        moving variance, as Keras stores them: inference-mode BatchNormalization, whose
+        statistics never train (see edgecore.train); the kernel adds epsilon itself."""
         c = self.var_shapes[-1][0]
         layout = [(name, c, trained) for name in ("gamma", "beta")
                   if name in dict(self.variables())]
-        return layout + [("stats", 2 * c, False)]
+        return layout + [("moving", 2 * c, False)]
 
     def live_weights(self, views, read_file):
         weights = read_file()  # the moving statistics never change
@@ -116,8 +116,8 @@ class BatchNormalization(Layer):
             if name in views:
                 views[name][:] = arrays.pop(0)
         c = arrays[0].shape[0]
-        views["stats"][:c] = arrays[0]
-        views["stats"][c:] = 1.0 / np.sqrt(arrays[1].astype(np.float64) + self.epsilon)
+        views["moving"][:c] = arrays[0]
+        views["moving"][c:] = arrays[1]
 
     def lower(self, b, node):
         x, y = node.inputs[0], node.outputs[0]
@@ -129,8 +129,8 @@ class BatchNormalization(Layer):
             # Inference-mode batch normalization from the current gamma/beta: TF's
             # x * (gamma * inv_std) + (beta - mean * gamma * inv_std).
             b.op("batchnorm_forward", y, x, w=self.live_params.get("gamma"),
-                 b=self.live_params.get("beta"), x2=self.live_params["stats"],
-                 ints=(b.size(x) // c, c), inplace=True)
+                 b=self.live_params.get("beta"), x2=self.live_params["moving"],
+                 ints=(b.size(x) // c, c), floats=(self.epsilon,), inplace=True)
             return
         if self.axis_index == len(shape) - 1:
             b.op("channel_affine", y, x, w=self.params["scale"], b=self.params["shift"],
@@ -150,7 +150,7 @@ class BatchNormalization(Layer):
         dx = b.temp(b.shape(x)) if need_dx[0] else None
         b.op("batchnorm_backward", dx, x, dy, w=self.live_params.get("gamma"),
              y2=self.live_grads.get("gamma"), b=self.live_grads.get("beta"), b_out=True,
-             x2=self.live_params["stats"], ints=(b.size(x) // c, c))
+             x2=self.live_params["moving"], ints=(b.size(x) // c, c), floats=(self.epsilon,))
         return [dx]
 
 
