@@ -555,3 +555,116 @@ def test_opcode_numbers():
     assert (K.OPCODES["batchnorm_train_forward"], K.OPCODES["batchnorm_train_backward"],
             K.OPCODES["layernorm_backward"]) == (40, 41, 42)
     assert len(set(K.OPCODES.values())) == len(K.OPCODES)
+
+
+# --- against TensorFlow itself ---------------------------------------------------------------
+
+_KERAS_SCRIPT = r"""
+import json, os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np, tensorflow as tf, keras, tf_keras
+spec = json.loads(sys.argv[1])
+d = np.load(spec["inputs"])
+out = {}
+
+def grads(layer, x, r, names):
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(y * r)
+    vs = [getattr(layer, n) for n in names]
+    g = tape.gradient(loss, [x] + vs)
+    return [y.numpy()] + [t.numpy() for t in g]
+
+for tag, x, r in (("2d", d["x2"], d["r2"]), ("4d", d["x4"], d["r4"])):
+    c = x.shape[-1]
+    weights = [d["gamma"][:c], d["beta"][:c], d["mm"][:c], d["mv"][:c]]
+    bn = keras.layers.BatchNormalization(momentum=spec["momentum"], epsilon=spec["epsilon"])
+    bn.build(x.shape)
+    bn.set_weights(weights)
+    y, dx, dg, db = grads(bn, x, r, ["gamma", "beta"])
+    out.update({f"k3_{tag}_y": y, f"k3_{tag}_dx": dx, f"k3_{tag}_dgamma": dg,
+                f"k3_{tag}_dbeta": db, f"k3_{tag}_mm": bn.moving_mean.numpy(),
+                f"k3_{tag}_mv": bn.moving_variance.numpy()})
+    tk = tf_keras.layers.BatchNormalization(momentum=spec["momentum"], epsilon=spec["epsilon"])
+    tk.build(x.shape)
+    tk.set_weights(weights)
+    tk(tf.constant(x), training=True)
+    out[f"tk_{tag}_mm"] = tk.moving_mean.numpy()
+    out[f"tk_{tag}_mv"] = tk.moving_variance.numpy()
+    out[f"tk_{tag}_fused"] = np.array(bool(tk.fused))
+
+x, r = d["xl"], d["rl"]
+c = x.shape[-1]
+for mode, layer, names in (
+        ("layer", keras.layers.LayerNormalization(epsilon=spec["epsilon"]), ["gamma", "beta"]),
+        ("layer_rms_scaling", keras.layers.LayerNormalization(epsilon=spec["epsilon"], rms_scaling=True), ["gamma"]),
+        ("rms", keras.layers.RMSNormalization(epsilon=spec["epsilon"]), ["scale"])):
+    layer.build(x.shape)
+    layer.set_weights([d["gamma"][:c], d["beta"][:c]][:len(names)])
+    res = grads(layer, x, r, names)
+    for name, v in zip(["y", "dx", "dgamma", "dbeta"], res):
+        out[f"{mode}_{name}"] = v
+np.savez(spec["out"], **out)
+"""
+
+
+@pytest.mark.keras
+@pytest.mark.slow
+def test_normalization_training_matches_tensorflow(keras_py, tmp_path):
+    """Keras 3 BatchNormalization(training=True) and LayerNormalization / RMSNormalization
+    under tf.GradientTape (y, the gradients of sum(y * r), the moving statistics), and the
+    moving statistics of tf.keras's fused (4-D, Bessel) and non-fused (2-D) paths.  TF works
+    in float32 with its own reductions and x * inv - mean * inv order, so the tolerances are
+    a few float32 ulps of each result's magnitude (measured: y within 7, the gradients 3.5
+    ulp of their magnitude); the moving statistics within 2 ulp (measured: Keras 3 and the
+    fused tf.keras path bit for bit, tf.keras's 2-D assign_sub form within 1.3 ulp)."""
+    from fixtures import run_keras_script       # reads the fixture manifest: only here
+
+    rng = np.random.default_rng(2024)
+    c = 17
+    data = dict(x2=rng.standard_normal((9, c)) * 2 + 1, r2=rng.standard_normal((9, c)),
+                x4=rng.standard_normal((3, 4, 5, c)) * 0.5 - 2, r4=rng.standard_normal((3, 4, 5, c)),
+                xl=rng.standard_normal((6, c)) * 3 + 1, rl=rng.standard_normal((6, c)),
+                gamma=rng.standard_normal(c), beta=rng.standard_normal(c),
+                mm=rng.standard_normal(c), mv=rng.random(c) + 0.5)
+    data = {k: v.astype(np.float32) for k, v in data.items()}
+    momentum, epsilon = 0.99, 1e-3
+    tf_out = run_keras_script(keras_py, _KERAS_SCRIPT, tmp_path, data, momentum=momentum,
+                              epsilon=epsilon)
+    moving0 = np.concatenate([data["mm"], data["mv"]])
+    for tag in ("2d", "4d"):
+        x = data[f"x{tag[0]}"].reshape(-1, c)
+        r = data[f"r{tag[0]}"].reshape(-1, c)
+        gamma, beta = data["gamma"], data["beta"]
+        for bessel, prefix in ((False, "k3"), (tag == "4d", "tk")):
+            moving = moving0.copy()
+            y, saved = _train(x, moving, gamma, beta, momentum, epsilon, bessel)
+            want = np.concatenate([tf_out[f"{prefix}_{tag}_mm"], tf_out[f"{prefix}_{tag}_mv"]])
+            assert_close(moving, want, np.abs(want), rtol=2 * 2 ** -23, atol=0,
+                         what=f"{prefix} {tag} moving statistics")
+        assert bool(tf_out[f"tk_{tag}_fused"]) == (tag == "4d")
+        mag = _bn_forward_tol(x, gamma, beta, epsilon) + 1
+        assert_close(y, tf_out[f"k3_{tag}_y"].reshape(-1, c), mag, rtol=4e-6, atol=0,
+                     what=f"BatchNormalization {tag} y")
+        got = _outs(*x.shape)
+        K.batchnorm_train_grad(x, r, saved, gamma, *got)
+        mags = ref.batchnorm_train_backward(x, r, gamma, epsilon, magnitude=True)
+        for name, g, m in zip(("dx", "dgamma", "dbeta"), got, mags):
+            assert_close(g, tf_out[f"k3_{tag}_{name}"].reshape(g.shape), m, rtol=2e-6, atol=0,
+                         what=f"BatchNormalization {tag} {name}")
+    x, r = data["xl"], data["rl"]
+    for mode in MODES:
+        gamma = data["gamma"]
+        beta = data["beta"] if mode == "layer" else None
+        y = np.empty_like(x)
+        K.layernorm(x, y, gamma, beta, epsilon=epsilon, mode=K.NORM_MODES[mode])
+        assert_close(y, tf_out[f"{mode}_y"], np.abs(ref.layernorm_forward(x, gamma, beta, epsilon, mode)) + 1,
+                     rtol=4e-6, atol=0, what=f"{mode} y")
+        got = _ln_grad(x, r, gamma, epsilon, mode)
+        mags = ref.layernorm_backward(x, r, gamma, epsilon, mode, magnitude=True)
+        for name, g, m in zip(("dx", "dgamma", "dbeta"), got, mags):
+            if g is not None:
+                assert_close(g, tf_out[f"{mode}_{name}"], m, rtol=2e-6, atol=0,
+                             what=f"{mode} {name}")
