@@ -1,4 +1,6 @@
-/* Optimizer updates in Keras 3's float32 operation order (see optimizers.pxi).
+/* Optimizer updates in Keras 3's float32 operation order (see optimizers.pxi), and the
+ * BatchNormalization moving-statistics update, the one other Keras variable assignment
+ * edgecore reproduces (see batchnorm.pxi).
  *
  * Why C and not Cython: these loops must round every operation to float32 exactly where
  * TensorFlow does, one op at a time.  GCC contracts a * b + c into a fused multiply-add by
@@ -127,6 +129,16 @@ static void ec_weight_decay_update(float *restrict w, size_t n, float lr, float 
     EC_NO_CONTRACT
     float decay = wd * lr;
     for (size_t i = 0; i < n; i++) w[i] = w[i] - w[i] * decay;
+}
+
+/* BatchNormalization's moving statistics (Keras 3 BatchNormalization.call, training):
+ * moving = moving * momentum + batch_value * (1 - momentum), each product rounded to
+ * float32 and then added, as TF's Mul, Mul, AddV2 do; keep = float32(momentum),
+ * take = float32(1 - momentum) with the difference taken in double (batchnorm.pxi). */
+static void ec_moving_average_update(float *restrict moving, const float *restrict value,
+                                     size_t n, float keep, float take) {
+    EC_NO_CONTRACT
+    for (size_t i = 0; i < n; i++) moving[i] = moving[i] * keep + value[i] * take;
 }
 
 /* Adam's step size for 1-based step t, as Keras computes it in float32:

@@ -17,19 +17,18 @@
 # RMSNormalization (Keras 3) is the third mode: y = x * rsqrt(mean(x^2) + epsilon) * scale,
 # the uncentred mean square.
 #
-# BatchNormalization in inference mode with trainable gamma / beta (training the final
-# layers of a network whose statistics stay frozen; for inference it is folded into the
-# preceding conv or run as channel_affine_forward): batchnorm_inference_forward /
-# _backward over (rows, C), channels last, with the frozen mean and inv_std =
-# rsqrt(moving_variance + epsilon) given by the caller.  The forward uses TF's
-# tf.nn.batch_normalization order: inv = inv_std * gamma, y = x * inv + (beta - mean * inv).
-# Non-goals: normalising over non-trailing axes, training-mode BatchNorm (batch statistics,
-# moving-average updates).
+# layernorm_backward is the gradient of all three modes (with the statistics' dependence on
+# x), from the same row statistics recomputed from x: no saved buffer.  Its per-column
+# sums (dgamma, dbeta) run in double over blocks of _NORM_BLOCK columns, as BatchNorm's do
+# (batchnorm.pxi, which also uses the shared argument checks at the end of this file).
+# Non-goals: normalising over non-trailing axes; BatchNormalization is in batchnorm.pxi.
 
 from libc.math cimport sqrt
 
 cdef enum:
-    _BN_BLOCK = 256     # channels per block of the BatchNorm parameter gradients (4 KiB)
+    # Columns (channels) per block of a reduction over rows kept per column: the parameter
+    # gradients, BatchNorm's statistics.  A few double arrays of it live on the stack.
+    _NORM_BLOCK = 256
 
 
 cdef enum NormMode:
@@ -66,6 +65,20 @@ cdef inline double _sum4(const float* x, Py_ssize_t n, double shift, bint square
     return (s0 + s1) + (s2 + s3)
 
 
+cdef inline float _row_inv_std(const float* xr, Py_ssize_t cols, float epsilon, int mode,
+                               double* mean) noexcept nogil:
+    """One row's statistics: *mean (0 in NORM_RMS) and float32(1 / sqrt(var + epsilon)),
+    var the centred population variance, or the mean square in NORM_RMS."""
+    cdef double var
+    if mode == NORM_RMS:
+        mean[0] = 0.0
+        var = _sum4(xr, cols, 0.0, True) / cols
+    else:
+        mean[0] = _sum4(xr, cols, 0.0, False) / cols
+        var = _sum4(xr, cols, mean[0], True) / cols
+    return <float>(1.0 / sqrt(var + epsilon))
+
+
 cdef void layernorm_forward(float* y, const float* x, Py_ssize_t rows, Py_ssize_t cols,
                             const float* gamma, const float* beta, float epsilon,
                             int mode) noexcept nogil:
@@ -75,18 +88,12 @@ cdef void layernorm_forward(float* y, const float* x, Py_ssize_t rows, Py_ssize_
     cdef Py_ssize_t r, j
     cdef const float* xr
     cdef float* yr
-    cdef double mean, var
+    cdef double mean
     cdef float inv, m_hi, m_lo, s
     for r in range(rows):
         xr = x + r * cols
         yr = y + r * cols
-        if mode == NORM_RMS:
-            mean = 0.0
-            var = _sum4(xr, cols, 0.0, True) / cols
-        else:
-            mean = _sum4(xr, cols, 0.0, False) / cols
-            var = _sum4(xr, cols, mean, True) / cols
-        inv = <float>(1.0 / sqrt(var + epsilon))
+        inv = _row_inv_std(xr, cols, epsilon, mode, &mean)
         m_hi = <float>mean
         m_lo = <float>(mean - m_hi)
         if mode != NORM_LAYER:
@@ -99,80 +106,95 @@ cdef void layernorm_forward(float* y, const float* x, Py_ssize_t rows, Py_ssize_
                 yr[j] = ((xr[j] - m_hi) - m_lo) * s + (beta[j] if beta != NULL else 0)
 
 
-cdef void batchnorm_inference_forward(float* y, const float* x, Py_ssize_t rows, Py_ssize_t c,
-                                      const float* mean, const float* inv_std,
-                                      const float* gamma, const float* beta) noexcept nogil:
-    """y = x * inv + (beta - mean * inv) with inv = inv_std * gamma, per channel of (rows, c):
-    Keras BatchNormalization(training=False) in TF's float32 order.  OVERWRITES y, which
-    may be x; gamma NULL means scale=False, beta NULL center=False."""
-    cdef Py_ssize_t r, j
-    cdef float inv, shift
-    cdef float* yr
-    cdef const float* xr
-    for r in range(rows):
-        yr = y + r * c
-        xr = x + r * c
-        for j in range(c):
-            inv = inv_std[j] * gamma[j] if gamma != NULL else inv_std[j]
-            shift = beta[j] - mean[j] * inv if beta != NULL else -(mean[j] * inv)
-            yr[j] = xr[j] * inv + shift
+cdef void _layernorm_row_dx(float* dxr, const float* xr, const float* dyr, Py_ssize_t cols,
+                            const float* gamma, int mode, double mean, float inv) noexcept nogil:
+    """dx of one row.  With g = gamma * dy, xc = (x - mean) * inv (mean = 0 in NORM_RMS) and
+    s = the shift y subtracts (the mean in NORM_LAYER, else 0):
+        dx = inv * (g - a - xc * b),  a = mean(g) in NORM_LAYER else 0,
+                                      b = inv * sum(g * (x - s)) / cols
+    (d inv / dx = -inv^3 (x - mean) / cols in every mode; only NORM_LAYER's y depends on
+    the mean).  The sums are in double and read the whole row before dx is written, so dx
+    may be dy."""
+    cdef Py_ssize_t j
+    cdef double sg = 0.0, sgx = 0.0, g
+    cdef float a, b, m_hi = <float>mean, m_lo = <float>(mean - m_hi), xc, gf
+    for j in range(cols):
+        g = dyr[j] * gamma[j] if gamma != NULL else dyr[j]
+        sg += g
+        sgx += g * (xr[j] - mean)
+    if mode == NORM_LAYER_RMS:
+        sgx += mean * sg            # y = x * inv * gamma uses x itself, not x - mean
+    a = <float>(sg / cols) if mode == NORM_LAYER else 0.0
+    b = <float>(inv * sgx / cols)
+    for j in range(cols):
+        xc = ((xr[j] - m_hi) - m_lo) * inv
+        gf = dyr[j] * gamma[j] if gamma != NULL else dyr[j]
+        dxr[j] = inv * ((gf - a) - xc * b)
 
 
-cdef void _bn_param_grads(float* dgamma, float* dbeta, const float* x, const float* dy,
-                          Py_ssize_t rows, Py_ssize_t c, const float* mean,
-                          const float* inv_std) noexcept nogil:
-    """dgamma[j] = inv_std[j] * sum_r dy * (x - mean), dbeta[j] = sum_r dy, in double over
-    blocks of _BN_BLOCK channels (rows streamed in order); either output may be NULL."""
-    cdef double sg[_BN_BLOCK]
-    cdef double sb[_BN_BLOCK]
+cdef void _layernorm_param_grads(float* dgamma, float* dbeta, float* dx, const float* x,
+                                 const float* dy, Py_ssize_t rows, Py_ssize_t cols,
+                                 const float* gamma, float epsilon, int mode) noexcept nogil:
+    """dgamma = sum_rows dy * (x - s) * inv, dbeta = sum_rows dy (s: the row mean in
+    NORM_LAYER, else 0), in double over blocks of _NORM_BLOCK columns; a row's statistics
+    are recomputed per block (no scratch).  When the columns fit one block and dx is not
+    NULL it also writes dx, row by row after that row's sums (dx may be dy)."""
+    cdef double sg[_NORM_BLOCK]
+    cdef double sb[_NORM_BLOCK]
     cdef Py_ssize_t blk, c0, nc, r, j
     cdef const float* xr
     cdef const float* dyr
-    for blk in range((c + _BN_BLOCK - 1) // _BN_BLOCK):
-        c0 = blk * _BN_BLOCK
-        nc = min(<Py_ssize_t>_BN_BLOCK, c - c0)
+    cdef double mean, s
+    cdef float inv
+    cdef bint fused = dx != NULL and cols <= _NORM_BLOCK
+    for blk in range((cols + _NORM_BLOCK - 1) // _NORM_BLOCK):
+        c0 = blk * _NORM_BLOCK
+        nc = min(<Py_ssize_t>_NORM_BLOCK, cols - c0)
         for j in range(nc):
             sg[j] = 0.0
             sb[j] = 0.0
         for r in range(rows):
-            xr = x + r * c + c0
-            dyr = dy + r * c + c0
+            xr = x + r * cols
+            dyr = dy + r * cols
+            inv = _row_inv_std(xr, cols, epsilon, mode, &mean)
+            s = mean if mode == NORM_LAYER else 0.0
             for j in range(nc):
-                sg[j] += <double>dyr[j] * (<double>xr[j] - mean[c0 + j])
-                sb[j] += dyr[j]
+                sg[j] += dyr[c0 + j] * ((xr[c0 + j] - s) * inv)
+                sb[j] += dyr[c0 + j]
+            if fused:
+                _layernorm_row_dx(dx + r * cols, xr, dyr, cols, gamma, mode, mean, inv)
         for j in range(nc):
             if dgamma != NULL:
-                dgamma[c0 + j] = <float>(sg[j] * inv_std[c0 + j])
+                dgamma[c0 + j] = <float>sg[j]
             if dbeta != NULL:
                 dbeta[c0 + j] = <float>sb[j]
 
 
-cdef void batchnorm_inference_backward(float* dx, float* dgamma, float* dbeta, const float* x,
-                                       const float* dy, Py_ssize_t rows, Py_ssize_t c,
-                                       const float* mean, const float* inv_std,
-                                       const float* gamma) noexcept nogil:
-    """Gradients of y = gamma * (x - mean) * inv_std + beta over (rows, c), channels last,
-    with frozen statistics (BatchNormalization in inference mode):
-    dgamma = sum_rows dy * (x - mean) * inv_std, dbeta = sum_rows dy, dx = dy * (inv_std *
-    gamma) (the float product TF's batch_normalization forms).  OVERWRITES each output; any
-    of dx, dgamma, dbeta may be NULL (not needed); gamma NULL means scale=False.  dx may be
-    dy (the parameter gradients are taken before dx is written); x is used only for
-    dgamma (NULL allowed when dgamma is)."""
-    cdef Py_ssize_t r, j
-    cdef float* dxr
-    cdef const float* dyr
+cdef void layernorm_backward(float* dx, float* dgamma, float* dbeta, const float* x,
+                             const float* dy, Py_ssize_t rows, Py_ssize_t cols,
+                             const float* gamma, float epsilon, int mode) noexcept nogil:
+    """Gradients of layernorm_forward (same NormMode, epsilon, gamma) over rows of cols
+    floats, the row statistics recomputed from x: dgamma, dbeta per column summed over
+    rows, dx per row (see _layernorm_row_dx), as TF's autodiff of Keras 3's formulas gives
+    them.  OVERWRITES each output; any of dx, dgamma, dbeta may be NULL (not needed); dbeta
+    must be NULL in the rms modes (no beta); gamma NULL means scale=False.  dx may be dy
+    (every sum reading dy is taken before that part of dx is written)."""
+    cdef Py_ssize_t r
+    cdef double mean
+    cdef float inv
     if dgamma != NULL or dbeta != NULL:
-        _bn_param_grads(dgamma, dbeta, x, dy, rows, c, mean, inv_std)
+        _layernorm_param_grads(dgamma, dbeta, dx, x, dy, rows, cols, gamma, epsilon, mode)
+        if cols <= _NORM_BLOCK:
+            return          # dx (if any) was written with the sums
     if dx == NULL:
         return
     for r in range(rows):
-        dxr = dx + r * c
-        dyr = dy + r * c
-        for j in range(c):
-            dxr[j] = dyr[j] * (inv_std[j] * gamma[j] if gamma != NULL else inv_std[j])
+        inv = _row_inv_std(x + r * cols, cols, epsilon, mode, &mean)
+        _layernorm_row_dx(dx + r * cols, x + r * cols, dy + r * cols, cols, gamma, mode, mean,
+                          inv)
 
 
-# --- checked Python entry point ---------------------------------------------------------
+# --- checked Python entry points --------------------------------------------------------
 
 def layernorm(const float[:, ::1] x, float[:, ::1] y, gamma=None, beta=None,
               float epsilon=1e-3, int mode=NORM_LAYER):
@@ -204,75 +226,89 @@ def layernorm(const float[:, ::1] x, float[:, ::1] y, gamma=None, beta=None,
         layernorm_forward(&y[0, 0], &x[0, 0], rows, cols, gp, bp, epsilon, mode)
 
 
-def batchnorm_inference(const float[:, ::1] x, const float[::1] mean, const float[::1] inv_std,
-                        gamma, beta, float[:, ::1] y):
-    """Keras BatchNormalization(training=False) over (rows, C) with the frozen mean and
-    inv_std = rsqrt(moving_variance + epsilon); gamma / beta float32 (C,) or None.
-    Overwrites y, which may be x."""
-    cdef Py_ssize_t rows = x.shape[0], c = x.shape[1]
-    cdef const float[::1] gv
-    cdef const float[::1] bv
-    cdef const float* gp = NULL
-    cdef const float* bp = NULL
-    _require(rows > 0 and c > 0, "batchnorm_inference: empty input")
-    if (mean.shape[0] != c or inv_std.shape[0] != c or y.shape[0] != rows or y.shape[1] != c):
-        raise KernelShapeError(f"batchnorm_inference: mean {mean.shape[0]}, inv_std "
-                               f"{inv_std.shape[0]}, y {tuple(y.shape)[:2]} do not match x {(rows, c)}")
-    if gamma is not None:
-        gv = gamma
-        _require(gv.shape[0] == c, "batchnorm_inference: gamma does not match C")
-        gp = &gv[0]
-    if beta is not None:
-        bv = beta
-        _require(bv.shape[0] == c, "batchnorm_inference: beta does not match C")
-        bp = &bv[0]
-    _require(&y[0, 0] == &x[0, 0] or not _overlap(&y[0, 0], y.nbytes, &x[0, 0], x.nbytes),
-             "batchnorm_inference: y partially overlaps x")
-    with nogil:
-        batchnorm_inference_forward(&y[0, 0], &x[0, 0], rows, c, &mean[0], &inv_std[0], gp, bp)
+cdef const float* _optional_in(object buf, Py_ssize_t n, str what, _Span* span) except? NULL:
+    """Pointer to an optional float32 (n,) input (None: NULL); writes its range to *span."""
+    cdef const float[::1] v
+    span[0] = _span(NULL, 0)
+    if buf is None:
+        return NULL
+    v = buf
+    if v.shape[0] != n:
+        raise KernelShapeError(f"{what} has {v.shape[0]} values, expected {n}")
+    span[0] = _span(&v[0], v.nbytes)
+    return &v[0]
 
 
-def batchnorm_inference_grad(const float[:, ::1] x, const float[:, ::1] dy,
-                             const float[::1] mean, const float[::1] inv_std, gamma, dx,
-                             dgamma, dbeta):
-    """Inference-mode BatchNormalization backward over (rows, C): dgamma, dbeta (C,) and dx
-    (rows, C), each a float32 C-contiguous array or None; gamma None means scale=False.
-    Overwrites each given output; dx may be dy itself."""
-    cdef Py_ssize_t rows = x.shape[0], c = x.shape[1]
-    cdef const float[::1] gv
-    cdef const float* gp = NULL
+cdef struct _NormGrad:
+    float* dx
+    float* dgamma
+    float* dbeta
+    const float* gamma
+    const float* stats
+
+
+cdef tuple _grad_names(str name):
+    """The messages' prefixes of a backward wrapper, formatted once at import."""
+    return (name, f"{name}: dx", f"{name}: dgamma", f"{name}: dbeta", f"{name}: gamma")
+
+
+cdef _NormGrad _norm_grad_args(tuple names, const float[:, ::1] x, const float[:, ::1] dy,
+                               object stats, object gamma, object dx, object dgamma,
+                               object dbeta) except *:
+    """The checks every normalisation backward wrapper shares, over x (rows, n) with its
+    per-column parameters: dy matches x; stats (2n floats, the kernel's statistics) unless
+    None; optional gamma (n,); optional outputs dx (rows, n), dgamma and dbeta (n,), none
+    overlapping an input or each other, except that dx may be dy itself."""
+    cdef str name = names[0]
+    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
+    cdef const float[::1] sv
+    cdef _NormGrad g
+    cdef _Span ins[4]
     cdef _Span outs[2]
-    cdef _Span ins[5]
     cdef _Span dxs
-    cdef float* dxp
-    cdef float* dgp
-    cdef float* dbp
-    cdef tuple in_names = ("x", "mean", "inv_std", "gamma", "dy")
-    _require(rows > 0 and c > 0, "batchnorm_inference_grad: empty input")
-    if dy.shape[0] != rows or dy.shape[1] != c or mean.shape[0] != c or inv_std.shape[0] != c:
-        raise KernelShapeError(f"batchnorm_inference_grad: dy {tuple(dy.shape)[:2]}, mean "
-                               f"{mean.shape[0]}, inv_std {inv_std.shape[0]} do not match x {(rows, c)}")
-    ins[3] = _span(NULL, 0)
-    if gamma is not None:
-        gv = gamma
-        if gv.shape[0] != c:
-            raise KernelShapeError(f"batchnorm_inference_grad: gamma has {gv.shape[0]} values, C = {c}")
-        gp = &gv[0]
-        ins[3] = _span(gp, gv.nbytes)
+    cdef tuple in_names = ("x", "stats", "gamma", "dy")
+    _require(rows > 0 and n > 0, f"{name}: empty input")
+    if dy.shape[0] != rows or dy.shape[1] != n:
+        raise KernelShapeError(f"{name}: dy {tuple(dy.shape)[:2]} does not match x {(rows, n)}")
+    g.stats = NULL
+    ins[1] = _span(NULL, 0)
+    if stats is not None:
+        sv = stats
+        if sv.shape[0] != 2 * n:
+            raise KernelShapeError(f"{name}: statistics have {sv.shape[0]} values, expected {2 * n}")
+        g.stats = &sv[0]
+        ins[1] = _span(g.stats, sv.nbytes)
+    g.gamma = _optional_in(gamma, n, names[4], &ins[2])
     ins[0] = _span(&x[0, 0], x.nbytes)
-    ins[1] = _span(&mean[0], mean.nbytes)
-    ins[2] = _span(&inv_std[0], inv_std.nbytes)
-    ins[4] = _span(&dy[0, 0], dy.nbytes)
-    dgp = _optional_out(dgamma, (c,), "batchnorm_inference_grad: dgamma", &outs[0])
-    dbp = _optional_out(dbeta, (c,), "batchnorm_inference_grad: dbeta", &outs[1])
-    _require_disjoint(outs, 2, ("dgamma", "dbeta"), ins, 5, in_names, "batchnorm_inference_grad")
-    dxp = _optional_out(dx, (rows, c), "batchnorm_inference_grad: dx", &dxs)
-    if dxp != NULL:
-        # dx may be dy itself (element-wise), but no other input nor a partial overlap.
-        _require(dxp == &dy[0, 0] or not _overlap(dxp, dxs.nbytes, &dy[0, 0], dy.nbytes),
-                 "batchnorm_inference_grad: dx partially overlaps dy")
-        _require_disjoint(&dxs, 1, ("dx",), ins, 4, in_names, "batchnorm_inference_grad")
-        _require_disjoint(&dxs, 1, ("dx",), outs, 2, ("dgamma", "dbeta"), "batchnorm_inference_grad")
+    ins[3] = _span(&dy[0, 0], dy.nbytes)
+    g.dgamma = _optional_out(dgamma, (n,), names[2], &outs[0])
+    g.dbeta = _optional_out(dbeta, (n,), names[3], &outs[1])
+    _require_disjoint(outs, 2, ("dgamma", "dbeta"), ins, 4, in_names, name)
+    g.dx = _optional_out(dx, (rows, n), names[1], &dxs)
+    if g.dx != NULL:
+        # dx may be dy itself (each element is read before it is written), nothing else.
+        _require(g.dx == &dy[0, 0] or not _overlaps(g.dx, dxs.nbytes, &dy[0, 0], dy.nbytes),
+                 f"{name}: dx partially overlaps dy")
+        _require_disjoint(&dxs, 1, ("dx",), ins, 3, in_names, name)
+        _require_disjoint(&dxs, 1, ("dx",), outs, 2, ("dgamma", "dbeta"), name)
+    return g
+
+
+_LAYERNORM_GRAD = _grad_names("layernorm_grad")
+
+
+def layernorm_grad(const float[:, ::1] x, const float[:, ::1] dy, gamma, dx, dgamma, dbeta,
+                   float epsilon=1e-3, int mode=NORM_LAYER):
+    """Backward of layernorm(x, ..., epsilon, mode) over (rows, cols): dgamma, dbeta (cols,)
+    and dx (rows, cols), each a float32 C-contiguous array or None (dbeta must be None in
+    the rms modes, which have no beta); gamma (cols,) or None.  Overwrites each given
+    output; dx may be dy itself."""
+    cdef _NormGrad g
+    _require(epsilon >= 0, f"layernorm_grad: negative epsilon {epsilon}")
+    _require(mode in (NORM_LAYER, NORM_LAYER_RMS, NORM_RMS), f"layernorm_grad: unknown mode {mode}")
+    _require(not (mode != NORM_LAYER and dbeta is not None),
+             "layernorm_grad: the rms modes have no beta (Keras creates none)")
+    g = _norm_grad_args(_LAYERNORM_GRAD, x, dy, None, gamma, dx, dgamma, dbeta)
     with nogil:
-        batchnorm_inference_backward(dxp, dgp, dbp, &x[0, 0], &dy[0, 0], rows, c, &mean[0],
-                                     &inv_std[0], gp)
+        layernorm_backward(g.dx, g.dgamma, g.dbeta, &x[0, 0], &dy[0, 0], x.shape[0], x.shape[1],
+                           g.gamma, epsilon, mode)

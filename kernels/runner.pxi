@@ -10,9 +10,12 @@
 # Operand refs: -1 for none, else (base << 40) | float offset; bases (plan/builder.py):
 # 0 the activation arena, 1 the packed frozen weights, 2 the trainable parameters and the
 # frozen parameters training reads (Keras layout), 3 their gradients.  Forward ops use
-# y..scratch; backward and loss ops also y2 (a second output) and x2 (a third input).  The planner validated every shape and size
-# when it built the table, so the loop calls the kernel cores without checks; run_plan
-# only checks that the table and buffers are the ones the plan was made for.
+# y..scratch; backward and loss ops also y2 (a second output) and x2 (a third input), as
+# does the training-mode BatchNorm forward (y2 = the statistics it saves for the backward,
+# x2 = the moving statistics, which it updates in place).  The planner validated every
+# shape and size when it built the table, so the loop calls the kernel cores without
+# checks; run_plan only checks that the table and buffers are the ones the plan was made
+# for.
 
 from libc.string cimport memcpy
 from libc.stdint cimport uint64_t
@@ -57,8 +60,8 @@ cdef enum OpCode:
     OP_PACK_GEMM_B = 20        # k, n, groups         y = packed panels of x0 (k, n * groups),
                                #                      one (k, n) block per group (0: one)
     OP_PACK_GEMM_BIAS = 21     # n, groups            y = packed bias from x0 (n * groups)
-    OP_BATCHNORM_FORWARD = 22  # rows, c              y = x0 * (w * inv_std) + (b - mean * ...)
-                               #                      x2 = [mean(c), inv_std(c)], w/b may be -1
+    OP_BATCHNORM_FORWARD = 22  # rows, c; f: epsilon  inference mode: x0 = x, w = gamma, b = beta
+                               #   (either may be -1), x2 = moving [mean(c), variance(c)]
     OP_DROPOUT_FORWARD = 23    # n, seed; f: rate     y = x0 * y2, y2 = the mask
     # --- training: backward (dx = y, may be -1; param gradients in y2 and b) ----------
     OP_DENSE_BACKWARD = 24     # m, k, n              x0 = x, x1 = dy, w = kernel (k, n)
@@ -70,8 +73,8 @@ cdef enum OpCode:
     OP_AVGPOOL2D_BACKWARD = 30   # PoolGeom           x1 = dy
     OP_GLOBAL_AVGPOOL_BACKWARD = 31  # n, hw, c       x1 = dy
     OP_GLOBAL_MAXPOOL_BACKWARD = 32  # n, hw, c       x0 = x, x1 = dy
-    OP_BATCHNORM_BACKWARD = 33  # rows, c             x0 = x, x1 = dy, w = gamma, x2 = stats;
-                                #                     y2 = dgamma, b = dbeta
+    OP_BATCHNORM_BACKWARD = 33  # rows, c; f: epsilon  inference mode: x0 = x, x1 = dy,
+                                #   w = gamma, x2 = moving [mean(c), variance(c)]; y2 = dgamma, b = dbeta
     OP_DROPOUT_BACKWARD = 34   # n                    x0 = mask, x1 = dy
     OP_CONCAT_BACKWARD = 35    # outer, inner_x, inner_y, offset   x1 = dy
     # --- training: losses (y = dL/dlogits, y2 = per-sample losses) --------------------
@@ -79,7 +82,17 @@ cdef enum OpCode:
     OP_SOFTMAX_CE = 37         # rows, classes; f: smoothing, grad_scale
     OP_SIGMOID_BCE = 38        # rows, cols; f: smoothing, grad_scale
     OP_MSE = 39                # rows, cols; f: -, grad_scale
-    OP_COUNT = 40
+    # --- training: normalization with batch statistics, and LayerNorm's backward --------
+    OP_BATCHNORM_TRAIN_FORWARD = 40   # rows, c, bessel; f: momentum, epsilon, 1 - momentum
+                                      #   x0 = x, w = gamma, b = beta (either may be -1);
+                                      #   x2 = moving [mean(c), variance(c)], UPDATED in place;
+                                      #   y2 = saved [batch mean(c), inv_std(c)], written
+    OP_BATCHNORM_TRAIN_BACKWARD = 41  # rows, c        x0 = x, x1 = dy, w = gamma, x2 = saved;
+                                      #   y = dx, y2 = dgamma, b = dbeta (each may be -1)
+    OP_LAYERNORM_BACKWARD = 42        # rows, cols, NormMode; f: epsilon   x0 = x, x1 = dy,
+                                      #   w = gamma; y = dx, y2 = dgamma, b = dbeta (each may be -1)
+    # 43 is reserved (normalization family)
+    OP_COUNT = 44
 
 OPCODES = {
     "copy": OP_COPY, "gemm": OP_GEMM, "conv2d": OP_CONV2D, "dwconv2d": OP_DWCONV2D,
@@ -102,6 +115,9 @@ OPCODES = {
     "sparse_softmax_cross_entropy": OP_SPARSE_SOFTMAX_CE,
     "softmax_cross_entropy": OP_SOFTMAX_CE, "sigmoid_binary_cross_entropy": OP_SIGMOID_BCE,
     "mean_squared_error": OP_MSE,
+    "batchnorm_train_forward": OP_BATCHNORM_TRAIN_FORWARD,
+    "batchnorm_train_backward": OP_BATCHNORM_TRAIN_BACKWARD,
+    "layernorm_backward": OP_LAYERNORM_BACKWARD,
 }
 ROW_PARAM_START = P
 
@@ -213,7 +229,7 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
         for grp in range(groups):
             f32_gemm_pack_bias(y + grp * gemm_packed_bias_floats(p[0]), x0 + grp * p[0], p[0])
     elif code == OP_BATCHNORM_FORWARD:
-        batchnorm_inference_forward(y, x0, p[0], p[1], x2, x2 + p[1], w, b)
+        batchnorm_inference_forward(y, x0, p[0], p[1], w, b, x2, f[FP])
     elif code == OP_DROPOUT_FORWARD:
         counter = <uint64_t>p[1]  # a fresh seed per step, written by the trainer
         dropout_forward(y, y2, x0, p[0], f[FP], &counter)
@@ -240,7 +256,7 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
     elif code == OP_GLOBAL_MAXPOOL_BACKWARD:
         global_maxpool_backward(y, x1, x0, p[0], p[1], p[2])
     elif code == OP_BATCHNORM_BACKWARD:
-        batchnorm_inference_backward(y, y2, b, x0, x1, p[0], p[1], x2, x2 + p[1], w)
+        batchnorm_inference_backward(y, y2, b, x0, x1, p[0], p[1], w, x2, f[FP])
     elif code == OP_DROPOUT_BACKWARD:
         dropout_backward(y, x1, x0, p[0])
     elif code == OP_CONCAT_BACKWARD:
@@ -253,6 +269,15 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
         sigmoid_binary_cross_entropy(y2, y, x0, x1, p[0], p[1], f[FP], f[FP + 1])
     elif code == OP_MSE:
         mean_squared_error(y2, y, x0, x1, p[0], p[1], f[FP + 1])
+    elif code == OP_BATCHNORM_TRAIN_FORWARD:
+        # f: float32(momentum), epsilon, float32(1 - momentum) with the difference taken in
+        # double by the planner, as Keras takes it from its Python float.
+        batchnorm_train_forward(y, y2, x0, p[0], p[1], w, b, x2, f[FP], f[FP + 2], f[FP + 1],
+                                <int>p[2])
+    elif code == OP_BATCHNORM_TRAIN_BACKWARD:
+        batchnorm_train_backward(y, y2, b, x0, x1, p[0], p[1], w, x2)
+    elif code == OP_LAYERNORM_BACKWARD:
+        layernorm_backward(y, y2, b, x0, x1, p[0], p[1], w, f[FP], <int>p[2])
 
 
 cdef inline void _fill(void* geom, const int64_t* p, int count) noexcept nogil:

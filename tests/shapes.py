@@ -236,3 +236,15 @@ def pool_cases():
               PoolCase(1, 9, 7, 8, 3, 3, 2, 2, "explicit", (2, 0, 1, 2)),
               PoolCase(1, 9, 7, 13, 4, 2, 1, 3, "explicit", (3, 1, 0, 1))]
     return [c for c in cases if min(c.out_hw) > 0]
+
+
+# Normalization: rows (N*H*W for BatchNorm, independent rows for LayerNorm) from a single row
+# up, and channel counts around the vector widths and the 256-column block of the
+# per-column reductions (normalization.pxi _NORM_BLOCK): below, at and past one block.
+NORM_ROWS = [1, 2, 3, 7, 64, 1000]
+NORM_CHANNELS = [1, 3, 4, 7, 8, 15, 16, 17, 33, 256, 300]
+
+
+def norm_cases():
+    """Every (rows, channels) pair of the two lists above."""
+    return [(r, c) for r in NORM_ROWS for c in NORM_CHANNELS]

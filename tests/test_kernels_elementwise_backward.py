@@ -1,4 +1,5 @@
-"""Softmax, channel-affine / inference-mode BatchNormalization (forward and backward),
+"""Softmax, channel-affine / inference-mode BatchNormalization (forward and backward, from
+the layer's moving statistics and epsilon),
 Concatenate and dropout backward: float64 references, finite differences of the forward
 kernels, optional outputs, in-place use, the dropout generator's exact stream and
 statistics, and bad shapes."""
@@ -8,8 +9,8 @@ import pytest
 from edgecore import _kernels as K
 from reference.check import assert_close, assert_unchanged, frozen
 from reference.dropout import dropout_mask
-from reference.elementwise import batchnorm_inference, batchnorm_inference_backward
 from reference.finite_diff import directional, rounding_error
+from reference.normalization import batchnorm_inference, batchnorm_inference_backward
 from reference.softmax import softmax_backward
 
 SOFTMAX_SHAPES = [(1, 1, 1), (3, 10, 1), (32, 1000, 1), (2, 7, 5), (1, 21, 130), (4, 3, 64)]
@@ -57,73 +58,87 @@ def test_softmax_grad_matches_finite_differences(shape):
     assert abs(fd - float((dx * v).sum())) <= rounding_error(np.abs(dy).sum(), 1e-2) + 1e-5
 
 
+EPSILON = 1e-3
+
+
 def _bn_case(rows, c, seed):
+    """x, dy, moving = [moving_mean, moving_variance], gamma (float64, frozen by the caller)."""
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((rows, c)) * 2 + 1, rng.standard_normal((rows, c)),
-            rng.standard_normal(c), np.abs(rng.standard_normal(c)) + 0.1, rng.standard_normal(c))
+    moving = np.concatenate([rng.standard_normal(c), rng.standard_normal(c) ** 2 + 0.01])
+    return (rng.standard_normal((rows, c)) * 2 + 1, rng.standard_normal((rows, c)), moving,
+            rng.standard_normal(c))
+
+
+def _inv_std(moving):
+    c = moving.size // 2
+    return 1.0 / np.sqrt(moving[c:].astype(np.float64) + np.float32(EPSILON))
 
 
 @pytest.mark.parametrize("rows, c", [(1, 1), (7, 3), (32 * 49, 320), (5, 300), (64, 257)])
 @pytest.mark.parametrize("scale", [True, False], ids=["gamma", "no_gamma"])
 def test_batchnorm_inference_grad_matches_reference(rows, c, scale):
-    (x, dy, mean, inv_std, gamma), copies = frozen(*_bn_case(rows, c, rows + c))
+    (x, dy, moving, gamma), copies = frozen(*_bn_case(rows, c, rows + c))
     gamma = gamma if scale else None
     dx, dg, db = (np.full(s, np.nan, np.float32) for s in ((rows, c), (c,), (c,)))
-    K.batchnorm_inference_grad(x, dy, mean, inv_std, gamma, dx, dg, db)
-    ref = batchnorm_inference_backward(x, dy, mean, inv_std, gamma)
-    mag = batchnorm_inference_backward(np.abs(x) + np.abs(mean), np.abs(dy), 0 * mean, inv_std,
-                                       None if gamma is None else np.abs(gamma))
+    K.batchnorm_inference_grad(x, dy, moving, gamma, dx, dg, db, epsilon=EPSILON)
+    ref = batchnorm_inference_backward(x, dy, moving, gamma, EPSILON)
+    mag = batchnorm_inference_backward(np.abs(x) + np.abs(moving[:c]), np.abs(dy),
+                                       np.concatenate([0 * moving[:c], moving[c:]]),
+                                       None if gamma is None else np.abs(gamma), EPSILON)
     for name, got, r, m in zip(("dx", "dgamma", "dbeta"), (dx, dg, db), ref, mag):
         assert_close(got, r, m, rtol=1e-6, atol=0, what=f"batchnorm {name} {(rows, c)}")
-    assert_unchanged([x, dy, mean, inv_std], copies[:4], "batchnorm_inference_grad")
+    assert_unchanged([x, dy, moving], copies[:3], "batchnorm_inference_grad")
 
 
 @pytest.mark.parametrize("gamma_beta", [(True, True), (False, True), (True, False), (False, False)],
                          ids=["scale_center", "center", "scale", "neither"])
-def test_batchnorm_inference_forward(gamma_beta):
-    """TF's tf.nn.batch_normalization order: inv = inv_std * gamma, x * inv + (beta - mean * inv)."""
-    (x, _, mean, inv_std, gamma), copies = frozen(*_bn_case(37, 19, 15))
+@pytest.mark.parametrize("rows, c", [(37, 19), (3, 300)])
+def test_batchnorm_inference_forward(gamma_beta, rows, c):
+    """TF's tf.nn.batch_normalization order from the moving statistics: inv =
+    rsqrt(moving_variance + epsilon) * gamma, x * inv + (beta - moving_mean * inv)."""
+    (x, _, moving, gamma), copies = frozen(*_bn_case(rows, c, 15))
     gamma = gamma if gamma_beta[0] else None
-    beta = (np.float32(0.25) * mean + 1).astype(np.float32) if gamma_beta[1] else None
+    beta = (np.float32(0.25) * moving[:c] + 1).astype(np.float32) if gamma_beta[1] else None
     y = np.full(x.shape, np.nan, np.float32)
-    K.batchnorm_inference(x, mean, inv_std, gamma, beta, y)
-    inv = inv_std * gamma if gamma is not None else inv_std
-    mag = np.abs(x * inv) + np.abs(mean * inv) + (0 if beta is None else np.abs(beta))
-    assert_close(y, batchnorm_inference(x, mean, inv_std, gamma, beta), mag, rtol=3e-7, atol=0,
+    K.batchnorm_inference(x, moving, gamma, beta, y, epsilon=EPSILON)
+    inv = _inv_std(moving) * (1.0 if gamma is None else gamma)
+    mag = np.abs(x * inv) + np.abs(moving[:c] * inv) + (0 if beta is None else np.abs(beta))
+    assert_close(y, batchnorm_inference(x, moving, gamma, beta, EPSILON), mag, rtol=3e-7, atol=0,
                  what="batchnorm_inference")
     buf = x.copy()
-    K.batchnorm_inference(buf, mean, inv_std, gamma, beta, buf)        # in place
+    K.batchnorm_inference(buf, moving, gamma, beta, buf, epsilon=EPSILON)  # in place
     assert np.array_equal(buf, y)
-    assert_unchanged([x, mean, inv_std], [copies[0], copies[2], copies[3]], "batchnorm_inference")
+    assert_unchanged([x, moving], [copies[0], copies[2]], "batchnorm_inference")
 
 
 def test_batchnorm_inference_grad_optional_outputs_and_in_place():
-    (x, dy, mean, inv_std, gamma), _ = frozen(*_bn_case(9, 5, 4))
-    ref = batchnorm_inference_backward(x, dy, mean, inv_std, gamma)
+    (x, dy, moving, gamma), _ = frozen(*_bn_case(9, 5, 4))
+    ref = batchnorm_inference_backward(x, dy, moving, gamma, EPSILON)
     dg = np.empty(5, np.float32)
-    K.batchnorm_inference_grad(x, dy, mean, inv_std, gamma, None, dg, None)
+    K.batchnorm_inference_grad(x, dy, moving, gamma, None, dg, None, epsilon=EPSILON)
     assert_close(dg, ref[1], rtol=1e-6, atol=1e-6, what="dgamma alone")
     buf = dy.copy()
-    K.batchnorm_inference_grad(x, buf, mean, inv_std, gamma, buf, None, None)     # dx is dy
+    K.batchnorm_inference_grad(x, buf, moving, gamma, buf, None, None, epsilon=EPSILON)  # dx is dy
     assert_close(buf, ref[0], rtol=1e-6, atol=1e-7, what="dx in place")
 
 
 def test_batchnorm_inference_grad_matches_finite_differences():
     """Linear in x, gamma and beta: directional derivatives of sum(dy * bn(x)) through the
-    forward kernel (channel_affine with the folded scale and shift)."""
-    (x, dy, mean, inv_std, gamma), _ = frozen(*_bn_case(6, 4, 5))
+    forward kernel."""
+    (x, dy, moving, gamma), _ = frozen(*_bn_case(6, 4, 5))
     beta = np.float32(0.5) * gamma
     dx, dg, db = np.empty((6, 4), np.float32), np.empty(4, np.float32), np.empty(4, np.float32)
-    K.batchnorm_inference_grad(x, dy, mean, inv_std, gamma, dx, dg, db)
+    K.batchnorm_inference_grad(x, dy, moving, gamma, dx, dg, db, epsilon=EPSILON)
     dy64 = dy.astype(np.float64)
 
     def loss(xv, g, b):
         y = np.empty((6, 4), np.float32)
-        scale = (g * inv_std).astype(np.float32)
-        K.channel_affine(xv, scale, (b - mean * scale).astype(np.float32), y)
+        K.batchnorm_inference(xv, moving, g, b, y, epsilon=EPSILON)
         return float((y * dy64).sum())
 
-    mag = float((np.abs(dy) * (np.abs(x) + np.abs(mean)) * inv_std * np.abs(gamma)).sum())
+    inv = _inv_std(moving)
+    mag = float((np.abs(dy) * (np.abs(x) + np.abs(moving[:4])) * inv * np.abs(gamma)).sum()
+                + np.abs(dy).sum() * np.abs(beta).max())
     rng = np.random.default_rng(6)
     for grad, f, base in ((dx, lambda t: loss(t, gamma, beta), x),
                           (dg, lambda t: loss(x, t, beta), gamma),
@@ -144,17 +159,20 @@ def test_channel_affine_grad_is_the_float_product():
 
 
 def test_affine_and_batchnorm_grad_validation():
-    (x, dy, mean, inv_std, gamma), _ = frozen(*_bn_case(4, 3, 8))
+    (x, dy, moving, gamma), _ = frozen(*_bn_case(4, 3, 8))
     dx = np.empty((4, 3), np.float32)
+    scale = gamma
     bad = [
-        lambda: K.channel_affine_grad(dy, inv_std[:2], dx),
-        lambda: K.channel_affine_grad(dy, inv_std, np.empty((3, 3), np.float32)),
-        lambda: K.batchnorm_inference_grad(x, dy[:3], mean, inv_std, gamma, dx, None, None),
-        lambda: K.batchnorm_inference_grad(x, dy, mean[:2], inv_std, gamma, dx, None, None),
-        lambda: K.batchnorm_inference_grad(x, dy, mean, inv_std, gamma[:2], dx, None, None),
-        lambda: K.batchnorm_inference_grad(x, dy, mean, inv_std, gamma, dx[:3], None, None),
-        lambda: K.batchnorm_inference_grad(x, dy, mean, inv_std, gamma, None, dx[0, :2].copy(), None),
-        lambda: K.batchnorm_inference_grad(x, dy, mean, inv_std, gamma, dx, dx[0], None),  # overlap
+        lambda: K.channel_affine_grad(dy, scale[:2], dx),
+        lambda: K.channel_affine_grad(dy, scale, np.empty((3, 3), np.float32)),
+        lambda: K.batchnorm_inference_grad(x, dy[:3], moving, gamma, dx, None, None),
+        lambda: K.batchnorm_inference_grad(x, dy, moving[:5], gamma, dx, None, None),
+        lambda: K.batchnorm_inference_grad(x, dy, moving, gamma[:2], dx, None, None),
+        lambda: K.batchnorm_inference_grad(x, dy, moving, gamma, dx[:3], None, None),
+        lambda: K.batchnorm_inference_grad(x, dy, moving, gamma, None, dx[0, :2].copy(), None),
+        lambda: K.batchnorm_inference_grad(x, dy, moving, gamma, dx, dx[0], None),  # overlap
+        lambda: K.batchnorm_inference(x, moving[:3], gamma, None, dx),
+        lambda: K.batchnorm_inference(x, moving, gamma, None, dx[:3]),
     ]
     for call in bad:
         with pytest.raises(K.KernelShapeError):

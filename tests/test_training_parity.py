@@ -18,11 +18,14 @@ from fixtures import CASES, FIXTURES
 
 TRAINING = sorted(name for name, case in CASES.items() if "training" in case.get("tags", ()))
 
-# Keras 3 runs a *trainable* BatchNormalization in training mode during fit (batch
-# statistics, moving averages updated; it overrides training=False); edgecore always runs
-# BatchNormalization in inference mode (documented in edgecore/train/__init__.py).
-KNOWN_DEVIATIONS = {"train_bn_unfrozen": "trainable BatchNormalization: Keras 3 uses batch "
-                                         "statistics, edgecore the moving ones"}
+KNOWN_DEVIATIONS = {}
+
+# Variables whose true gradient is exactly zero, so Keras's and edgecore's are both float32
+# round-off noise: a bias feeding a BatchNormalization on batch statistics through a linear
+# per-channel map (the batch mean removes any per-channel constant).  Adam divides that
+# noise by its own magnitude and steps by up to the learning rate either way, so these are
+# held to Adam's step bound (steps x learning rate) instead of Keras's values.
+ZERO_GRADIENT = {"train_bn_unfrozen": {("stem", 1)}}
 
 OPTIMIZER_KEYS = {
     "SGD": ("learning_rate", "momentum", "nesterov", "weight_decay"),
@@ -85,7 +88,8 @@ def test_train_on_batch_matches_keras(case, variant):
         metrics.extend(v for k, v in result.items() if k != "loss")
         if step + 1 in (1, 5):
             rel = 1e-4 if step == 0 else 1e-3
-            _check_weights(model, ref, variant, step + 1, rel, initial)
+            _check_weights(model, ref, variant, step + 1, rel, initial,
+                           ZERO_GRADIENT.get(case, ()), config)
     assert close(losses[:1], ref[f"train/{variant}/loss"][:1], 1e-4), (losses, ref[f"train/{variant}/loss"])
     assert close(losses, ref[f"train/{variant}/loss"], 1e-3), (losses, ref[f"train/{variant}/loss"])
     if f"train/{variant}/metric" in ref.files:
@@ -97,8 +101,9 @@ def test_train_on_batch_matches_keras(case, variant):
         np.testing.assert_allclose(list(evaluated.values())[1:], keras_eval[1:], atol=1e-6)
 
 
-def _check_weights(model, ref, variant, step, rel, initial):
+def _check_weights(model, ref, variant, step, rel, initial, zero_gradient=(), config=None):
     prefix = f"train/{variant}/step{step}/"
+    lr = float(config["optimizer"]["config"]["learning_rate"]) if config else 0.0
     expected = {}
     for key in ref.files:
         if key.startswith(prefix):
@@ -108,6 +113,10 @@ def _check_weights(model, ref, variant, step, rel, initial):
         got = model.get_layer(layer_name).get_weights()
         for i, want in sorted(arrays.items()):
             assert got[i].shape == want.shape, (layer_name, i)
+            if (layer_name, i) in zero_gradient:
+                start = ref_initial(ref, layer_name, i)
+                assert np.abs(got[i] - start).max() <= step * lr * (1 + 1e-3)
+                continue
             assert close(got[i], want, rel), (
                 f"{layer_name}[{i}] after step {step}: max abs error "
                 f"{np.abs(got[i] - want).max():.3g} (max|ref| {np.abs(want).max():.3g})")
@@ -121,6 +130,10 @@ def _check_weights(model, ref, variant, step, rel, initial):
         if not _any_trainable(layer) and layer.name in initial:
             for a, b in zip(layer.get_weights(), initial[layer.name]):
                 np.testing.assert_array_equal(a, b, err_msg=f"frozen {layer.name} changed")
+
+
+def ref_initial(ref, layer_name, i):
+    return ref[f"w/{layer_name}/{i}"]
 
 
 def _any_trainable(layer):

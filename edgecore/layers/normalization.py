@@ -165,7 +165,7 @@ class BatchNormalization(Layer):
                 b.op("batchnorm_train_forward", y, x, w=live.params.get("gamma"),
                      b=live.params.get("beta"), x2=live.params["moving"], y2=saved,
                      ints=(rows, c, int(self.bessel(len(shape)))),
-                     floats=(self.momentum, self.epsilon))
+                     floats=(self.momentum, self.epsilon, 1.0 - self.momentum))
                 return
             b.op("batchnorm_forward", y, x, w=live.params.get("gamma"),
                  b=live.params.get("beta"), x2=live.params["moving"], ints=(rows, c),

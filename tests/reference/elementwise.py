@@ -1,6 +1,6 @@
 """Elementwise references: broadcasting binary ops (Keras Add/Subtract/Multiply/Maximum/
-Minimum and divide), scale, per-channel affine and Keras PReLU; inference-mode
-BatchNormalization and its backward."""
+Minimum and divide), scale, per-channel affine and Keras PReLU (BatchNormalization is in
+reference/normalization.py)."""
 import numpy as np
 
 BINARY = {
@@ -30,20 +30,3 @@ def prelu(x, alpha):
     x = np.asarray(x, np.float64)
     alpha = np.asarray(alpha, np.float64)
     return np.maximum(x, 0.0) - alpha * np.maximum(-x, 0.0)
-
-
-def batchnorm_inference(x_rc, mean, inv_std, gamma=None, beta=None):
-    """y = gamma * (x - mean) * inv_std + beta over the last axis."""
-    x = np.asarray(x_rc, np.float64)
-    g = 1.0 if gamma is None else np.asarray(gamma, np.float64)
-    b = 0.0 if beta is None else np.asarray(beta, np.float64)
-    return g * (x - np.asarray(mean, np.float64)) * np.asarray(inv_std, np.float64) + b
-
-
-def batchnorm_inference_backward(x_rc, dy_rc, mean, inv_std, gamma=None):
-    """(dx, dgamma, dbeta) of batchnorm_inference with frozen mean / inv_std."""
-    x, dy = np.asarray(x_rc, np.float64), np.asarray(dy_rc, np.float64)
-    inv = np.asarray(inv_std, np.float64)
-    g = 1.0 if gamma is None else np.asarray(gamma, np.float64)
-    xhat = (x - np.asarray(mean, np.float64)) * inv
-    return dy * g * inv, (dy * xhat).sum(axis=0), dy.sum(axis=0)
