@@ -7,6 +7,7 @@
 #   9 activation code
 #   10..  op parameters (sizes, strides, geometry), documented per opcode below
 # Float row: 0 alpha, 1 max_value, 2 threshold (the fused activation), 3.. op parameters.
+# Opcodes 40..43 and 46..55 are reserved (unused on this branch).
 # Operand refs: -1 for none, else (base << 40) | float offset; bases (plan/builder.py):
 # 0 the activation arena, 1 the packed frozen weights, 2 the trainable parameters and the
 # frozen parameters training reads (Keras layout), 3 their gradients.  Forward ops use
@@ -75,7 +76,13 @@ cdef enum OpCode:
     OP_SOFTMAX_CE = 37         # rows, classes; f: smoothing, grad_scale
     OP_SIGMOID_BCE = 38        # rows, cols; f: smoothing, grad_scale
     OP_MSE = 39                # rows, cols; f: -, grad_scale
-    OP_COUNT = 40
+    # 40..43: reserved (normalization training ops, another branch)
+    # --- training: backward of broadcasting merges and PReLU ---------------------------
+    # (a gradient ref of -1: not wanted, e.g. for a constant operand in the weights buffer)
+    OP_BINARY_BACKWARD = 44    # as OP_BINARY         x0 = a, x1 = dy, x2 = b; y = da, y2 = db
+    OP_PRELU_BACKWARD = 45     # as OP_PRELU          x0 = x, x1 = dy, w = alpha; y = dx, y2 = dalpha
+    # 46..55: reserved
+    OP_COUNT = 56
 
 OPCODES = {
     "copy": OP_COPY, "gemm": OP_GEMM, "conv2d": OP_CONV2D, "dwconv2d": OP_DWCONV2D,
@@ -98,6 +105,7 @@ OPCODES = {
     "sparse_softmax_cross_entropy": OP_SPARSE_SOFTMAX_CE,
     "softmax_cross_entropy": OP_SOFTMAX_CE, "sigmoid_binary_cross_entropy": OP_SIGMOID_BCE,
     "mean_squared_error": OP_MSE,
+    "binary_backward": OP_BINARY_BACKWARD, "prelu_backward": OP_PRELU_BACKWARD,
 }
 ROW_PARAM_START = P
 
@@ -242,6 +250,31 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
         sigmoid_binary_cross_entropy(y2, y, x0, x1, p[0], p[1], f[FP], f[FP + 1])
     elif code == OP_MSE:
         mean_squared_error(y2, y, x0, x1, p[0], p[1], f[FP + 1])
+    elif code == OP_BINARY_BACKWARD or code == OP_PRELU_BACKWARD:
+        _run_broadcast_backward(code, y, y2, x0, x1, x2, w, p)
+
+
+cdef void _run_broadcast_backward(int code, float* y, float* y2, const float* x0,
+                                  const float* x1, const float* x2, const float* w,
+                                  const int64_t* p) noexcept nogil:
+    # The rows of OP_BINARY_BACKWARD and OP_PRELU_BACKWARD carry the forward's ints.
+    cdef Py_ssize_t shape[6]
+    cdef Py_ssize_t sa[6]
+    cdef Py_ssize_t sb[6]
+    cdef int i, rank
+    if code == OP_BINARY_BACKWARD:
+        rank = <int>p[1]
+        for i in range(rank):
+            shape[i] = p[2 + i]
+            sa[i] = p[2 + rank + i]
+            sb[i] = p[2 + 2 * rank + i]
+        binary_backward(y, y2, x1, x0, x2, <int>p[0], rank, shape, sa, sb)
+    else:
+        rank = <int>p[2]
+        for i in range(rank):
+            shape[i] = p[3 + i]
+            sa[i] = p[3 + rank + i]
+        prelu_backward(y, y2, x1, x0, w, p[0], p[1], rank, shape, sa)
 
 
 cdef inline void _fill(void* geom, const int64_t* p, int count) noexcept nogil:
