@@ -7,7 +7,7 @@
 #   9 activation code
 #   10..  op parameters (sizes, strides, geometry), documented per opcode below
 # Float row: 0 alpha, 1 max_value, 2 threshold (the fused activation), 3.. op parameters.
-# Opcodes 40..43 and 46..55 are reserved (unused on this branch).
+# Opcodes 40..43 and 48..55 are reserved (unused on this branch).
 # Operand refs: -1 for none, else (base << 40) | float offset; bases (plan/builder.py):
 # 0 the activation arena, 1 the packed frozen weights, 2 the trainable parameters and the
 # frozen parameters training reads (Keras layout), 3 their gradients.  Forward ops use
@@ -77,11 +77,13 @@ cdef enum OpCode:
     OP_SIGMOID_BCE = 38        # rows, cols; f: smoothing, grad_scale
     OP_MSE = 39                # rows, cols; f: -, grad_scale
     # 40..43: reserved (normalization training ops, another branch)
-    # --- training: backward of broadcasting merges and PReLU ---------------------------
+    # --- training: backward of broadcasting merges, PReLU, UpSampling2D ----------------
     # (a gradient ref of -1: not wanted, e.g. for a constant operand in the weights buffer)
     OP_BINARY_BACKWARD = 44    # as OP_BINARY         x0 = a, x1 = dy, x2 = b; y = da, y2 = db
     OP_PRELU_BACKWARD = 45     # as OP_PRELU          x0 = x, x1 = dy, w = alpha; y = dx, y2 = dalpha
-    # 46..55: reserved
+    OP_UPSAMPLE_NEAREST_BACKWARD = 46   # n, h, w, c, fh, fw (h, w: the input's)   x1 = dy
+    OP_UPSAMPLE_BILINEAR_BACKWARD = 47  # n, h, w, c, oh, ow                        x1 = dy
+    # 48..55: reserved
     OP_COUNT = 56
 
 OPCODES = {
@@ -106,6 +108,8 @@ OPCODES = {
     "softmax_cross_entropy": OP_SOFTMAX_CE, "sigmoid_binary_cross_entropy": OP_SIGMOID_BCE,
     "mean_squared_error": OP_MSE,
     "binary_backward": OP_BINARY_BACKWARD, "prelu_backward": OP_PRELU_BACKWARD,
+    "upsample_nearest_backward": OP_UPSAMPLE_NEAREST_BACKWARD,
+    "upsample_bilinear_backward": OP_UPSAMPLE_BILINEAR_BACKWARD,
 }
 ROW_PARAM_START = P
 
@@ -252,6 +256,10 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
         mean_squared_error(y2, y, x0, x1, p[0], p[1], f[FP + 1])
     elif code == OP_BINARY_BACKWARD or code == OP_PRELU_BACKWARD:
         _run_broadcast_backward(code, y, y2, x0, x1, x2, w, p)
+    elif code == OP_UPSAMPLE_NEAREST_BACKWARD:
+        upsample_nearest_backward(y, x1, p[0], p[1], p[2], p[3], p[4], p[5])
+    elif code == OP_UPSAMPLE_BILINEAR_BACKWARD:
+        upsample_bilinear_backward(y, x1, p[0], p[1], p[2], p[3], p[4], p[5])
 
 
 cdef void _run_broadcast_backward(int code, float* y, float* y2, const float* x0,
