@@ -161,8 +161,8 @@ class Conv2D(_Conv2DBase):
         geom = (*self.geometry(b, node), self.filters, self.groups)
         n, h, w, c = b.shape(x)
         scratch = _kernels.conv2d_grad_scratch_size(
-            b.shape(x), (*self.kernel_size, c, self.filters), self.strides, self.dilation,
-            self.pads(h, w, node))
+            b.shape(x), (*self.kernel_size, c // self.groups, self.filters), self.strides,
+            self.dilation, self.pads(h, w, node), self.groups)
         dz = self.backward_preact(b, node, dy, dy_is_preact)
         dx = b.temp(b.shape(x)) if need_dx[0] else None
         b.op("conv2d_backward", dx, x, dz, w=self.live_params["kernel"],
