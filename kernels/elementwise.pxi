@@ -634,7 +634,8 @@ def binary_grad(const float[::1] a, const float[::1] b, const float[::1] dy, da,
     total = _grad_shape(shape, c_shape, "binary_grad")
     na = _compact_size(shape, a_strides, "binary_grad: a")
     nb = _compact_size(shape, b_strides, "binary_grad: b")
-    _require(dy.shape[0] == total, f"binary_grad: dy has {dy.shape[0]} elements, shape {shape} needs {total}")
+    _require(dy.shape[0] == total,
+             f"binary_grad: dy has {dy.shape[0]} elements, shape {shape} needs {total}")
     _require(a.shape[0] == na and b.shape[0] == nb,
              f"binary_grad: a has {a.shape[0]} and b {b.shape[0]} elements, expected {na} and {nb}")
     dap = _optional_out(da, (na,), "binary_grad: da", &outs[0])
@@ -668,9 +669,11 @@ def prelu_grad(const float[::1] x, const float[::1] alpha, const float[::1] dy, 
     per_sample = _grad_shape(sample_shape, c_shape, "prelu_grad")
     n_alpha = _compact_size(sample_shape, alpha_strides, "prelu_grad: alpha")
     _require(x.shape[0] > 0 and x.shape[0] % per_sample == 0,
-             f"prelu_grad: x has {x.shape[0]} elements, not a whole number of {sample_shape} samples")
-    _require(dy.shape[0] == x.shape[0], f"prelu_grad: dy has {dy.shape[0]} elements, x {x.shape[0]}")
-    _require(alpha.shape[0] == n_alpha, f"prelu_grad: alpha has {alpha.shape[0]} elements, expected {n_alpha}")
+             f"prelu_grad: x has {x.shape[0]} elements, not whole {sample_shape} samples")
+    _require(dy.shape[0] == x.shape[0],
+             f"prelu_grad: dy has {dy.shape[0]} elements, x {x.shape[0]}")
+    _require(alpha.shape[0] == n_alpha,
+             f"prelu_grad: alpha has {alpha.shape[0]} elements, expected {n_alpha}")
     dxp = _optional_out(dx, (x.shape[0],), "prelu_grad: dx", &outs[0])
     dap = _optional_out(dalpha, (n_alpha,), "prelu_grad: dalpha", &outs[1])
     ins[0] = _span(&x[0], x.nbytes)

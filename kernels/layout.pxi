@@ -229,7 +229,8 @@ cdef void _check_nhwc_pair(const float[:, :, :, ::1] x, float[:, :, :, ::1] y,
              and min(y.shape[0], y.shape[1], y.shape[2], y.shape[3]) > 0,
              f"{name}: empty {xn} {tuple(x.shape)[:4]} or {yn} {tuple(y.shape)[:4]}")
     _require(y.shape[0] == x.shape[0] and y.shape[3] == x.shape[3],
-             f"{name}: {yn} {tuple(y.shape)[:4]} must keep the batch and channels of {xn} {tuple(x.shape)[:4]}")
+             f"{name}: {yn} {tuple(y.shape)[:4]} must keep the batch and channels of "
+             f"{xn} {tuple(x.shape)[:4]}")
     _require(not _overlap(&y[0, 0, 0, 0], y.nbytes, &x[0, 0, 0, 0], x.nbytes),
              f"{name}: {yn} overlaps {xn}")
 
