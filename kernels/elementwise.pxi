@@ -24,6 +24,8 @@
 # strides (0 on broadcast axes, C order elsewhere), which is what the planner writes.
 # Non-goals: integer dtypes, negative strides, rank > 6.
 
+from libc.string cimport memcpy
+
 cdef enum BinaryOp:
     BIN_ADD = 0
     BIN_SUB = 1
@@ -243,34 +245,51 @@ cdef void prelu_forward(float* y, const float* x, const float* alpha, Py_ssize_t
 
 # --- backward ---------------------------------------------------------------------------
 
-cdef inline float _binary_grad(int op, int which, float g, float a, float b) noexcept nogil:
-    """dL/da (which == 0) or dL/db (which == 1) at one element of y = a op b, g = dL/dy."""
-    if op == BIN_ADD:
-        return g
-    elif op == BIN_SUB:
-        return g if which == 0 else -g
-    elif op == BIN_MUL:
-        return g * b if which == 0 else g * a
-    elif op == BIN_DIV:
-        return g / b if which == 0 else g * ((-a / b) / b)    # TF's _RealDivGrad order
-    elif op == BIN_MAX:
-        return (g if a >= b else <float>0) if which == 0 else (<float>0 if a >= b else g)
-    elif op == BIN_MIN:
-        return (g if a <= b else <float>0) if which == 0 else (<float>0 if a <= b else g)
-    # PReLU as Keras writes it, relu(a) - b * relu(-a), through TF's ReluGrad (dy times a
-    # 0/1 mask: a NaN dy stays NaN at a == 0) and relu(-a) = NaN for a NaN a.
-    if which == 0:
-        return g * <float>(a > 0) + (b * g) * <float>(a < 0)
-    return g * (<float>0 if a >= 0 else a)
-
-
 cdef void _binary_grad_row(float* out, const float* dy, const float* a, Py_ssize_t sa,
                            const float* b, Py_ssize_t sb, Py_ssize_t n, int op,
                            int which) noexcept nogil:
-    """out[i] = the which-operand gradient at element i of a row (dy contiguous)."""
+    """out[i] = dL/da (which == 0) or dL/db (which == 1) at element i of a row of
+    y = a op b, dy contiguous, in TensorFlow's formulas.  One branch-free loop per (op,
+    operand): with a per-element op switch GCC vectorised nothing and the selects
+    mispredicted (PReLU's backward of a 16x56x56x144 batch: 82 ms, now 7 ms; a
+    squeeze-excite multiply 23 ms, now 6 ms); GCC's loop versioning for unit strides (-O3)
+    vectorises the sa, sb == 1 rows."""
     cdef Py_ssize_t i
-    for i in range(n):
-        out[i] = _binary_grad(op, which, dy[i], a[i * sa], b[i * sb])
+    cdef float g, av, bv
+    cdef bint to_a
+    if op == BIN_ADD or (op == BIN_SUB and which == 0):
+        memcpy(out, dy, n * sizeof(float))
+    elif op == BIN_SUB:
+        for i in range(n): out[i] = -dy[i]
+    elif op == BIN_MUL and which == 0:
+        for i in range(n): out[i] = dy[i] * b[i * sb]
+    elif op == BIN_MUL:
+        for i in range(n): out[i] = dy[i] * a[i * sa]
+    elif op == BIN_DIV and which == 0:
+        for i in range(n): out[i] = dy[i] / b[i * sb]
+    elif op == BIN_DIV:     # TF's _RealDivGrad order
+        for i in range(n): out[i] = dy[i] * ((-a[i * sa] / b[i * sb]) / b[i * sb])
+    # The selects below load every operand first: GCC if-converts (vectorises) a select
+    # only when both arms are already loaded.
+    elif op == BIN_MAX or op == BIN_MIN:
+        for i in range(n):
+            g = dy[i]
+            av = a[i * sa]
+            bv = b[i * sb]
+            to_a = av >= bv if op == BIN_MAX else av <= bv
+            out[i] = (g if to_a else 0) if which == 0 else (0 if to_a else g)
+    # PReLU as Keras writes it, relu(a) - b * relu(-a), through TF's ReluGrad: dy times a
+    # mask (a NaN dy stays NaN at a == 0, TF's dy*0 + (b*dy)*0), and relu(-a) = NaN for
+    # a NaN a.
+    elif which == 0:
+        for i in range(n):
+            av = a[i * sa]
+            bv = b[i * sb]
+            out[i] = dy[i] * (bv if av < 0 else (<float>1 if av > 0 else <float>0))
+    else:
+        for i in range(n):
+            av = a[i * sa]
+            out[i] = dy[i] * (<float>0 if av >= 0 else av)
 
 
 cdef struct _Walk:
@@ -399,11 +418,15 @@ cdef void _binary_grad_operand(float* dx, int which, const float* dy, const floa
             break
 
 
-cdef void _binary_backward_axes(float* da, float* db, const float* dy, const float* a,
-                                const float* b, int op, int rank, const Py_ssize_t* shape,
-                                const Py_ssize_t* a_strides,
-                                const Py_ssize_t* b_strides) noexcept nogil:
-    # binary_backward for rank <= _GRAD_AXES (prelu_backward's batch axis included).
+cdef void binary_backward(float* da, float* db, const float* dy, const float* a,
+                          const float* b, int op, int rank, const Py_ssize_t* shape,
+                          const Py_ssize_t* a_strides,
+                          const Py_ssize_t* b_strides) noexcept nogil:
+    """Gradients of y = a op b (binary_forward's geometry) given dy (contiguous, `shape`):
+    da and db in a's and b's compact shapes, summed over their broadcast axes (in double).
+    OVERWRITES da and db; either may be NULL (not needed).  a_strides / b_strides must be
+    the operands' compact broadcast strides.  rank <= _GRAD_AXES (7: prelu_backward adds
+    the batch axis).  No output may overlap an input or the other output."""
     cdef _Walk full
     cdef Py_ssize_t step = 1
     cdef int k
@@ -417,18 +440,6 @@ cdef void _binary_backward_axes(float* da, float* db, const float* dy, const flo
         _binary_grad_operand(da, 0, dy, a, b, op, &full)
     if db != NULL:
         _binary_grad_operand(db, 1, dy, a, b, op, &full)
-
-
-cdef void binary_backward(float* da, float* db, const float* dy, const float* a,
-                          const float* b, int op, int rank, const Py_ssize_t* shape,
-                          const Py_ssize_t* a_strides,
-                          const Py_ssize_t* b_strides) noexcept nogil:
-    """Gradients of y = a op b (binary_forward's geometry) given dy (contiguous, `shape`):
-    da and db in a's and b's compact shapes, summed over their broadcast axes (in double).
-    OVERWRITES da and db; either may be NULL (not needed).  a_strides / b_strides must be
-    the operands' compact broadcast strides.  No output may overlap an input or the other
-    output."""
-    _binary_backward_axes(da, db, dy, a, b, op, rank, shape, a_strides, b_strides)
 
 
 cdef void prelu_backward(float* dx, float* dalpha, const float* dy, const float* x,
@@ -451,7 +462,7 @@ cdef void prelu_backward(float* dx, float* dalpha, const float* dy, const float*
         als[i + 1] = alpha_strides[i]
     for i in range(rank, 0, -1):
         xs[i] = 1 if i == rank else xs[i + 1] * shape[i + 1]
-    _binary_backward_axes(dx, dalpha, dy, x, alpha, BIN_PRELU, rank + 1, shape, xs, als)
+    binary_backward(dx, dalpha, dy, x, alpha, BIN_PRELU, rank + 1, shape, xs, als)
 
 
 # --- checked Python entry points --------------------------------------------------------

@@ -143,16 +143,26 @@ cdef void upsample_nearest_backward(float* dx_nhwc, const float* dy_nhwc, Py_ssi
                         src += c
 
 
+cdef inline void _add_scaled(float* d, const float* s, Py_ssize_t n, float wy,
+                             float wx) noexcept nogil:
+    """d[j] += (s[j] * wy) * wx, TF's ResizeBilinearGrad product order.  One destination per
+    loop: with all four in one loop (they alias at clamped borders) GCC vectorised nothing
+    and the backward of 16x112x112x32 took 14.7 ms against the forward's 5.8 (now 6.3)."""
+    cdef Py_ssize_t j
+    for j in range(n):
+        d[j] += (s[j] * wy) * wx
+
+
 cdef void upsample_bilinear_backward(float* dx_nhwc, const float* dy_nhwc, Py_ssize_t n,
                                      Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, Py_ssize_t oh,
                                      Py_ssize_t ow) noexcept nogil:
     """The transpose of upsample_bilinear_forward: dx (n, h, w, c) from dy (n, oh, ow, c),
-    same float32 source coordinates and lerps; accumulated in float.  OVERWRITES dx, which
-    must not overlap dy.  Where a coordinate is clamped (i0 == i1) both weights land on
-    one pixel, as they do in TF."""
+    same float32 source coordinates and lerps; accumulated in float, each dy pixel adding
+    into tl, tr, bl, br in that order.  OVERWRITES dx, which must not overlap dy.  Where a
+    coordinate is clamped (i0 == i1) both weights land on one pixel, as they do in TF."""
     cdef float sy = <float>h / <float>oh, sx = <float>w / <float>ow
-    cdef Py_ssize_t b, oy, ox, j, y0, y1, x0, x1
-    cdef float ly, lx, top, bot
+    cdef Py_ssize_t b, oy, ox, y0, y1, x0, x1
+    cdef float ly, lx
     cdef float* tl
     cdef float* tr
     cdef float* bl
@@ -169,13 +179,10 @@ cdef void upsample_bilinear_backward(float* dx_nhwc, const float* dy_nhwc, Py_ss
                 bl = dx_nhwc + ((b * h + y1) * w + x0) * c
                 br = dx_nhwc + ((b * h + y1) * w + x1) * c
                 dyp = dy_nhwc + ((b * oh + oy) * ow + ox) * c
-                for j in range(c):
-                    top = dyp[j] * (1 - ly)
-                    bot = dyp[j] * ly
-                    tl[j] += top * (1 - lx)
-                    tr[j] += top * lx
-                    bl[j] += bot * (1 - lx)
-                    br[j] += bot * lx
+                _add_scaled(tl, dyp, c, 1 - ly, 1 - lx)
+                _add_scaled(tr, dyp, c, 1 - ly, lx)
+                _add_scaled(bl, dyp, c, ly, 1 - lx)
+                _add_scaled(br, dyp, c, ly, lx)
 
 
 cdef void transpose_forward(float* y, const float* x, int rank, const Py_ssize_t* x_shape,

@@ -282,7 +282,8 @@ def run_binary_grad(a, b, dy, op, want=("da", "db")):
     db = np.full(b.size, np.nan, np.float32) if "db" in want else None
     K.binary_grad(a.reshape(-1), b.reshape(-1), dy.reshape(-1), da, db, K.BINARY_OPS[op],
                   shape, _strides(a, shape), _strides(b, shape))
-    return (None if da is None else da.reshape(a.shape), None if db is None else db.reshape(b.shape))
+    return (None if da is None else da.reshape(a.shape),
+            None if db is None else db.reshape(b.shape))
 
 
 def check_binary_grad(a, b, dy, op, got, what):
@@ -345,11 +346,12 @@ def test_binary_grad_matches_finite_differences(shapes_, op):
     mag = float((np.abs(dy64) * binary_magnitude(a, b, op)).sum())
     trunc = 4 * h ** 4 * float((np.abs(dy64) * np.abs(a.astype(np.float64))).sum())
     rng = np.random.default_rng(35)
-    for name, grad, f, base in (("a", da, lambda t: loss(t, b), a), ("b", db, lambda t: loss(a, t), b)):
+    for name, grad, f, base in (("a", da, lambda t: loss(t, b), a),
+                                ("b", db, lambda t: loss(a, t), b)):
         v = rng.uniform(-1, 1, base.shape)
         fd = directional(f, base.astype(np.float64), v, h)
         tol = rounding_error(4 * mag, h) + trunc + 1e-6 * float((np.abs(grad) * np.abs(v)).sum())
-        assert abs(fd - float((grad * v).sum())) <= tol, (op, name, fd, float((grad * v).sum()), tol)
+        assert abs(fd - float((grad * v).sum())) <= tol, (op, name, fd, tol)
 
 
 # TensorFlow 2.21 (tf.maximum / tf.minimum under tf.GradientTape; Keras 3.15's Maximum
@@ -439,9 +441,10 @@ def test_binary_grad_runner_row_and_second_thread(op):
     shape, sa, sb = (2, 63, 6), (378, 6, 1), (6, 0, 1)
     want = run_binary_grad(a, b, dy, op)
     ints = (K.BINARY_OPS[op], 3, *shape, *sa, *sb)
-    got = run_row("binary_backward", {"x0": a, "x1": dy, "x2": b}, {"y": a.shape, "y2": b.shape}, ints)
+    inputs = {"x0": a, "x1": dy, "x2": b}
+    got = run_row("binary_backward", inputs, {"y": a.shape, "y2": b.shape}, ints)
     assert np.array_equal(got["y"], want[0]) and np.array_equal(got["y2"], want[1])
-    only_db = run_row("binary_backward", {"x0": a, "x1": dy, "x2": b}, {"y2": b.shape}, ints)
+    only_db = run_row("binary_backward", inputs, {"y2": b.shape}, ints)
     assert np.array_equal(only_db["y2"], want[1])
     assert_same_in_thread(lambda: run_binary_grad(a, b, dy, op), f"binary_grad {op}")
 
