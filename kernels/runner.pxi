@@ -59,7 +59,7 @@ cdef enum OpCode:
     OP_DROPOUT_FORWARD = 23    # n, seed; f: rate     y = x0 * y2, y2 = the mask
     # --- training: backward (dx = y, may be -1; param gradients in y2 and b) ----------
     OP_DENSE_BACKWARD = 24     # m, k, n              x0 = x, x1 = dy, w = kernel (k, n)
-    OP_CONV2D_BACKWARD = 25    # ConvGeom             x0 = x, x1 = dy, w = kernel HWIO
+    OP_CONV2D_BACKWARD = 25    # ConvGeom (groups too) x0 = x, x1 = dy, w = kernel HWIO (I = C/groups)
     OP_DWCONV2D_BACKWARD = 26  # DwConvGeom           x0 = x, x1 = dy, w = kernel HWCM
     OP_ACTIVATION_BACKWARD = 27  # n                  x0 = x, x1 = dy, x2 = y
     OP_SOFTMAX_BACKWARD = 28   # outer, n, inner      x1 = dy, x2 = y
