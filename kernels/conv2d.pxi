@@ -8,15 +8,18 @@
 # 1x1 stride-1 unpadded convolutions skip im2col entirely: NHWC already is the (N*H*W, C)
 # row-major matrix GEMM wants.
 #
-# Backward (groups == 1), with the kernel in its plain Keras HWIO layout, K = KH*KW*Cin:
-#   dw (K, Cout) = im2col(x)^T @ dy, one block of output rows at a time: the block's im2col
-#                  rows and the same rows of dy go through dense.pxi's f32_wgrad_block
-#                  (the first block overwrites, later ones accumulate), so scratch stays
-#                  bounded as in the forward;
+# Backward, with the kernel in its plain Keras HWIO layout (I = Cin/groups), per group g
+# with K = KH*KW*Cin_g:
+#   dw_g (K, Cout_g) = im2col_g(x)^T @ dy_g, one block of output rows at a time: the
+#                  block's im2col rows and the same rows of dy go through dense.pxi's
+#                  f32_wgrad_block (the first block overwrites, later ones accumulate), so
+#                  scratch stays bounded as in the forward.  With groups > 1 dw_g is built
+#                  in scratch and copied into its Cout_g columns of dw (rows of stride Cout);
 #   db (Cout)    = column sums of dy (N*OH*OW rows);
-#   dx           = col2im(dy @ w^T): w^T is packed once, each block's (rows, K) product is
-#                  scattered back onto the input pixels its im2col row came from.
-# Pointwise convolutions again skip both im2col and col2im.
+#   dx           = col2im(dy_g @ w_g^T): w_g^T is packed once per group, each block's
+#                  (rows, K) product is scattered back onto the pixels and group channels
+#                  its im2col row came from.
+# Pointwise convolutions (groups == 1) again skip both im2col and col2im.
 
 from libc.string cimport memcpy, memset
 
@@ -107,9 +110,10 @@ cdef void conv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_pack
 
 
 cdef void conv2d_col2im_rows(float* dx_nhwc, const float* cols, const ConvGeom* g,
-                             Py_ssize_t row0, Py_ssize_t rows) noexcept nogil:
-    """The adjoint of conv2d_im2col_rows (groups == 1): dx[pixel of tap] += cols[r, tap, :]
+                             Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t c0) noexcept nogil:
+    """The adjoint of conv2d_im2col_rows: dx[pixel of tap, c0:c0 + Cin_g] += cols[r, tap, :]
     for output rows row0..row0+rows; taps in the padding are dropped.  ACCUMULATES."""
+    cdef Py_ssize_t cg = g.c // g.groups
     cdef Py_ssize_t r, b, oy, ox, ky, kx, iy, ix, rem, j
     cdef const float* src = cols
     cdef float* dst
@@ -123,81 +127,104 @@ cdef void conv2d_col2im_rows(float* dx_nhwc, const float* cols, const ConvGeom* 
             for kx in range(g.kw):
                 ix = ox * g.sw - g.pad_left + kx * g.dw
                 if 0 <= iy < g.h and 0 <= ix < g.w:
-                    dst = dx_nhwc + ((b * g.h + iy) * g.w + ix) * g.c
-                    for j in range(g.c):
+                    dst = dx_nhwc + ((b * g.h + iy) * g.w + ix) * g.c + c0
+                    for j in range(cg):
                         dst[j] += src[j]
-                src += g.c
+                src += cg
 
 
 cdef inline Py_ssize_t _conv_wgrad_rows(const ConvGeom* g) noexcept nogil:
     # Per output row of a block: f32_wgrad_block's share and, unless pointwise, its im2col row.
     cdef Py_ssize_t k = conv2d_k(g)
-    cdef Py_ssize_t per_row = wgrad_row_floats(k, g.co)
+    cdef Py_ssize_t per_row = wgrad_row_floats(k, g.co // g.groups)
     if not conv2d_is_pointwise(g):
         per_row += k
     return wgrad_block_rows(per_row, g.n * g.oh * g.ow)
 
 
 cdef inline Py_ssize_t conv2d_backward_scratch_floats(const ConvGeom* g) noexcept nogil:
-    """Scratch of one conv2d_backward call (groups == 1): the larger of the dw phase
-    (f32_wgrad_block's scratch plus an im2col block) and the dx phase (w^T packed, one
-    block of dy @ w^T), which run one after the other."""
-    cdef Py_ssize_t k = conv2d_k(g)
+    """Scratch of one conv2d_backward call: the larger of the dw phase (f32_wgrad_block's
+    scratch plus an im2col block, and with groups > 1 one group's dw) and the dx phase
+    (one group's w^T packed, one block of dy @ w^T), which run one after the other."""
+    cdef Py_ssize_t k = conv2d_k(g), cog = g.co // g.groups
     cdef Py_ssize_t rows = _conv_wgrad_rows(g)
-    cdef Py_ssize_t wgrad = wgrad_scratch_floats(rows, k, g.co)
-    cdef Py_ssize_t xgrad = gemm_packed_floats(g.co, k)
+    cdef Py_ssize_t wgrad = wgrad_scratch_floats(rows, k, cog)
+    cdef Py_ssize_t xgrad = gemm_packed_floats(cog, k)
     if not conv2d_is_pointwise(g):
         wgrad += rows * k
         xgrad += rows * k
+    if g.groups > 1:
+        wgrad += k * cog
     return wgrad if wgrad > xgrad else xgrad
 
 
-cdef void _conv2d_backward_dw(float* dw_hwio, const float* x_nhwc, const float* dy_nhwc,
-                              const ConvGeom* g, float* scratch) noexcept nogil:
-    """dw = im2col(x)^T @ dy over blocks of output rows; overwrites dw."""
-    cdef Py_ssize_t m = g.n * g.oh * g.ow, k = conv2d_k(g)
+cdef void _conv2d_backward_dw_group(float* dw_kn, const float* x_nhwc, const float* dy_nhwc,
+                                    const ConvGeom* g, Py_ssize_t grp,
+                                    float* scratch) noexcept nogil:
+    """dw_kn (K, Cout_g) = im2col_g(x)^T @ dy_g over blocks of output rows; overwrites."""
+    cdef Py_ssize_t m = g.n * g.oh * g.ow, k = conv2d_k(g), cog = g.co // g.groups
     cdef Py_ssize_t rows = _conv_wgrad_rows(g)
     cdef Py_ssize_t blocks = (m + rows - 1) // rows, blk, m0, mb
-    cdef float* cols = scratch + wgrad_scratch_floats(rows, k, g.co)
+    cdef float* cols = scratch + wgrad_scratch_floats(rows, k, cog)
+    cdef const float* dyg = dy_nhwc + grp * cog
     for blk in range(blocks):
         m0 = blk * rows
         mb = min(rows, m - m0)
         if conv2d_is_pointwise(g):
-            f32_wgrad_block(dw_hwio, x_nhwc + m0 * g.c, g.c, dy_nhwc + m0 * g.co, g.co, mb, k,
-                            g.co, rows, blk == 0, blk == blocks - 1, scratch)
+            f32_wgrad_block(dw_kn, x_nhwc + m0 * g.c, g.c, dyg + m0 * g.co, g.co, mb, k, cog,
+                            rows, blk == 0, blk == blocks - 1, scratch)
         else:
-            conv2d_im2col_rows(cols, x_nhwc, g, m0, mb, 0)
-            f32_wgrad_block(dw_hwio, cols, k, dy_nhwc + m0 * g.co, g.co, mb, k, g.co, rows,
+            conv2d_im2col_rows(cols, x_nhwc, g, m0, mb, grp * (g.c // g.groups))
+            f32_wgrad_block(dw_kn, cols, k, dyg + m0 * g.co, g.co, mb, k, cog, rows,
                             blk == 0, blk == blocks - 1, scratch)
+
+
+cdef void _conv2d_backward_dw(float* dw_hwio, const float* x_nhwc, const float* dy_nhwc,
+                              const ConvGeom* g, float* scratch) noexcept nogil:
+    """dw = im2col(x)^T @ dy per group; overwrites dw.  A group's (K, Cout_g) block is
+    built after the im2col block in scratch, then copied into its columns of dw."""
+    cdef Py_ssize_t k = conv2d_k(g), cog = g.co // g.groups, grp, r
+    cdef Py_ssize_t rows = _conv_wgrad_rows(g)
+    cdef float* staged = scratch + wgrad_scratch_floats(rows, k, cog) + rows * k
+    if g.groups == 1:
+        _conv2d_backward_dw_group(dw_hwio, x_nhwc, dy_nhwc, g, 0, scratch)
+        return
+    for grp in range(g.groups):
+        _conv2d_backward_dw_group(staged, x_nhwc, dy_nhwc, g, grp, scratch)
+        for r in range(k):
+            memcpy(dw_hwio + r * g.co + grp * cog, staged + r * cog, cog * sizeof(float))
 
 
 cdef void _conv2d_backward_dx(float* dx_nhwc, const float* w_hwio, const float* dy_nhwc,
                               const ConvGeom* g, float* scratch) noexcept nogil:
-    """dx = col2im(dy @ w^T); overwrites dx."""
-    cdef Py_ssize_t m = g.n * g.oh * g.ow, k = conv2d_k(g)
+    """dx = col2im(dy_g @ w_g^T) per group; overwrites dx."""
+    cdef Py_ssize_t m = g.n * g.oh * g.ow, k = conv2d_k(g), cog = g.co // g.groups
     cdef Py_ssize_t rows = _conv_wgrad_rows(g)
     cdef float* wt = scratch
-    cdef float* dcols = wt + gemm_packed_floats(g.co, k)
-    cdef Py_ssize_t blk, m0, mb
+    cdef float* dcols = wt + gemm_packed_floats(cog, k)
+    cdef Py_ssize_t blk, m0, mb, grp
     cdef Activation linear = make_activation(ACT_LINEAR, 0.0, INFINITY, 0.0)
-    # B = w^T (Cout, K): B[i, j] = w_hwio[j * Cout + i].
-    f32_gemm_pack_b_transposed(wt, w_hwio, g.co, g.co, k)
     if conv2d_is_pointwise(g):
+        f32_gemm_pack_b_transposed(wt, w_hwio, g.co, g.co, k)
         f32_gemm_forward(dx_nhwc, g.c, dy_nhwc, g.co, wt, NULL, m, k, g.co, &linear)
         return
     memset(dx_nhwc, 0, g.n * g.h * g.w * g.c * sizeof(float))
-    for blk in range((m + rows - 1) // rows):
-        m0 = blk * rows
-        mb = min(rows, m - m0)
-        f32_gemm_forward(dcols, k, dy_nhwc + m0 * g.co, g.co, wt, NULL, mb, k, g.co, &linear)
-        conv2d_col2im_rows(dx_nhwc, dcols, g, m0, mb)
+    for grp in range(g.groups):
+        # B = w_g^T (Cout_g, K): B[i, j] = w_hwio[j * Cout + grp * Cout_g + i].
+        f32_gemm_pack_b_transposed(wt, w_hwio + grp * cog, g.co, cog, k)
+        for blk in range((m + rows - 1) // rows):
+            m0 = blk * rows
+            mb = min(rows, m - m0)
+            f32_gemm_forward(dcols, k, dy_nhwc + m0 * g.co + grp * cog, g.co, wt, NULL, mb, k,
+                             cog, &linear)
+            conv2d_col2im_rows(dx_nhwc, dcols, g, m0, mb, grp * (g.c // g.groups))
 
 
 cdef void conv2d_backward(float* dx_nhwc, float* dw_hwio, float* db, const float* x_nhwc,
                           const float* w_hwio, const float* dy_nhwc, const ConvGeom* g,
                           float* scratch) noexcept nogil:
-    """Gradients of y = conv(x, w) + b (groups == 1) given dy (N, OH, OW, Cout), after the
-    activation's backward: dw (KH, KW, Cin, Cout), db (Cout), dx (N, H, W, Cin).  OVERWRITES
+    """Gradients of y = conv(x, w) + b (any groups) given dy (N, OH, OW, Cout), after the
+    activation's backward: dw (KH, KW, Cin/groups, Cout), db (Cout), dx (N, H, W, Cin).  OVERWRITES
     each output; any of them may be NULL (not needed).  w_hwio is the plain Keras kernel,
     not the packed one.  scratch: conv2d_backward_scratch_floats(g) floats.  No output may
     overlap an input or another output."""
@@ -316,10 +343,11 @@ def conv2d(const float[:, :, :, ::1] x_nhwc, w_shape, const float[::1] w_packed,
 
 
 def conv2d_grad_scratch_size(x_shape, w_shape, strides=(1, 1), dilation=(1, 1),
-                             pads=(0, 0, 0, 0)):
-    """Floats of scratch conv2d_grad needs (groups == 1, current GEMM variant)."""
+                             pads=(0, 0, 0, 0), Py_ssize_t groups=1):
+    """Floats of scratch conv2d_grad needs (current GEMM variant); w_shape is the HWIO
+    kernel's, I = Cin/groups."""
     cdef ConvGeom g = _conv_geom(tuple(x_shape), tuple(w_shape), tuple(strides),
-                                 tuple(dilation), tuple(pads), 1)
+                                 tuple(dilation), tuple(pads), groups)
     return conv2d_backward_scratch_floats(&g)
 
 
@@ -329,19 +357,17 @@ def conv2d_grad(const float[:, :, :, ::1] x_nhwc, const float[:, :, :, ::1] w_hw
     """Conv2D backward: dw = im2col(x)^T @ dy, db = sums of dy, dx = col2im(dy @ w^T);
     overwrites each given output (float32 C-contiguous, or None when not needed).
 
-    w_hwio is the plain Keras kernel; groups must be 1 (grouped convolutions are not
-    trainable here).  scratch: at least conv2d_grad_scratch_size(...) floats."""
+    w_hwio is the plain Keras kernel (KH, KW, Cin/groups, Cout).  scratch: at least
+    conv2d_grad_scratch_size(...) floats (the same groups)."""
     cdef ConvGeom g
     cdef _Span outs[4]
     cdef _Span ins[3]
     cdef float* dxp
     cdef float* dwp
     cdef float* dbp
-    if groups != 1:
-        raise KernelShapeError(f"conv2d_grad: groups={groups}; only groups == 1 has a backward")
     g = _conv_geom((x_nhwc.shape[0], x_nhwc.shape[1], x_nhwc.shape[2], x_nhwc.shape[3]),
                    (w_hwio.shape[0], w_hwio.shape[1], w_hwio.shape[2], w_hwio.shape[3]),
-                   tuple(strides), tuple(dilation), tuple(pads), 1)
+                   tuple(strides), tuple(dilation), tuple(pads), groups)
     if (dy_nhwc.shape[0] != g.n or dy_nhwc.shape[1] != g.oh or dy_nhwc.shape[2] != g.ow
             or dy_nhwc.shape[3] != g.co):
         raise KernelShapeError(f"conv2d_grad: dy is {tuple(dy_nhwc.shape)[:4]}, expected "
@@ -350,7 +376,8 @@ def conv2d_grad(const float[:, :, :, ::1] x_nhwc, const float[:, :, :, ::1] w_hw
         raise KernelShapeError(f"conv2d_grad: scratch has {scratch.shape[0]} floats, needs "
                                f"{conv2d_backward_scratch_floats(&g)}")
     dxp = _optional_out(dx_nhwc, (g.n, g.h, g.w, g.c), "conv2d_grad: dx", &outs[0])
-    dwp = _optional_out(dw_hwio, (g.kh, g.kw, g.c, g.co), "conv2d_grad: dw", &outs[1])
+    dwp = _optional_out(dw_hwio, (g.kh, g.kw, g.c // g.groups, g.co), "conv2d_grad: dw",
+                        &outs[1])
     dbp = _optional_out(db, (g.co,), "conv2d_grad: db", &outs[2])
     outs[3] = _span(&scratch[0], scratch.nbytes)
     ins[0] = _span(&x_nhwc[0, 0, 0, 0], x_nhwc.nbytes)

@@ -8,6 +8,11 @@
 # (tf_keras backend.resize_images) and Keras 3 (ops.image.resize) UpSampling2D use: source
 # coordinate (o + 0.5) * in/out - 0.5 in float32, rows/cols clamped to the image, and TF's
 # lerp order top = tl + (tr - tl) * lx, bottom likewise, out = top + (bottom - top) * ly.
+# Backward: upsample_nearest_backward sums each fh x fw block of dy; the bilinear one is the
+# transpose of the forward with the same float32 coordinates, each dy pixel spread onto its
+# four sources with weights (1-ly)(1-lx), (1-ly)lx, ly(1-lx), ly lx in TF's
+# ResizeBilinearGrad order.  Both sum in float: a pixel gets fh*fw (nearest) or about
+# 4 * ceil(oh/h) * ceil(ow/w) (bilinear) terms, as TF's float32 kernels do.
 # Non-goals: align_corners, antialiasing, bicubic, reflect padding.
 
 from libc.math cimport floorf, ceilf
@@ -114,6 +119,72 @@ cdef void upsample_bilinear_forward(float* y_nhwc, const float* x_nhwc, Py_ssize
                     yp[j] = top + (bot - top) * ly
 
 
+cdef void upsample_nearest_backward(float* dx_nhwc, const float* dy_nhwc, Py_ssize_t n,
+                                    Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, Py_ssize_t fh,
+                                    Py_ssize_t fw) noexcept nogil:
+    """dx[b, i, j] = sum of dy over the fh x fw block pixel (i, j) was copied to, in float,
+    block row by block row: the gradient of upsample_nearest_forward.  OVERWRITES dx
+    (n, h, w, c); dy is (n, h*fh, w*fw, c) and must not overlap dx."""
+    cdef Py_ssize_t b, iy, ix, f, g, j, row = w * fw * c
+    cdef float* dxp
+    cdef const float* src
+    for b in range(n):
+        for iy in range(h):
+            for f in range(fh):
+                src = dy_nhwc + ((b * h + iy) * fh + f) * row
+                for ix in range(w):
+                    dxp = dx_nhwc + ((b * h + iy) * w + ix) * c
+                    for g in range(fw):
+                        if f == 0 and g == 0:
+                            memcpy(dxp, src, c * sizeof(float))
+                        else:
+                            for j in range(c):
+                                dxp[j] += src[j]
+                        src += c
+
+
+cdef inline void _add_scaled(float* d, const float* s, Py_ssize_t n, float wy,
+                             float wx) noexcept nogil:
+    """d[j] += (s[j] * wy) * wx, TF's ResizeBilinearGrad product order.  One destination per
+    loop: with all four in one loop (they alias at clamped borders) GCC vectorised nothing
+    and the backward of 16x112x112x32 took 14.7 ms against the forward's 5.8 (now 6.3)."""
+    cdef Py_ssize_t j
+    for j in range(n):
+        d[j] += (s[j] * wy) * wx
+
+
+cdef void upsample_bilinear_backward(float* dx_nhwc, const float* dy_nhwc, Py_ssize_t n,
+                                     Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, Py_ssize_t oh,
+                                     Py_ssize_t ow) noexcept nogil:
+    """The transpose of upsample_bilinear_forward: dx (n, h, w, c) from dy (n, oh, ow, c),
+    same float32 source coordinates and lerps; accumulated in float, each dy pixel adding
+    into tl, tr, bl, br in that order.  OVERWRITES dx, which must not overlap dy.  Where a
+    coordinate is clamped (i0 == i1) both weights land on one pixel, as they do in TF."""
+    cdef float sy = <float>h / <float>oh, sx = <float>w / <float>ow
+    cdef Py_ssize_t b, oy, ox, y0, y1, x0, x1
+    cdef float ly, lx
+    cdef float* tl
+    cdef float* tr
+    cdef float* bl
+    cdef float* br
+    cdef const float* dyp
+    memset(dx_nhwc, 0, n * h * w * c * sizeof(float))
+    for b in range(n):
+        for oy in range(oh):
+            _bilinear_coord(oy, sy, h, &y0, &y1, &ly)
+            for ox in range(ow):
+                _bilinear_coord(ox, sx, w, &x0, &x1, &lx)
+                tl = dx_nhwc + ((b * h + y0) * w + x0) * c
+                tr = dx_nhwc + ((b * h + y0) * w + x1) * c
+                bl = dx_nhwc + ((b * h + y1) * w + x0) * c
+                br = dx_nhwc + ((b * h + y1) * w + x1) * c
+                dyp = dy_nhwc + ((b * oh + oy) * ow + ox) * c
+                _add_scaled(tl, dyp, c, 1 - ly, 1 - lx)
+                _add_scaled(tr, dyp, c, 1 - ly, lx)
+                _add_scaled(bl, dyp, c, ly, 1 - lx)
+                _add_scaled(br, dyp, c, ly, lx)
+
+
 cdef void transpose_forward(float* y, const float* x, int rank, const Py_ssize_t* x_shape,
                             const int* perm) noexcept nogil:
     """y = x.transpose(perm) (rank <= 6, y contiguous); overwrites y, which must not overlap
@@ -160,14 +231,15 @@ cdef void transpose_forward(float* y, const float* x, int rank, const Py_ssize_t
 # --- checked Python entry points ---------------------------------------------------------
 
 cdef void _check_nhwc_pair(const float[:, :, :, ::1] x, float[:, :, :, ::1] y,
-                           str name) except *:
+                           str name, str xn="x", str yn="y") except *:
     _require(min(x.shape[0], x.shape[1], x.shape[2], x.shape[3]) > 0
              and min(y.shape[0], y.shape[1], y.shape[2], y.shape[3]) > 0,
-             f"{name}: empty x {tuple(x.shape)[:4]} or y {tuple(y.shape)[:4]}")
+             f"{name}: empty {xn} {tuple(x.shape)[:4]} or {yn} {tuple(y.shape)[:4]}")
     _require(y.shape[0] == x.shape[0] and y.shape[3] == x.shape[3],
-             f"{name}: y {tuple(y.shape)[:4]} must keep the batch and channels of x {tuple(x.shape)[:4]}")
+             f"{name}: {yn} {tuple(y.shape)[:4]} must keep the batch and channels of "
+             f"{xn} {tuple(x.shape)[:4]}")
     _require(not _overlap(&y[0, 0, 0, 0], y.nbytes, &x[0, 0, 0, 0], x.nbytes),
-             f"{name}: y overlaps x")
+             f"{name}: {yn} overlaps {xn}")
 
 
 def window_copy(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, Py_ssize_t top,
@@ -231,6 +303,29 @@ def upsample_bilinear(const float[:, :, :, ::1] x, float[:, :, :, ::1] y):
     with nogil:
         upsample_bilinear_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], x.shape[0], x.shape[1],
                                   x.shape[2], x.shape[3], y.shape[1], y.shape[2])
+
+
+def upsample_nearest_grad(const float[:, :, :, ::1] dy, float[:, :, :, ::1] dx, Py_ssize_t fh,
+                          Py_ssize_t fw):
+    """Gradient of upsample_nearest(x, y, fh, fw): dx (n, h, w, c) from dy (n, h*fh, w*fw,
+    c); overwrites dx."""
+    _check_nhwc_pair(dy, dx, "upsample_nearest_grad", "dy", "dx")
+    _require(fh > 0 and fw > 0, f"upsample_nearest_grad: factors ({fh}, {fw}) must be >= 1")
+    _require(dy.shape[1] == dx.shape[1] * fh and dy.shape[2] == dx.shape[2] * fw,
+             f"upsample_nearest_grad: dy is {tuple(dy.shape)[:4]}, expected "
+             f"{(dx.shape[0], dx.shape[1] * fh, dx.shape[2] * fw, dx.shape[3])}")
+    with nogil:
+        upsample_nearest_backward(&dx[0, 0, 0, 0], &dy[0, 0, 0, 0], dx.shape[0], dx.shape[1],
+                                  dx.shape[2], dx.shape[3], fh, fw)
+
+
+def upsample_bilinear_grad(const float[:, :, :, ::1] dy, float[:, :, :, ::1] dx):
+    """Gradient of upsample_bilinear(x, y) (sizes from dx and dy): dx (n, h, w, c) from dy
+    (n, oh, ow, c); overwrites dx."""
+    _check_nhwc_pair(dy, dx, "upsample_bilinear_grad", "dy", "dx")
+    with nogil:
+        upsample_bilinear_backward(&dx[0, 0, 0, 0], &dy[0, 0, 0, 0], dx.shape[0], dx.shape[1],
+                                   dx.shape[2], dx.shape[3], dy.shape[1], dy.shape[2])
 
 
 def transpose(const float[::1] x, float[::1] y, x_shape, perm):

@@ -7,6 +7,7 @@
 #   9 activation code
 #   10..  op parameters (sizes, strides, geometry), documented per opcode below
 # Float row: 0 alpha, 1 max_value, 2 threshold (the fused activation), 3.. op parameters.
+# Opcodes 40..43 and 48..55 are reserved (unused on this branch).
 # Operand refs: -1 for none, else (base << 40) | float offset; bases (plan/builder.py):
 # 0 the activation arena, 1 the packed frozen weights, 2 the trainable parameters and the
 # frozen parameters training reads (Keras layout), 3 their gradients.  Forward ops use
@@ -65,7 +66,7 @@ cdef enum OpCode:
     OP_DROPOUT_FORWARD = 23    # n, seed; f: rate     y = x0 * y2, y2 = the mask
     # --- training: backward (dx = y, may be -1; param gradients in y2 and b) ----------
     OP_DENSE_BACKWARD = 24     # m, k, n              x0 = x, x1 = dy, w = kernel (k, n)
-    OP_CONV2D_BACKWARD = 25    # ConvGeom             x0 = x, x1 = dy, w = kernel HWIO
+    OP_CONV2D_BACKWARD = 25    # ConvGeom (groups too) x0 = x, x1 = dy, w = kernel HWIO (I = C/groups)
     OP_DWCONV2D_BACKWARD = 26  # DwConvGeom           x0 = x, x1 = dy, w = kernel HWCM
     OP_ACTIVATION_BACKWARD = 27  # n                  x0 = x, x1 = dy, x2 = y
     OP_SOFTMAX_BACKWARD = 28   # outer, n, inner      x1 = dy, x2 = y
@@ -92,7 +93,14 @@ cdef enum OpCode:
     OP_LAYERNORM_BACKWARD = 42        # rows, cols, NormMode; f: epsilon   x0 = x, x1 = dy,
                                       #   w = gamma; y = dx, y2 = dgamma, b = dbeta (each may be -1)
     # 43 is reserved (normalization family)
-    OP_COUNT = 44
+    # --- training: backward of broadcasting merges, PReLU, UpSampling2D ----------------
+    # (a gradient ref of -1: not wanted, e.g. for a constant operand in the weights buffer)
+    OP_BINARY_BACKWARD = 44    # as OP_BINARY         x0 = a, x1 = dy, x2 = b; y = da, y2 = db
+    OP_PRELU_BACKWARD = 45     # as OP_PRELU          x0 = x, x1 = dy, w = alpha; y = dx, y2 = dalpha
+    OP_UPSAMPLE_NEAREST_BACKWARD = 46   # n, h, w, c, fh, fw (h, w: the input's)   x1 = dy
+    OP_UPSAMPLE_BILINEAR_BACKWARD = 47  # n, h, w, c, oh, ow                        x1 = dy
+    # 48..55: reserved
+    OP_COUNT = 56
 
 OPCODES = {
     "copy": OP_COPY, "gemm": OP_GEMM, "conv2d": OP_CONV2D, "dwconv2d": OP_DWCONV2D,
@@ -118,6 +126,9 @@ OPCODES = {
     "batchnorm_train_forward": OP_BATCHNORM_TRAIN_FORWARD,
     "batchnorm_train_backward": OP_BATCHNORM_TRAIN_BACKWARD,
     "layernorm_backward": OP_LAYERNORM_BACKWARD,
+    "binary_backward": OP_BINARY_BACKWARD, "prelu_backward": OP_PRELU_BACKWARD,
+    "upsample_nearest_backward": OP_UPSAMPLE_NEAREST_BACKWARD,
+    "upsample_bilinear_backward": OP_UPSAMPLE_BILINEAR_BACKWARD,
 }
 ROW_PARAM_START = P
 
@@ -278,6 +289,35 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
         batchnorm_train_backward(y, y2, b, x0, x1, p[0], p[1], w, x2)
     elif code == OP_LAYERNORM_BACKWARD:
         layernorm_backward(y, y2, b, x0, x1, p[0], p[1], w, f[FP], <int>p[2])
+    elif code == OP_BINARY_BACKWARD or code == OP_PRELU_BACKWARD:
+        _run_broadcast_backward(code, y, y2, x0, x1, x2, w, p)
+    elif code == OP_UPSAMPLE_NEAREST_BACKWARD:
+        upsample_nearest_backward(y, x1, p[0], p[1], p[2], p[3], p[4], p[5])
+    elif code == OP_UPSAMPLE_BILINEAR_BACKWARD:
+        upsample_bilinear_backward(y, x1, p[0], p[1], p[2], p[3], p[4], p[5])
+
+
+cdef void _run_broadcast_backward(int code, float* y, float* y2, const float* x0,
+                                  const float* x1, const float* x2, const float* w,
+                                  const int64_t* p) noexcept nogil:
+    # The rows of OP_BINARY_BACKWARD and OP_PRELU_BACKWARD carry the forward's ints.
+    cdef Py_ssize_t shape[6]
+    cdef Py_ssize_t sa[6]
+    cdef Py_ssize_t sb[6]
+    cdef int i, rank
+    if code == OP_BINARY_BACKWARD:
+        rank = <int>p[1]
+        for i in range(rank):
+            shape[i] = p[2 + i]
+            sa[i] = p[2 + rank + i]
+            sb[i] = p[2 + 2 * rank + i]
+        binary_backward(y, y2, x1, x0, x2, <int>p[0], rank, shape, sa, sb)
+    else:
+        rank = <int>p[2]
+        for i in range(rank):
+            shape[i] = p[3 + i]
+            sa[i] = p[3 + rank + i]
+        prelu_backward(y, y2, x1, x0, w, p[0], p[1], rank, shape, sa)
 
 
 cdef inline void _fill(void* geom, const int64_t* p, int count) noexcept nogil:

@@ -164,6 +164,22 @@ def conv_cases():
     return [c for c in cases if c is not None]
 
 
+def grouped_conv_cases():
+    """Grouped Conv2D grid for the backward: groups 2, 3, 4 (and 8) with one input or one
+    output channel per group, strides 2, dilation 2, same and valid, at 9x7 and 18x17."""
+    rows = [CONV_TABLE[i] for i in (0, 1, 4, 6, 7, 8, 10, 14)]
+    cases, i = [], 0
+    for groups, cin, cout in [(2, 8, 12), (3, 3, 3), (4, 16, 24), (3, 33, 15), (2, 4, 2),
+                              (4, 4, 8), (3, 12, 9), (8, 16, 16)]:
+        for row in rows:
+            hw = SPATIAL[i % 2]
+            i += 1
+            cases.append(_case(1, hw, cin, cout, row, groups))
+    cases += [_case(2, (9, 7), 6, 4, CONV_TABLE[3], 2),
+              _case(1, (9, 7), 6, 9, CONV_TABLE[3], 3, pads=(0, 2, 1, 0))]
+    return [c for c in cases if c is not None]
+
+
 # Depthwise: the channel counts around the 16-channel register block of dwconv2d.pxi matter
 # most (tails of 1..15 after zero, one or two full blocks).
 DW_CHANNELS = CHANNELS + [17, 31, 32, 48]

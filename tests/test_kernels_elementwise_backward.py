@@ -1,15 +1,20 @@
 """Softmax, channel-affine / inference-mode BatchNormalization (forward and backward, from
-the layer's moving statistics and epsilon),
-Concatenate and dropout backward: float64 references, finite differences of the forward
-kernels, optional outputs, in-place use, the dropout generator's exact stream and
-statistics, and bad shapes."""
+the layer's moving statistics and epsilon), Concatenate and dropout backward, broadcasting
+binary ops and PReLU backward: float64 references, finite differences of the forward
+kernels, TensorFlow's recorded tie and NaN rules, optional outputs, in-place use, the
+dropout generator's exact stream and statistics, the plan runner's rows, a second thread,
+and bad shapes."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
 
 from edgecore import _kernels as K
-from reference.check import assert_close, assert_unchanged, frozen
+from oprow import run_row
+from reference.check import assert_close, assert_same_in_thread, assert_unchanged, frozen
 from reference.dropout import dropout_mask
-from reference.finite_diff import directional, rounding_error
+from reference.elementwise import binary_backward, binary_magnitude, prelu_backward
+from reference.finite_diff import EPS32, directional, rounding_error
 from reference.normalization import batchnorm_inference, batchnorm_inference_backward
 from reference.softmax import softmax_backward
 
@@ -241,3 +246,348 @@ def test_dropout_validation():
     for call in bad:
         with pytest.raises(K.KernelShapeError):
             call()
+
+
+# --- broadcasting binary ops -------------------------------------------------------------
+
+# Per element one float32 product or quotient (divide's db: three), then a double sum
+# rounded once to float32: within 2 eps32 of the sum of |terms|.
+BINARY_RTOL = 2 * EPS32
+
+# (shape of a, shape of b): every broadcast pattern the planner emits.
+BINARY_GRAD_CASES = {
+    "same_9x7_c13": ((2, 9, 7, 13), (2, 9, 7, 13)),
+    "same_one_element": ((1,), (1,)),
+    "scalar_b_18x17_c3": ((2, 18, 17, 3), ()),
+    "scalar_a_9x7_c16": ((), (1, 9, 7, 16)),
+    "channel_b_9x7_c17": ((2, 9, 7, 17), (17,)),
+    "channel_a_c1": ((1,), (3, 9, 7, 1)),
+    "squeeze_excite_18x17_c8": ((2, 18, 17, 8), (2, 1, 1, 8)),
+    "squeeze_excite_a_9x7_c4": ((3, 1, 1, 4), (3, 9, 7, 4)),
+    "rows_1h11_c3": ((2, 9, 7, 3), (1, 9, 1, 1)),
+    "both_n1wc_1h1c": ((2, 1, 7, 4), (1, 9, 1, 4)),
+    "both_nh1c_11wc": ((2, 9, 1, 16), (1, 1, 7, 16)),
+    "outer_7x1_1x9": ((7, 1), (1, 9)),
+    "column_2x2": ((2, 2, 1), (2, 1, 2)),
+    "rank6": ((2, 1, 3, 2, 1, 4), (1, 2, 1, 2, 3, 1)),
+    # Past the 256-column accumulator block: kept columns and a reduced row of 700.
+    "squeeze_excite_c300": ((2, 3, 5, 300), (2, 1, 1, 300)),
+    "reduced_row_700": ((2, 3, 700), (2, 3, 1)),
+}
+
+
+def _strides(arr, shape):
+    return tuple(s // 4 for s in np.broadcast_to(arr, shape).strides)
+
+
+def _binary_inputs(a_shape, b_shape, op, seed):
+    """a, b, dy; b away from 0 (divide), a and b on disjoint grids for maximum/minimum so
+    that no tie occurs (ties have their own test)."""
+    rng = np.random.default_rng(seed)
+    shape = np.broadcast_shapes(a_shape, b_shape)
+    if op in ("maximum", "minimum"):
+        a = rng.integers(-4, 4, a_shape) + 0.25
+        b = rng.integers(-4, 4, b_shape) * 1.0
+    else:
+        a = rng.standard_normal(a_shape)
+        b = rng.uniform(1, 2, b_shape) * rng.choice([-1, 1], b_shape)
+    return frozen(a, b, rng.standard_normal(shape))
+
+
+def run_binary_grad(a, b, dy, op, want=("da", "db")):
+    shape = dy.shape or (1,)
+    da = np.full(a.size, np.nan, np.float32) if "da" in want else None
+    db = np.full(b.size, np.nan, np.float32) if "db" in want else None
+    K.binary_grad(a.reshape(-1), b.reshape(-1), dy.reshape(-1), da, db, K.BINARY_OPS[op],
+                  shape, _strides(a, shape), _strides(b, shape))
+    return (None if da is None else da.reshape(a.shape),
+            None if db is None else db.reshape(b.shape))
+
+
+def check_binary_grad(a, b, dy, op, got, what):
+    ref, mag = binary_backward(a, b, dy, op), binary_backward(a, b, dy, op, magnitude=True)
+    for name, g, r, m in zip(("da", "db"), got, ref, mag):
+        if g is not None:
+            assert_close(g, r, m, rtol=BINARY_RTOL, atol=0, what=f"{what} {name}")
+
+
+@pytest.mark.parametrize("op", sorted(K.BINARY_OPS))
+@pytest.mark.parametrize("case", list(BINARY_GRAD_CASES))
+def test_binary_grad_matches_reference(case, op):
+    a_shape, b_shape = BINARY_GRAD_CASES[case]
+    (a, b, dy), copies = _binary_inputs(a_shape, b_shape, op, 31)
+    got = run_binary_grad(a, b, dy, op)
+    check_binary_grad(a, b, dy, op, got, f"binary_grad {op} {case}")
+    assert_unchanged([a, b, dy], copies, "binary_grad")
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(shapes_=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=1, max_dims=6,
+                                                 min_side=1, max_side=5),
+       op=st.sampled_from(sorted(K.BINARY_OPS)))
+def test_binary_grad_random_broadcasts(shapes_, op):
+    (sa, sb), _ = shapes_
+    (a, b, dy), _ = _binary_inputs(sa, sb, op, 32)
+    check_binary_grad(a, b, dy, op, run_binary_grad(a, b, dy, op), f"binary_grad {op} {sa} {sb}")
+
+
+@pytest.mark.parametrize("want", [("da",), ("db",)])
+@pytest.mark.parametrize("op", ["multiply", "divide"])
+def test_binary_grad_optional_outputs(op, want):
+    (a, b, dy), _ = _binary_inputs((2, 9, 7, 5), (2, 1, 1, 5), op, 33)
+    got = run_binary_grad(a, b, dy, op, want)
+    assert [g is None for g in got] == ["da" not in want, "db" not in want]
+    check_binary_grad(a, b, dy, op, got, f"binary_grad only {want}")
+
+
+@pytest.mark.parametrize("op", sorted(K.BINARY_OPS))
+@pytest.mark.parametrize("shapes_", [((2, 3, 4, 5), (2, 1, 1, 5)), ((3, 1), (1, 4)),
+                                     ((2, 5), ()), ((1, 3, 2), (1, 3, 2))],
+                         ids=lambda s: f"{s[0]}_{s[1]}")
+def test_binary_grad_matches_finite_differences(shapes_, op):
+    """<grad, v> against the directional derivative of sum(dy * binary(a, b)) through the
+    forward kernel.  Linear in each operand except divide in b; there |b| >= 1 and |v| <= 1
+    bound the stencil's h^4 truncation by 4 h^4 sum|dy a|."""
+    a_shape, b_shape = shapes_
+    (a, b, dy), _ = _binary_inputs(a_shape, b_shape, op, 34)
+    shape = dy.shape
+    da, db = run_binary_grad(a, b, dy, op)
+    dy64 = dy.astype(np.float64)
+
+    def loss(av, bv):
+        y = np.empty(shape, np.float32)
+        K.binary(av.reshape(-1), bv.reshape(-1), y.reshape(-1), K.BINARY_OPS[op], shape,
+                 _strides(av, shape), _strides(bv, shape))
+        return float((y * dy64).sum())
+
+    h = 1 / 64
+    mag = float((np.abs(dy64) * binary_magnitude(a, b, op)).sum())
+    trunc = 4 * h ** 4 * float((np.abs(dy64) * np.abs(a.astype(np.float64))).sum())
+    rng = np.random.default_rng(35)
+    for name, grad, f, base in (("a", da, lambda t: loss(t, b), a),
+                                ("b", db, lambda t: loss(a, t), b)):
+        v = rng.uniform(-1, 1, base.shape)
+        fd = directional(f, base.astype(np.float64), v, h)
+        tol = rounding_error(4 * mag, h) + trunc + 1e-6 * float((np.abs(grad) * np.abs(v)).sum())
+        assert abs(fd - float((grad * v).sum())) <= tol, (op, name, fd, tol)
+
+
+# TensorFlow 2.21 (tf.maximum / tf.minimum under tf.GradientTape; Keras 3.15's Maximum
+# layer agrees) on a = [[1, 2, 3], [3, 2, 1]], b = [[2, 2, 2]], dy = [[1, 2, 4], [8, 16, 32]]:
+# ties (column 1) go to a for both ops, b's gradient is summed over the broadcast rows.
+TF_BINARY_TIES = {
+    "maximum": ([[0, 2, 4], [8, 16, 0]], [[1, 0, 32]]),
+    "minimum": ([[1, 2, 0], [0, 16, 32]], [[8, 0, 4]]),
+}
+# and on a = [1, 2, nan, 3, 0], b = [1, nan, 1, 2, -0], dy = 1: a NaN comparison sends the
+# gradient to b, so neither gradient is NaN (TF's tf.where rule).
+TF_BINARY_NAN = {
+    "maximum": ([1, 0, 0, 1, 1], [0, 1, 1, 0, 0]),
+    "minimum": ([1, 0, 0, 0, 1], [0, 1, 1, 1, 0]),
+}
+
+
+@pytest.mark.parametrize("op", list(TF_BINARY_TIES))
+def test_binary_grad_ties_and_nan_follow_tensorflow(op):
+    a = np.array([[1, 2, 3], [3, 2, 1]], np.float32)
+    b = np.array([[2, 2, 2]], np.float32)
+    dy = np.array([[1, 2, 4], [8, 16, 32]], np.float32)
+    da, db = run_binary_grad(a, b, dy, op)
+    assert np.array_equal(da, TF_BINARY_TIES[op][0]) and np.array_equal(db, TF_BINARY_TIES[op][1])
+    a = np.array([1, 2, np.nan, 3, 0], np.float32)
+    b = np.array([1, np.nan, 1, 2, -0.0], np.float32)
+    da, db = run_binary_grad(a, b, np.ones(5, np.float32), op)
+    assert np.array_equal(da, TF_BINARY_NAN[op][0]) and np.array_equal(db, TF_BINARY_NAN[op][1])
+
+
+@pytest.mark.parametrize("op", sorted(K.BINARY_OPS))
+def test_binary_grad_propagates_nan(op):
+    """A NaN dy reaches the gradient of every operand it is routed to (summed over the
+    broadcast: the whole reduced element is NaN); a NaN a reaches db where TF's formula
+    multiplies by a (multiply, divide)."""
+    (a, b, dy), _ = _binary_inputs((2, 3, 4, 5), (2, 1, 1, 5), op, 36)
+    dy = dy.copy()
+    dy[1, 2, 3, 4] = np.nan
+    da, db = run_binary_grad(a, b, dy, op)
+    to_a = to_b = True
+    if op in ("maximum", "minimum"):
+        to_a = a[1, 2, 3, 4] >= b[1, 0, 0, 4] if op == "maximum" else a[1, 2, 3, 4] <= b[1, 0, 0, 4]
+        to_b = not to_a
+    assert np.isnan(da[1, 2, 3, 4]) == to_a and np.isnan(da).sum() == int(to_a)
+    assert np.isnan(db[1, 0, 0, 4]) == to_b and np.isnan(db).sum() == int(to_b)
+    if op in ("multiply", "divide"):
+        (a, b, dy), _ = _binary_inputs((2, 3, 4, 5), (2, 1, 1, 5), op, 36)
+        a = a.copy()
+        a[0, 1, 2, 3] = np.nan
+        _, db = run_binary_grad(a, b, dy, op)
+        assert np.isnan(db[0, 0, 0, 3]) and np.isnan(db).sum() == 1
+
+
+def test_binary_grad_validation():
+    a, b, dy = np.ones(24, np.float32), np.ones(4, np.float32), np.ones(24, np.float32)
+    da, db = np.empty(24, np.float32), np.empty(4, np.float32)
+    shape, sa, sb = (2, 3, 4), (12, 4, 1), (0, 0, 1)
+    mul = K.BINARY_OPS["multiply"]
+    K.binary_grad(a, b, dy, da, db, mul, shape, sa, sb)
+    bad = [
+        lambda: K.binary_grad(a, b, dy[:23], da, db, mul, shape, sa, sb),
+        lambda: K.binary_grad(a, b, dy, da[:23], db, mul, shape, sa, sb),
+        lambda: K.binary_grad(a, b, dy, da, np.empty(3, np.float32), mul, shape, sa, sb),
+        lambda: K.binary_grad(a, b, dy, da, db, mul, shape, sa, (0, 1, 1)),     # not compact
+        lambda: K.binary_grad(a, b, dy, da, db, mul, shape, (12, 4, 2), sb),    # gaps in a
+        lambda: K.binary_grad(a, b[:3], dy, da, db, mul, shape, sa, sb),
+        lambda: K.binary_grad(a, b, dy, da, db, 6, shape, sa, sb),               # prelu's code
+        lambda: K.binary_grad(a, b, dy, da, db, mul, shape, sa, (0, 1)),
+        lambda: K.binary_grad(a, b, dy, da, db, mul, (1,) * 7, (0,) * 7, (0,) * 7),
+        lambda: K.binary_grad(a, b, dy, dy, db, mul, shape, sa, sb),             # da is dy
+        lambda: K.binary_grad(a, b, dy, da, da[:4], mul, shape, sa, sb),         # db inside da
+        lambda: K.binary_grad(a, b, dy, None, b, mul, shape, sa, sb),            # db is b
+        lambda: K.binary_grad(a, b, dy, da, np.empty(4, np.float64), mul, shape, sa, sb),
+        lambda: K.binary_grad(a, b, dy, da.reshape(2, 12), db, mul, shape, sa, sb),
+    ]
+    for call in bad:
+        with pytest.raises(K.KernelShapeError):
+            call()
+
+
+@pytest.mark.parametrize("op", sorted(K.BINARY_OPS))
+def test_binary_grad_runner_row_and_second_thread(op):
+    """OP_BINARY_BACKWARD: y = da, y2 = db, x0 = a, x1 = dy, x2 = b, ints as OP_BINARY's
+    (after the planner's collapse) gives the wrapper's result bit for bit; so does a run
+    from another thread."""
+    (a, b, dy), _ = _binary_inputs((2, 9, 7, 6), (2, 1, 1, 6), op, 37)
+    shape, sa, sb = (2, 63, 6), (378, 6, 1), (6, 0, 1)
+    want = run_binary_grad(a, b, dy, op)
+    ints = (K.BINARY_OPS[op], 3, *shape, *sa, *sb)
+    inputs = {"x0": a, "x1": dy, "x2": b}
+    got = run_row("binary_backward", inputs, {"y": a.shape, "y2": b.shape}, ints)
+    assert np.array_equal(got["y"], want[0]) and np.array_equal(got["y2"], want[1])
+    only_db = run_row("binary_backward", inputs, {"y2": b.shape}, ints)
+    assert np.array_equal(only_db["y2"], want[1])
+    assert_same_in_thread(lambda: run_binary_grad(a, b, dy, op), f"binary_grad {op}")
+
+
+# --- PReLU -------------------------------------------------------------------------------
+
+# (input shape with batch, Keras shared_axes)
+PRELU_GRAD_CASES = {
+    "full_alpha_9x7_c13": ((2, 9, 7, 13), ()),
+    "shared_hw_18x17_c16": ((2, 18, 17, 16), (1, 2)),
+    "shared_hw_c1": ((3, 9, 7, 1), (1, 2)),
+    "shared_c_c17": ((3, 5, 4, 17), (3,)),
+    "shared_w_c3": ((2, 9, 7, 3), (2,)),
+    "dense_37": ((4, 37), ()),
+    "dense_batch1": ((1, 8), ()),
+    "shared_all": ((2, 3, 4), (1, 2)),
+    "rank6_sample": ((2, 2, 3, 2, 3, 2, 3), (2, 4, 6)),   # 7 alternating axes with the batch
+    "wide_c300": ((2, 3, 5, 300), (1, 2)),
+}
+
+
+def _prelu_inputs(shape, shared, seed):
+    """x on a grid away from 0 (x == 0 has its own test), alpha, dy."""
+    rng = np.random.default_rng(seed)
+    alpha_shape = tuple(1 if i + 1 in shared else d for i, d in enumerate(shape[1:]))
+    x = rng.integers(-8, 8, shape) * 0.5 + 0.25
+    return frozen(x, rng.uniform(-1, 1, alpha_shape), rng.standard_normal(shape))
+
+
+def run_prelu_grad(x, alpha, dy, want=("dx", "dalpha")):
+    dx = np.full(x.size, np.nan, np.float32) if "dx" in want else None
+    dalpha = np.full(alpha.size, np.nan, np.float32) if "dalpha" in want else None
+    K.prelu_grad(x.reshape(-1), alpha.reshape(-1), dy.reshape(-1), dx, dalpha, x.shape[1:],
+                 _strides(alpha, x.shape[1:]))
+    return (None if dx is None else dx.reshape(x.shape),
+            None if dalpha is None else dalpha.reshape(alpha.shape))
+
+
+@pytest.mark.parametrize("case", list(PRELU_GRAD_CASES))
+def test_prelu_grad_matches_reference(case):
+    (x, alpha, dy), copies = _prelu_inputs(*PRELU_GRAD_CASES[case], 41)
+    got = run_prelu_grad(x, alpha, dy)
+    ref, mag = prelu_backward(x, alpha, dy), prelu_backward(x, alpha, dy, magnitude=True)
+    for name, g, r, m in zip(("dx", "dalpha"), got, ref, mag):
+        assert_close(g, r, m, rtol=BINARY_RTOL, atol=0, what=f"prelu_grad {name} {case}")
+    assert_unchanged([x, alpha, dy], copies, "prelu_grad")
+    dx_only, _ = run_prelu_grad(x, alpha, dy, ("dx",))
+    _, dalpha_only = run_prelu_grad(x, alpha, dy, ("dalpha",))
+    assert np.array_equal(dx_only, got[0]) and np.array_equal(dalpha_only, got[1])
+
+
+@pytest.mark.parametrize("case", ["full_alpha_9x7_c13", "shared_hw_c1", "rank6_sample"])
+def test_prelu_grad_matches_finite_differences(case):
+    """PReLU is linear in alpha, and in x away from 0 (x sits on a grid of quarters, the
+    steps stay below 1/4): the stencil is exact up to rounding."""
+    shape, shared = PRELU_GRAD_CASES[case]
+    (x, alpha, dy), _ = _prelu_inputs(shape, shared, 42)
+    dx, dalpha = run_prelu_grad(x, alpha, dy)
+    strides, dy64 = _strides(alpha, shape[1:]), dy.astype(np.float64)
+
+    def loss(xv, av):
+        y = np.empty(shape, np.float32)
+        K.prelu(xv.reshape(-1), av.reshape(-1), y.reshape(-1), shape[1:], strides)
+        return float((y * dy64).sum())
+
+    h, rng = 1 / 16, np.random.default_rng(43)
+    mag = float((np.abs(dy64) * np.abs(x) * (1 + np.abs(alpha))).sum())
+    for name, grad, f, base in (("x", dx, lambda t: loss(t, alpha), x),
+                                ("alpha", dalpha, lambda t: loss(x, t), alpha)):
+        v = rng.uniform(-1, 1, base.shape)
+        fd = directional(f, base.astype(np.float64), v, h)
+        tol = rounding_error(4 * mag, h) + 1e-6 * float((np.abs(grad) * np.abs(v)).sum())
+        assert abs(fd - float((grad * v).sum())) <= tol, (name, fd, float((grad * v).sum()))
+
+
+# TensorFlow 2.21 / Keras 3.15 PReLU(alpha=0.25) on x = [-1, 0, 2, nan, -0], dy = 1:
+# dx = [0.25, 0, 1, 0, 0] (ReluGrad masks: 0 at x == 0 and at NaN x), dalpha per element
+# [-1, 0, 0, nan, 0] (relu(-x) is NaN for a NaN x); with dy = NaN every dx is NaN, x == 0
+# included (ReluGrad multiplies dy by its mask).
+def test_prelu_grad_zero_and_nan_follow_tensorflow():
+    x = np.array([[-1, 0, 2, np.nan, -0.0]], np.float32)
+    alpha = np.full(5, 0.25, np.float32)
+    dx, dalpha = run_prelu_grad(x, alpha, np.ones_like(x))
+    assert np.array_equal(dx, [[0.25, 0, 1, 0, 0]])
+    assert np.array_equal(dalpha, [-1, 0, 0, np.nan, 0], equal_nan=True)
+    dx, dalpha = run_prelu_grad(x, alpha, np.full_like(x, np.nan))
+    assert np.isnan(dx).all() and np.isnan(dalpha).all()
+    (x, alpha, dy), _ = _prelu_inputs((2, 3, 4, 5), (1, 2), 44)       # shared alpha (1, 1, 5)
+    x = x.copy()
+    x[1, 2, 3, 4] = np.nan
+    _, dalpha = run_prelu_grad(x, alpha, dy)
+    assert np.isnan(dalpha[0, 0, 4]) and np.isnan(dalpha).sum() == 1
+
+
+def test_prelu_grad_validation():
+    x, dy, alpha = np.ones(24, np.float32), np.ones(24, np.float32), np.ones(4, np.float32)
+    dx, dalpha = np.empty(24, np.float32), np.empty(4, np.float32)
+    K.prelu_grad(x, alpha, dy, dx, dalpha, (3, 4), (0, 1))
+    bad = [
+        lambda: K.prelu_grad(x, alpha, dy, dx, dalpha, (5,), (1,)),            # 24 not whole samples
+        lambda: K.prelu_grad(x, alpha, dy[:12], dx, dalpha, (3, 4), (0, 1)),
+        lambda: K.prelu_grad(x, alpha, dy, dx[:12], dalpha, (3, 4), (0, 1)),
+        lambda: K.prelu_grad(x, alpha, dy, dx, dalpha[:3], (3, 4), (0, 1)),
+        lambda: K.prelu_grad(x, alpha, dy, dx, dalpha, (3, 4), (4, 1)),        # alpha is 12 long
+        lambda: K.prelu_grad(x, alpha, dy, dx, dalpha, (3, 4), (1, 0)),        # not compact
+        lambda: K.prelu_grad(x, alpha, dy, dx, dalpha, (3, 4), (1,)),
+        lambda: K.prelu_grad(x, alpha, dy, dy, dalpha, (3, 4), (0, 1)),        # dx is dy
+        lambda: K.prelu_grad(x, alpha, dy, dx, dx[:4], (3, 4), (0, 1)),        # dalpha inside dx
+        lambda: K.prelu_grad(x, alpha, dy, None, alpha, (3, 4), (0, 1)),       # dalpha is alpha
+    ]
+    for call in bad:
+        with pytest.raises(K.KernelShapeError):
+            call()
+
+
+def test_prelu_grad_runner_row_and_second_thread():
+    """OP_PRELU_BACKWARD: y = dx, x0 = x, x1 = dy, w = alpha, y2 = dalpha, ints as OP_PRELU's."""
+    shape, shared = PRELU_GRAD_CASES["shared_hw_18x17_c16"]
+    (x, alpha, dy), _ = _prelu_inputs(shape, shared, 45)
+    want = run_prelu_grad(x, alpha, dy)
+    strides = _strides(alpha, shape[1:])
+    ints = (shape[0], x.size // shape[0], 3, *shape[1:], *strides)
+    inputs = {"x0": x, "x1": dy, "w": alpha}
+    got = run_row("prelu_backward", inputs, {"y": x.shape, "y2": alpha.shape}, ints)
+    assert np.array_equal(got["y"], want[0]) and np.array_equal(got["y2"], want[1])
+    got = run_row("prelu_backward", inputs, {"y2": alpha.shape}, ints)
+    assert np.array_equal(got["y2"], want[1])
+    assert_same_in_thread(lambda: run_prelu_grad(x, alpha, dy), "prelu_grad")

@@ -152,20 +152,13 @@ class Conv2D(_Conv2DBase):
             "conv2d", out, x, w=kernel, b=bias, act=act, scratch=scratch,
             ints=(*geom, self.filters, self.groups)), live is not None)
 
-    def require_single_group(self):
-        if self.groups != 1:
-            raise self.unsupported("training a grouped Conv2D (groups > 1)")
-
-    def check_trainable(self, node):
-        self.require_single_group()
-
     def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
         x = node.inputs[0]
         geom = (*self.geometry(b, node), self.filters, self.groups)
         n, h, w, c = b.shape(x)
         scratch = _kernels.conv2d_grad_scratch_size(
-            b.shape(x), (*self.kernel_size, c, self.filters), self.strides, self.dilation,
-            self.pads(h, w, node))
+            b.shape(x), (*self.kernel_size, c // self.groups, self.filters), self.strides,
+            self.dilation, self.pads(h, w, node), self.groups)
         dz = self.backward_preact(b, node, dy, dy_is_preact)
         dx = b.temp(b.shape(x)) if need_dx[0] else None
         live = b.live_of(self)

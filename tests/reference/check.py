@@ -6,6 +6,8 @@ error is not (and aarch64 GCC fuses multiply-adds, changing the rounding of ever
 So a check is |got - ref| <= rtol * magnitude + atol, where magnitude is the same
 computation run on absolute values (e.g. conv(|x|, |w|) + |bias|).
 """
+import threading
+
 import numpy as np
 
 
@@ -54,3 +56,26 @@ def frozen(*arrays):
 def assert_unchanged(arrays, copies, what=""):
     for i, (a, c) in enumerate(zip(arrays, copies)):
         assert np.array_equal(a, c, equal_nan=True), f"{what}: input {i} was modified"
+
+
+def assert_same_in_thread(run, what=""):
+    """run() -> array or tuple of arrays, computed afresh on each call: the result from a
+    second threading.Thread must equal the main thread's bit for bit (kernels keep no
+    per-thread or global state besides the GEMM variant, which is process-wide)."""
+    here = run()
+    box = {}
+    worker = threading.Thread(target=lambda: box.setdefault("out", run()))
+    worker.start()
+    worker.join()
+    there = box["out"]
+    here, there = _as_tuple(here), _as_tuple(there)
+    for i, (h, t) in enumerate(zip(here, there)):
+        if h is None:
+            assert t is None, f"{what}: output {i}"
+            continue
+        assert np.array_equal(np.asarray(h).view(np.uint32), np.asarray(t).view(np.uint32)), \
+            f"{what}: output {i} differs between threads"
+
+
+def _as_tuple(v):
+    return v if isinstance(v, tuple) else (v,)

@@ -1,6 +1,6 @@
 """Conv2D reference (NHWC input, HWIO kernel, groups, dilation, asymmetric pads) as an
 explicit im2col over the zero-padded input followed by one matrix product per group; the
-backward (groups == 1) as the transposed products and an explicit col2im scatter."""
+backward as the transposed products and an explicit col2im scatter, group by group."""
 import numpy as np
 
 from .activations import activation
@@ -55,14 +55,24 @@ def conv2d(x_nhwc, w_hwio, bias=None, strides=(1, 1), dilation=(1, 1), pads=(0, 
 
 
 def conv2d_backward(x_nhwc, w_hwio, dy_nhwc, strides=(1, 1), dilation=(1, 1),
-                    pads=(0, 0, 0, 0), magnitude=False):
-    """Gradients of y = conv(x, w) + b for groups == 1: (dx, dw, db) in float64.
-    dw = im2col(x)^T @ dy, db = sum of dy, dx = col2im(dy @ w^T) where col2im adds every
-    (ky, kx) slice of a column back onto the input pixel it was copied from.
+                    pads=(0, 0, 0, 0), groups=1, magnitude=False):
+    """Gradients of y = conv(x, w) + b: (dx, dw, db) in float64, w (KH, KW, Cin/groups,
+    Cout).  Group g sees input channels g*Cin_g.. and output channels g*Cout_g..: its dx
+    channels, dw columns and db entries are those of a groups == 1 convolution on them.
     magnitude=True: the same on |x|, |w|, |dy| (the scale of the rounding error)."""
     x, w, dy = (np.asarray(a, np.float64) for a in (x_nhwc, w_hwio, dy_nhwc))
     if magnitude:
         x, w, dy = np.abs(x), np.abs(w), np.abs(dy)
+    cig, cog = w.shape[2], w.shape[3] // groups
+    parts = [_conv2d_backward_one(x[..., g * cig:(g + 1) * cig], w[..., g * cog:(g + 1) * cog],
+                                  dy[..., g * cog:(g + 1) * cog], strides, dilation, pads)
+             for g in range(groups)]
+    return tuple(np.concatenate([p[i] for p in parts], axis=-1) for i in range(3))
+
+
+def _conv2d_backward_one(x, w, dy, strides, dilation, pads):
+    """groups == 1: dw = im2col(x)^T @ dy, db = sum of dy, dx = col2im(dy @ w^T) where
+    col2im adds every (ky, kx) slice of a column back onto the input pixel it came from."""
     kh, kw, ci, co = w.shape
     n, h, wd, _ = x.shape
     cols, (_, oh, ow) = im2col(x, kh, kw, strides, dilation, pads)
