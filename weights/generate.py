@@ -39,10 +39,23 @@ Hooks: a case's ``hooks`` are called after its files are written, as
 ``hook(K, model, xs, ys, rng) -> {name: array}``, and their arrays go into the case's npz.
 
 Training parity (tag "training", ``--only training``): the model files hold the initial, uncompiled
-model; the hook of each training case (Keras 3 only) trains a fresh copy of it per variant
-(optimizer x loss, compiled anew) with ``train_on_batch`` on fixed batches and stores, in the k3 npz,
-the batches, per-step losses and accuracies, the weights after steps 1 and 5 and ``evaluate`` before
-and after. Key layout and the Keras behaviour a re-implementation must match: weights/README.md.
+model; the hook of each training case trains a fresh copy of it per variant (optimizer x loss,
+compiled anew) with ``train_on_batch`` on fixed batches and stores the batches, per-step losses and
+accuracies, the weights after steps 1 and 5 and ``evaluate`` before and after: from Keras 3 into the
+k3 npz, and, for cases whose TrainSpec has ``k2_traces`` (every case added after the first nine), from
+tf_keras into the k2 npz with the same keys, batches, variants and initial weights. With
+``nested_paths`` a nested model that has trained parts is recorded leaf by leaf under path keys
+``<outer>/<inner>/...`` (train/paths maps each key to its path, as layer names may contain "/"). The
+two switches are off for the first nine cases, whose files they would change. While recording, the
+generator checks that frozen layers stay bit-for-bit, that BN moving statistics move exactly where a
+BN trains in batch mode (Keras 3 overrides a nested call's training=False, tf_keras honours it), how
+they move (train/bn_moving_update: biased or Bessel-corrected variance), and that every trained layer
+changes; a failed check (TraceCheckError) fails the run.
+
+Also: ``train_fit_conventions`` records Keras's ``fit`` (keys fit/...: history per epoch, final weights,
+a train_on_batch replay that pins batching, validation_split and epoch averaging) and ``trainable_rule``
+records parameter counts and every layer's trainable flag after a script of flag changes (keys
+trainable/...). Key layout and the Keras behaviour a re-implementation must match: weights/README.md.
 """
 from __future__ import annotations
 
@@ -105,6 +118,8 @@ class Case:
     load_kwargs: dict = field(default_factory=dict)  # extra load_model kwargs (K3 only)
     notes: tuple = ()
     hooks: tuple = ()        # hook(K, model, xs, ys, rng) -> dict of extra npz arrays
+    shapes: tuple = None     # reference-input shapes, for models whose input has open (None) dims
+    init: Callable = None    # init(model): adjusts the drawn weights (k3 only; k2 copies them)
 
     @property
     def seed(self):
@@ -563,6 +578,7 @@ class Variant:
     loss: tuple
     metrics: tuple = ("accuracy",)
     onehot: bool = False    # targets are train/y_onehot (categorical losses) instead of class ids
+    arrays: tuple = None    # overrides TrainSpec.record_arrays for this variant
 
 
 @dataclass(frozen=True)
@@ -573,6 +589,18 @@ class TrainSpec:
     batch: int = 16
     val: int = 16
     scale: float = 1.0      # input noise std
+    # The switches below are off for the first nine cases, whose files they would change.
+    k2_traces: bool = False     # tf_keras trains too: the same trace layout in the k2 npz
+    nested_paths: bool = False  # a nested model with trained parts is recorded leaf by leaf, by path
+    record_arrays: tuple = TRAIN_RECORD  # the TRAIN_RECORD steps whose weights are stored as arrays
+    shape: tuple = None     # training input shape (for models whose input has open dims)
+    pixels: bool = False    # inputs are integer pixels in [0, 255] instead of N(0, scale) noise
+
+    @property
+    def extended(self):
+        """Cases made with either switch also get the checks and keys added with them (config
+        framework/record_arrays, train/<V>/change, train/paths, train/bn_moving_update)."""
+        return self.k2_traces or self.nested_paths
 
 
 SCE, CCE, BCE = "SparseCategoricalCrossentropy", "CategoricalCrossentropy", "BinaryCrossentropy"
@@ -585,9 +613,11 @@ ADAM = ("Adam", {})
 
 
 def training_hook(spec):
-    """The hook of a training case: Keras 3 trains fresh copies of the initial model, one per variant."""
+    """The hook of a training case: Keras 3 (and tf_keras, with spec.k2_traces) trains fresh copies of
+    the initial model, one per variant. Both frameworks get the same batches (the hook rng is seeded
+    per case) and the same initial weights (the k2 model holds the k3 model's weights)."""
     def hook(K, model, xs, ys, rng):
-        return record_training(K, model, spec, rng) if is_k3(K) else {}  # traces come from Keras 3 only
+        return record_training(K, model, spec, rng) if is_k3(K) or spec.k2_traces else {}
     return hook
 
 
@@ -730,11 +760,512 @@ def _training_cases():
                 "trainable=False. This case records what Keras really does, not the tutorial's claim",))
 
 
+# Keras's fit (train_fit_conventions): what fit adds around train_on_batch
+
+FIT_ARGS = {"batch_size": 8, "epochs": 3, "shuffle": False, "validation_split": 0.25, "verbose": 0}
+FIT_SAMPLES = 40
+FIT_NOTES = (
+    "validation_split takes the LAST samples: Keras 3.15 keras/src/trainers/data_adapters/array_slicing.py "
+    "train_validation_split (it is not in data_adapter_utils.py in 3.15) splits at "
+    "int(floor(n * (1 - validation_split))) = 30: samples 0..29 train, 30..39 validate, before any "
+    "shuffling; tf_keras's data_adapter.train_validation_split uses the same rule",
+    "with shuffle=False an epoch runs the batches [0:8], [8:16], [16:24], [24:30] (the last one has 6 "
+    "samples) in order; fit/<run>/weights equals the weights of a train_on_batch replay of those batches "
+    "(checked bit for bit: fit/replay)",
+    "history['loss'] and history['accuracy'] of an epoch are means over its batches weighted by batch size "
+    "(each batch's loss is taken before that batch's update), i.e. sample means: checked against the replay "
+    "to 1e-6 relative, and the unweighted batch mean is recorded in fit/replay to show the difference",
+    "history['val_loss'] / ['val_accuracy'] are evaluate() on samples 30..39 (in batches of batch_size) after "
+    "the epoch's last update",
+    "y of shape (N,) and (N, 1) give identical histories and weights (fit/identical), in Keras 3 and tf_keras: "
+    "the loss expands y to the rank of the (N, 1) output, and 'accuracy' resolves to binary accuracy "
+    "because the output's last dim is 1",
+)
+
+
+def fit_hook(K, model, xs, ys, rng):
+    """Keys under fit/: the data, the fit arguments, and per run ('flat': y (N,), 'column': y (N, 1)) the
+    history of every key per epoch and the final weights; plus a train_on_batch replay of the same
+    batches (fit/replay) that checks how fit batches, splits and averages."""
+    n_in = int(model.input_shape[-1])
+    step = 1.0 / TRAIN_QUANT  # as training_data: rounded noise, labels from a noisy linear teacher
+    x = (np.round(rng.normal(0.0, 1.0, (FIT_SAMPLES, n_in)) / step) * step).astype(np.float32)
+    z = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-12) @ rng.normal(0.0, 1.0, n_in) / math.sqrt(n_in)
+    y = (z + rng.normal(0.0, 0.5, FIT_SAMPLES) > 0).astype(np.float32)
+    seed = int(rng.integers(1 << 31))
+    split = int(math.floor(FIT_SAMPLES * (1.0 - FIT_ARGS["validation_split"])))
+    arrays = {"fit/x": x, "fit/y": y, "fit/args": np.array(json.dumps(FIT_ARGS)),
+              "fit/split": np.array(json.dumps({"train": [0, split], "validation": [split, FIT_SAMPLES]}))}
+    initial, model_json = model.get_weights(), model.to_json()
+
+    def fresh():
+        K.utils.set_random_seed(seed)
+        m = K.models.model_from_json(model_json)
+        m.set_weights(initial)
+        opt, loss = K.optimizers.SGD(learning_rate=0.1), K.losses.BinaryCrossentropy()
+        m.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+        return m, opt, loss
+
+    runs = {}
+    for run, yy in (("flat", y), ("column", y[:, None])):
+        m, opt, loss = fresh()
+        hist = m.fit(x, yy, **FIT_ARGS).history
+        runs[run] = (hist, m.get_weights())
+        p = f"fit/{run}"
+        arrays[f"{p}/config"] = np.array(json.dumps({
+            "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
+            "loss": {"class_name": type(loss).__name__, "config": loss.get_config()},
+            "metrics": ["accuracy"], "resolved_metrics": resolved_metrics(K, m), "y_shape": list(yy.shape),
+            "framework": f"{K.__name__} {K.__version__}"}, default=float))
+        arrays[f"{p}/history_keys"] = np.array(json.dumps(list(hist)))
+        for k, vals in hist.items():
+            arrays[f"{p}/history/{k}"] = np.array(vals, dtype=np.float32)
+        for layer in m.layers:
+            for i, w in enumerate(layer.get_weights()):
+                arrays[f"{p}/weights/{layer.name}/{i}"] = w
+        if not all(np.all(np.isfinite(v)) for v in hist.values()):
+            raise FloatingPointError(f"fit {run}: non-finite history {hist}")
+    (h1, w1), (h2, w2) = runs["flat"], runs["column"]
+    identical = list(h1) == list(h2) and all(np.array_equal(h1[k], h2[k]) for k in h1) and \
+        all(a.tobytes() == b.tobytes() for a, b in zip(w1, w2))
+    arrays["fit/identical"] = np.array(identical)
+
+    # replay: the same batches with train_on_batch, the validation with evaluate
+    m, _, _ = fresh()
+    bs = FIT_ARGS["batch_size"]
+    bounds = [(s, min(s + bs, split)) for s in range(0, split, bs)]
+    batch_loss, batch_acc, val = [], [], []
+    for _ in range(FIT_ARGS["epochs"]):
+        logs = [m.train_on_batch(x[a:b], y[a:b], return_dict=True) for a, b in bounds]
+        batch_loss.append([g["loss"] for g in logs])
+        batch_acc.append([g["accuracy"] for g in logs])
+        ev = m.evaluate(x[split:], y[split:], batch_size=bs, verbose=0, return_dict=True)
+        val.append([ev["loss"], ev["accuracy"]])
+    sizes = np.array([b - a for a, b in bounds], dtype=np.float64)
+    bl, ba, val = np.array(batch_loss, np.float64), np.array(batch_acc, np.float64), np.array(val)
+    weighted, unweighted = (bl * sizes).sum(1) / sizes.sum(), bl.mean(1)
+    replay = {
+        "batches": bounds, "batch_loss": bl.tolist(), "batch_accuracy": ba.tolist(),
+        "loss_weighted_by_batch_size": weighted.tolist(), "loss_unweighted_batch_mean": unweighted.tolist(),
+        "accuracy_weighted_by_batch_size": ((ba * sizes).sum(1) / sizes.sum()).tolist(),
+        "evaluate_validation": val.tolist(),
+        "weights_identical_to_fit": all(a.tobytes() == b.tobytes() for a, b in zip(m.get_weights(), w1)),
+    }
+    arrays["fit/replay"] = np.array(json.dumps(replay))
+
+    def close(a, b):
+        return np.allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-6, atol=1e-7)
+    checks = {"identical (N,) vs (N, 1)": identical, "replay weights": replay["weights_identical_to_fit"],
+              "loss = weighted batch mean": close(h1["loss"], weighted),
+              "accuracy = weighted batch mean": close(h1["accuracy"], replay["accuracy_weighted_by_batch_size"]),
+              "val_loss = evaluate": close(h1["val_loss"], val[:, 0]),
+              "val_accuracy = evaluate": close(h1["val_accuracy"], val[:, 1])}
+    failed = [k for k, ok in checks.items() if not ok]
+    if failed:
+        raise TraceCheckError(f"fit conventions not as documented ({K.__name__}): {failed}; {replay}; {h1}")
+    return arrays
+
+
+# Keras's trainable rule (trainable_rule): parameter counts and flags after a script of flag changes
+
+TRAINABLE_SCRIPT = (["base", False], ["base/base_conv2", True], ["base", True], ["", False], ["", True],
+                    ["head", False], ["seq/seq_bn", False])
+
+
+def trainable_hook(K, model, xs, ys, rng):
+    """trainable/script (JSON [[path, value], ...], path "" = the model), and after the initial state and
+    each op: trainable/counts int64 (ops+1, 3) = count_params(), trainable and non-trainable sizes;
+    trainable/n_trainable_weights and trainable/n_non_trainable_weights (len of the lists);
+    trainable/flags, JSON list of {path: layer.trainable} for the model ("") and every layer at every depth
+    (InputLayers skipped); trainable/trained, JSON list of the leaf paths whose weights (or BN moving
+    statistics) one SGD train_on_batch (mse, zero targets, the reference input x0) changed in that state."""
+    m = K.models.model_from_json(model.to_json())
+
+    def resolve(path):
+        layer = m
+        for name in (path.split("/") if path else []):
+            layer = layer.get_layer(name)
+        return layer
+
+    counts, ntw, nntw, flags, trained = [], [], [], [], []
+    leaves_ = [("/".join(p), l) for p, l in walk(K, m) if l.weights and not isinstance(l, K.Model)]
+    x = xs[0]
+    y = np.zeros((len(x),) + tuple(int(d) for d in m.output_shape[1:]), np.float32)
+
+    def record():
+        c = param_counts(m)
+        counts.append([c["total"], c["trainable"], c["non_trainable"]])
+        ntw.append(len(m.trainable_weights))
+        nntw.append(len(m.non_trainable_weights))
+        flags.append({"": bool(m.trainable), **{"/".join(p): bool(l.trainable) for p, l in walk(K, m)}})
+        # what one train_on_batch in this state really changes (weights or BN moving statistics)
+        before = {k: l.get_weights() for k, l in leaves_}
+        m.compile(optimizer=K.optimizers.SGD(learning_rate=0.1), loss="mse")
+        try:
+            m.train_on_batch(x, y)
+        except Exception as e:  # noqa: BLE001 - recorded, e.g. nothing to train
+            trained.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            return
+        trained.append([k for k, l in leaves_ if any(not np.array_equal(a, b)
+                                                     for a, b in zip(before[k], l.get_weights()))])
+
+    record()
+    for path, value in TRAINABLE_SCRIPT:
+        resolve(path).trainable = value
+        record()
+    return {"trainable/script": np.array(json.dumps([list(op) for op in TRAINABLE_SCRIPT])),
+            "trainable/counts": np.array(counts, dtype=np.int64),
+            "trainable/n_trainable_weights": np.array(ntw, dtype=np.int64),
+            "trainable/n_non_trainable_weights": np.array(nntw, dtype=np.int64),
+            "trainable/flags": np.array(json.dumps(flags)),
+            "trainable/trained": np.array(json.dumps(trained))}
+
+
+def _trainable_rule_case():
+    def build(K):
+        l = K.layers
+        bi = K.Input((8, 8, 3), name="base_in")
+        b = l.Conv2D(6, 3, padding="same", use_bias=False, name="base_conv1")(bi)
+        b = l.ReLU(name="base_relu")(l.BatchNormalization(name="base_bn")(b))
+        b = l.Conv2D(8, 3, padding="same", name="base_conv2")(b)
+        base = K.Model(bi, l.Dense(8, name="base_dense")(b), name="base")
+        seq = K.Sequential([K.Input((8, 8, 8)), l.Conv2D(8, 1, name="seq_conv"), l.BatchNormalization(name="seq_bn"),
+                            l.ReLU(name="seq_relu")], name="seq")
+        inp = K.Input((8, 8, 3), name="image")
+        x = l.GlobalAveragePooling2D(name="gap")(seq(base(inp)))
+        return K.Model(inp, l.Dense(3, name="head")(x), name="trainable_rule")
+    add("trainable_rule", build,
+        "Keras's trainable rule: a Functional holding a nested Functional 'base' (Conv2D, BN, Conv2D, Dense) and "
+        "a nested Sequential 'seq' (Conv2D, BN, ReLU), then GAP and Dense 'head'; trainable/* records the "
+        "parameter counts and every layer's flag after each op of a script of trainable changes",
+        tags=("graph",), hooks=(trainable_hook,), notes=TRAINABLE_NOTES)
+
+
+TRAINABLE_NOTES = (
+    "flags: Keras 3.15 and tf_keras agree on every flag after every op: setting a nested model's (or the "
+    "model's) trainable sets it on every layer below it, recursively; an inner layer can then be set back to "
+    "True under a False outer model",
+    "counts differ in that one state (op 2: base=False, then base/base_conv2=True): Keras 3 counts "
+    "base_conv2's 440 params as trainable (555 trainable, 8 trainable weights) and train_on_batch trains it "
+    "(trainable/trained), because a model collects the variables of all its sublayers and reads each "
+    "variable's own trainable flag; tf_keras hides everything below a non-trainable model (115 trainable, "
+    "base_conv2 unchanged). base=True (op 3) then turns every layer of base on again in both",
+    "model.trainable=False (op 4): 0 trainable params; train_on_batch runs without error and changes "
+    "nothing, in both",
+    "a BN set trainable=False (op 7) moves gamma/beta to non_trainable_weights and its moving statistics "
+    "stop updating (seq/seq_bn is absent from trainable/trained); a trainable BN's moving statistics count "
+    "as non-trainable weights in every state",
+)
+
+
+# Fine-tuning and layer training cases (tag "training"): Keras 3 AND tf_keras traces, nested models
+# recorded leaf by leaf. Facts these cases pin (checked while generating, see record_training):
+BN_FACTS = (
+    "Keras 3.15: a trainable BN trains in batch-statistics mode in train_on_batch (mean and BIASED "
+    "variance), and moving = m*moving + (1-m)*stat with the biased variance, on 2-D and 4-D inputs alike "
+    "(train/bn_moving_update, train/bn_forward)",
+    "tf_keras 2.21: the same on 2-D inputs (non-fused path); on 4-D inputs the fused kernel normalises "
+    "with the biased batch variance but moves moving_variance towards the Bessel-corrected one, "
+    "var*n/(n-1), n = batch*H*W (train/bn_moving_update: 'bessel')",
+)
+NESTED_FACTS = (
+    "base(x, training=False): Keras 3.15 overrides the recorded training=False (Functional.call passes "
+    "its own training=True to every node), so the trainable BNs inside the base train in batch mode and "
+    "their moving statistics move; tf_keras honours it: those BNs normalise with their moving statistics, "
+    "gamma/beta still train, moving statistics stay bit-for-bit (both checked after step 1)",
+)
+
+
+# The MobileNet fine-tuning variants. Their trained weights are ~200k (V2) and ~400k (V3) floats a snapshot, so
+# only sgd_momentum stores arrays, after step 5 (all its layers move visibly: Adam's steps are ~lr = 1e-4 a step,
+# below the 1e-3 relative tolerance for kernels with |w| ~ 1); adam is recorded by losses, metrics, evaluate
+# and digests.
+FINETUNE_VARIANTS = (Variant("adam", ("Adam", {"learning_rate": 1e-4}), (SCE, {}), arrays=()),
+                     Variant("sgd_momentum", ("SGD", {"learning_rate": 1e-3, "momentum": 0.9}), (SCE, {}),
+                             arrays=(5,)))
+
+
+def _finetune_cases():
+    sce = (SCE, {})
+    both = (Variant("adam", ADAM, sce), Variant("sgd", SGD01, sce))
+
+    def case(name, build, desc, spec, notes=(), tags=("training",), **kw):
+        add(name, build, desc, tags=tags, notes=notes, hooks=(training_hook(spec),), **kw)
+
+    def spec(outputs=3, variants=both, **kw):
+        return TrainSpec("classes", outputs, variants, k2_traces=True, nested_paths=True, **kw)
+
+    def head(K, x, n=3, gap=True):
+        if gap:
+            x = K.layers.GlobalAveragePooling2D(name="gap")(x)
+        return K.layers.Dense(n, activation="softmax", name="head")(x)
+
+    def bn_only(K):
+        l = K.layers
+        f = dict(trainable=False)
+        inp = K.Input((8, 8, 3), name="image")
+        x = l.Conv2D(8, 3, padding="same", use_bias=False, name="conv", **f)(inp)
+        x = l.ReLU(name="relu1", **f)(l.BatchNormalization(name="bn1")(x))
+        x = l.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False, name="dw", **f)(x)
+        x = l.ReLU(name="relu2", **f)(l.BatchNormalization(name="bn2")(x))
+        x = l.BatchNormalization(name="bn3")(l.Conv2D(12, 1, use_bias=False, name="pw", **f)(x))
+        x = l.GlobalAveragePooling2D(name="gap", **f)(x)
+        return K.Model(inp, l.Dense(3, activation="softmax", name="head", **f)(x), name="train_bn_only")
+    case("train_bn_only", bn_only,
+         "Training: BN-only fine-tuning of a 8x8 CNN: Conv2D(no bias) -> BN -> ReLU -> DepthwiseConv2D s2 "
+         "(no bias) -> BN -> ReLU -> Conv2D 1x1 (no bias) -> BN -> GAP -> Dense(3, softmax); every layer "
+         "but the three BNs trainable=False, so only gamma/beta train and the BNs run in batch-statistics "
+         "mode (moving statistics move); at inference each frozen conv folds with its BN",
+         spec(), notes=BN_FACTS)
+
+    def bn_last_block(K):
+        l = K.layers
+        inp = K.Input((8, 8, 3), name="image")
+        stem = [l.Conv2D(8, 3, padding="same", use_bias=False, name="stem_conv"),
+                l.BatchNormalization(name="stem_bn"), l.ReLU(name="stem_relu")]
+        x = inp
+        for layer in stem:
+            layer.trainable = False
+            x = layer(x)
+        y = l.Conv2D(24, 1, use_bias=False, name="expand")(x)
+        y = l.ReLU(6.0, name="expand_relu6")(l.BatchNormalization(name="expand_bn")(y))
+        y = l.DepthwiseConv2D(3, padding="same", use_bias=False, name="depthwise")(y)
+        y = l.ReLU(6.0, name="depthwise_relu6")(l.BatchNormalization(name="depthwise_bn")(y))
+        y = l.BatchNormalization(name="project_bn")(l.Conv2D(8, 1, use_bias=False, name="project")(y))
+        x = l.Add(name="add")([x, y])
+        return K.Model(inp, head(K, x), name="train_bn_last_block")
+    case("train_bn_last_block", bn_last_block,
+         "Training: frozen stem (Conv2D-BN-ReLU, trainable=False) then a trainable MobileNetV2 inverted "
+         "residual block with trainable BNs: Conv2D 1x1 expand (no bias) -> BN -> ReLU6 -> DepthwiseConv2D "
+         "3x3 (no bias) -> BN -> ReLU6 -> Conv2D 1x1 project (no bias) -> BN -> Add(block input) -> GAP -> "
+         "Dense(3, softmax)", spec(), notes=BN_FACTS)
+
+    def dense_bn(K):
+        l = K.layers
+        inp = K.Input((24,), name="features")
+        x = l.ReLU(name="relu")(l.BatchNormalization(name="bn")(l.Dense(16, name="hidden")(inp)))
+        return K.Model(inp, l.Dense(4, activation="softmax", name="head")(x), name="train_dense_bn_head")
+    case("train_dense_bn_head", dense_bn,
+         "Training: Input(24) -> Dense(16) -> BatchNormalization -> ReLU -> Dense(4, softmax), all trainable "
+         "(a 2-D BN: tf_keras's non-fused path, biased variance in the moving update as in Keras 3)",
+         spec(4), notes=BN_FACTS)
+
+    def mnv2_finetune(K):
+        base = K.applications.MobileNetV2(input_shape=(None, None, 3), alpha=0.35, include_top=False,
+                                          weights=None)
+        base.trainable = True
+        for layer in base.layers:  # the guide's fine_tune_at: everything before block_16 stays frozen
+            layer.trainable = layer.name.startswith("block_16_") or layer.name in ("Conv_1", "Conv_1_bn")
+        inputs = K.Input((None, None, 3), name="image")
+        x = base(inputs, training=False)
+        x = K.layers.GlobalAveragePooling2D(name="pool")(x)
+        return K.Model(inputs, K.layers.Dense(4, activation="softmax", name="head")(x),
+                       name="train_mobilenet_v2_finetune")
+    case("train_mobilenet_v2_finetune", mnv2_finetune,
+         "Training: the Keras transfer-learning guide's fine-tuning phase at small scale: MobileNetV2 a0.35 "
+         "base with an open input size (None, None, 3), include_top=False, base.trainable=True then every "
+         "layer before block_16 frozen (block_16_* and Conv_1/Conv_1_bn train), called with training=False; "
+         "GAP, Dense(4, softmax); trained on 32x32 batches of 8 with Adam(1e-4) and SGD(1e-3, momentum 0.9)",
+         spec(4, FINETUNE_VARIANTS, batch=8, val=8, scale=0.5, shape=(32, 32, 3)),
+         inputs=0.5, calibrate=True, shapes=((32, 32, 3),),
+         notes=NESTED_FACTS + (
+             "the saved model's input is (None, None, None, 3); the reference inputs x0 and the training "
+             "batches are 32x32",
+             "size budget (~8 MB for all flavours and both npz): only sgd_momentum stores weight arrays, "
+             "after step 5 (config record_arrays [5]); adam has digests, losses, metrics and evaluate only. "
+             "Measured: 8.3 MB (model files 6.3 MB, each npz 1.0 MB); arrays for both variants after steps 1 "
+             "and 5 would make it ~13 MB",
+             "visible change: with sgd_momentum every trained block_16/Conv_1 layer moves by >= 2.4e-3 of its "
+             "max |w| in Keras 3; Adam(1e-4) moves each weight by at most ~1e-4 a step, so some kernels "
+             "(block_16_depthwise: 4e-4) stay below a 1e-3 relative tolerance (manifest change_below_1e-3); "
+             "in tf_keras the BNs only train gamma/beta and move by ~1e-3",
+             "the base's BNs use momentum 0.999 (MobileNetV2's own), not the BN default 0.99"))
+
+    def mnv3_finetune(K):
+        base = K.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=0.75, include_top=False,
+                                               weights=None, include_preprocessing=True)
+        base.trainable = True
+        for layer in base.layers:  # Keras 3 names expanded_conv_9_expand, tf_keras expanded_conv_9/expand
+            layer.trainable = bool(re.match(r"expanded_conv_(9|10)[_/]", layer.name)) or \
+                layer.name.lower() in ("conv_1", "conv_1_bn", "conv_1/batchnorm")
+        inputs = K.Input((32, 32, 3), name="image")
+        x = base(inputs, training=False)
+        x = K.layers.GlobalAveragePooling2D(name="pool")(x)
+        return K.Model(inputs, K.layers.Dense(3, activation="softmax", name="head")(x),
+                       name="train_mobilenet_v3_finetune")
+    case("train_mobilenet_v3_finetune", mnv3_finetune,
+         "Training: MobileNetV3Small a0.75 32x32 base (include_top=False, include_preprocessing=True: "
+         "Rescaling inside) with its last two inverted-residual blocks (expanded_conv_9, expanded_conv_10: "
+         "squeeze-excite with Multiply, hard-swish, residual Add) and the final conv_1/BN trainable, the rest "
+         "frozen; called with training=False; GAP, Dense(3, softmax); pixel inputs, batches of 8",
+         spec(3, (Variant("adam", ("Adam", {"learning_rate": 3e-4}), sce, arrays=()),
+                  Variant("sgd_momentum", ("SGD", {"learning_rate": 3e-3, "momentum": 0.9}), sce, arrays=(5,))),
+              batch=8, val=8, pixels=True),
+         inputs="pixels", calibrate=True,
+         notes=NESTED_FACTS + (
+             "Keras 3 names the layers expanded_conv_9_expand, ..., conv_1, conv_1_bn and writes hard-swish as "
+             "an Activation('hard_swish') layer with hard-sigmoid as ops (x + 3, ReLU(6), * 1/6); tf_keras "
+             "names them expanded_conv_9/expand, ..., Conv_1, Conv_1/BatchNorm (layer names with '/': "
+             "train/paths maps each key to its path) and writes hard-swish as TFOpLambda ops and Multiply",
+             "optimizers Adam(3e-4) and SGD(3e-3, momentum 0.9): at the V2 case's 1e-4 / 1e-3 the "
+             "squeeze-excite convs moved by < 1e-3 of max |w| in 5 steps; 1e-2 made tf_keras's SGD loss "
+             "climb to 30 (its BNs stay in inference mode)",
+             "size: the three model files alone are 8.2 MB (584k params, 2.3 MB of float32 each), so the "
+             "~8 MB budget cannot be met with minimalistic=False alpha=0.75; kept as specified. Only "
+             "sgd_momentum stores weight arrays, after step 5 (1.7 MB per npz); measured total 11.6 MB",
+             "Keras 3 cannot reload its own .k3.h5 of this model (the known x + 3.0 op node, as "
+             "mobilenet_v3_small)"))
+
+    # Layer cases: all trainable, on small inputs, ending GAP -> Dense(3, softmax)
+    def chain_head(name, shape, makers):
+        def build(K):
+            inp = K.Input(shape, name="image")
+            x = inp
+            for mk in makers:
+                x = mk(K)(x)
+            return K.Model(inp, head(K, x, gap=len(shape) == 3), name=name)
+        return build
+
+    def layer_case(name, shape, makers, desc, notes=(), **kw):
+        case(name, chain_head(name, shape, makers), "Training: " + desc + " -> GAP -> Dense(3, softmax)",
+             spec(), notes=notes, **kw)
+
+    layer_case("train_separable", (8, 8, 3),
+               [L("SeparableConv2D", 8, 3, padding="same", depth_multiplier=2, activation="relu", name="sep1"),
+                L("SeparableConv2D", 6, 3, strides=2, padding="valid", name="sep2")],
+               "SeparableConv2D(8, 3, same, depth_multiplier=2, relu) -> SeparableConv2D(6, 3, strides=2, valid)")
+    layer_case("train_grouped_conv", (8, 8, 4),
+               [L("Conv2D", 8, 3, padding="same", groups=2, activation="relu", name="gconv1"),
+                L("Conv2D", 12, 3, strides=2, groups=4, name="gconv2")],
+               "Conv2D(8, 3, same, groups=2, relu) on 4 channels -> Conv2D(12, 3, strides=2, groups=4)")
+    layer_case("train_depthwise_multiplier", (8, 8, 3),
+               [L("DepthwiseConv2D", 3, depth_multiplier=2, activation="relu", name="dw1"),
+                L("DepthwiseConv2D", 3, depth_multiplier=3, dilation_rate=2, padding="same", name="dw2")],
+               "DepthwiseConv2D(3, depth_multiplier=2, relu) -> DepthwiseConv2D(3, depth_multiplier=3, "
+               "dilation_rate=2, same)")
+
+    def norm_net(name, feat_norm, vec_norm):
+        def build(K):
+            l = K.layers
+            inp = K.Input((8, 8, 3), name="image")
+            x = l.Conv2D(8, 3, padding="same", name="conv")(inp)
+            x = l.ReLU(name="relu")(feat_norm(K)(x))
+            x = l.Dense(8, name="dense")(l.GlobalAveragePooling2D(name="gap")(x))
+            return K.Model(inp, l.Dense(3, activation="softmax", name="head")(vec_norm(K)(x)), name=name)
+        return build
+    case("train_layernorm", norm_net("train_layernorm", L("LayerNormalization", axis=-1, name="ln_conv"),
+                                     L("LayerNormalization", name="ln_dense")),
+         "Training: Conv2D -> LayerNormalization(axis=-1) -> ReLU -> GAP -> Dense(8) -> LayerNormalization -> "
+         "Dense(3, softmax)", spec())
+    case("train_rmsnorm", norm_net("train_rmsnorm", L("RMSNormalization", name="rms_conv"),
+                                   L("LayerNormalization", rms_scaling=True, name="ln_rms_dense")),
+         "Training (Keras 3 only): Conv2D -> RMSNormalization -> ReLU -> GAP -> Dense(8) -> "
+         "LayerNormalization(rms_scaling=True) -> Dense(3, softmax)", spec(), versions=K3_ONLY,
+         notes=("LayerNormalization(rms_scaling=True) is still accepted by Keras 3.15 (deprecated): it "
+                "divides by sqrt(var + eps) without centring and trains only its gamma",))
+    layer_case("train_prelu", (8, 8, 3),
+               [L("Conv2D", 6, 3, padding="same", name="conv1"), L("PReLU", shared_axes=[1, 2], name="prelu_shared"),
+                L("Conv2D", 6, 3, strides=2, padding="same", name="conv2"), L("PReLU", name="prelu_full")],
+               "Conv2D -> PReLU(shared_axes=[1, 2]) -> Conv2D s2 -> PReLU() (alpha per element)")
+
+    def se_alive(model):
+        layer = model.get_layer("se_reduce")
+        k, b = layer.get_weights()
+        layer.set_weights([k, np.abs(b) + 0.5])
+
+    def se_net(K):
+        l = K.layers
+        inp = K.Input((8, 8, 3), name="image")
+        x = l.Activation("swish", name="swish")(l.Conv2D(8, 3, padding="same", name="conv")(inp))
+        s = l.GlobalAveragePooling2D(keepdims=True, name="se_pool")(x)
+        s = l.Conv2D(2, 1, activation="relu", name="se_reduce")(s)
+        s = l.Conv2D(8, 1, activation="sigmoid", name="se_expand")(s)
+        x = l.Conv2D(6, 1, name="project")(l.Multiply(name="se_mul")([x, s]))
+        return K.Model(inp, head(K, x), name="train_squeeze_excite")
+    case("train_squeeze_excite", se_net,
+         "Training: Conv2D(8) -> Activation('swish') -> squeeze-excite (GlobalAveragePooling2D(keepdims=True) -> "
+         "Conv2D(2, 1, relu) -> Conv2D(8, 1, sigmoid) -> Multiply([x, s]), a broadcast product) -> Conv2D 1x1 "
+         "-> GAP -> Dense(3, softmax)", spec(), init=se_alive,
+         notes=("se_reduce's drawn biases are replaced by |b| + 0.5: with the drawn ones both ReLU units were "
+                "dead on every training sample, so se_reduce got no gradient",))
+    layer_case("train_upsampling", (8, 8, 3),
+               [L("Conv2D", 6, 3, strides=2, padding="same", name="down"), L("UpSampling2D", 2, name="up_nearest"),
+                L("Conv2D", 6, 3, padding="same", name="conv_mid"),
+                L("UpSampling2D", 2, interpolation="bilinear", name="up_bilinear"),
+                L("Conv2D", 6, 3, padding="same", name="conv_out")],
+               "Conv2D(s2) -> UpSampling2D(2, nearest) -> Conv2D -> UpSampling2D(2, bilinear) -> Conv2D")
+    layer_case("train_rescaling_norm", (8, 8, 3),
+               [L("Conv2D", 4, 3, padding="same", name="conv1"), L("Rescaling", 0.5, offset=0.1, name="rescale"),
+                L("Normalization", mean=[0.2, -0.1, 0.0, 0.3], variance=[0.5, 2.0, 1.0, 0.25], name="norm"),
+                L("Conv2D", 6, 3, name="conv2")],
+               "Conv2D(4) -> Rescaling(0.5, offset=0.1) -> Normalization(per-channel mean/variance constants) -> "
+               "Conv2D: gradients cross both preprocessing layers")
+
+    def merges(K):
+        l = K.layers
+        inp = K.Input((8, 8, 3), name="image")
+        a = l.Conv2D(6, 3, padding="same", name="branch_a")(inp)
+        b = l.Conv2D(6, 3, padding="same", name="branch_b")(inp)
+        g = l.GlobalAveragePooling2D(keepdims=True, name="squeeze")(l.Conv2D(6, 1, name="branch_g")(inp))
+        sub = l.Subtract(name="sub_bcast")([a, g])       # (N,H,W,C) - (N,1,1,C)
+        mx = l.Maximum(name="max_bcast")([g, b])         # broadcast operand first
+        mn = l.Minimum(name="min_bcast")([a, g])
+        mul = l.Multiply(name="mul_bcast")([g, b])
+        avg = l.Average(name="avg")([sub, mx])
+        x = l.Concatenate(name="concat")([avg, mn, mul])
+        x = l.Conv2D(6, 1, name="mix")(x)
+        return K.Model(inp, head(K, x), name="train_broadcast_merges")
+    case("train_broadcast_merges", merges,
+         "Training: Subtract([x, g]), Maximum([g, y]), Minimum([x, g]) and Multiply([g, y]) where x, y are "
+         "(N,8,8,6) convs and g = GlobalAveragePooling2D(keepdims=True) of a 1x1 conv, (N,1,1,6); Average "
+         "and Concatenate of same-shape tensors; Conv2D 1x1 -> GAP -> Dense(3, softmax)", spec())
+
+    def fit_model(K):
+        inp = K.Input((20,), name="features")
+        x = K.layers.Dense(8, activation="relu", name="hidden")(inp)
+        return K.Model(inp, K.layers.Dense(1, activation="sigmoid", name="head")(x), name="train_fit_conventions")
+    add("train_fit_conventions", fit_model,
+        "Training with Keras's fit: Input(20) -> Dense(8, relu) -> Dense(1, sigmoid), BinaryCrossentropy, "
+        "SGD(0.1), metrics=['accuracy']; fit(x, y, batch_size=8, epochs=3, shuffle=False, "
+        "validation_split=0.25) on 40 samples, with y of shape (N,) and again (N, 1)",
+        tags=("training",), hooks=(fit_hook,), notes=FIT_NOTES)
+
+    def effnet_finetune(K):
+        base = K.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3))
+        base.trainable = True
+        for layer in base.layers:
+            layer.trainable = layer.name.startswith("block7a_") or layer.name in ("top_conv", "top_bn")
+            if isinstance(layer, K.layers.Dropout):
+                layer.rate = 0.0  # Keras 3 runs them in fit despite training=False; masks are not reproducible
+        inputs = K.Input((32, 32, 3), name="image")
+        x = K.layers.GlobalAveragePooling2D(name="pool")(base(inputs, training=False))
+        return K.Model(inputs, K.layers.Dense(3, activation="softmax", name="head")(x),
+                       name="efficientnet_b0_finetune")
+    case("efficientnet_b0_finetune", effnet_finetune,
+         "Training (large, --large only, not committed): EfficientNetB0 32x32 base (include_top=False, "
+         "Rescaling + Normalization inside) with block7a_* and top_conv/top_bn trainable, the rest frozen, "
+         "called with training=False; GAP, Dense(3, softmax); Keras 3 traces only",
+         TrainSpec("classes", 3, (Variant("adam", ("Adam", {"learning_rate": 3e-4}), sce),
+                                  Variant("sgd_momentum", ("SGD", {"learning_rate": 3e-3, "momentum": 0.9}), sce)),
+                   batch=8, val=8, pixels=True, nested_paths=True),
+         tags=("training", "large"), large=True, inputs="pixels", calibrate=True,
+         notes=NESTED_FACTS[:1] + (
+             "the base's stochastic-depth Dropout layers (block2b_drop ... block6d_drop, rate 0.2 by default) "
+             "are built with rate 0.0: Keras 3's fit runs them in training mode despite training=False and "
+             "their masks could not be reproduced",
+             "Keras 3's reload of the .k3.h5 predicts differently (reload 'mismatch'): its legacy HDF5 loader "
+             "sets the nested base's Normalization mean/variance weights but does not call finalize_state(), "
+             "so the layer keeps normalising with mean 0; the weights in the file are right (calling "
+             "finalize_state() on the reloaded layer gives the saved model's outputs exactly)",))
+
+
 _layer_cases()
 _graph_cases()
 _app_cases()
 _bad_cases()
 _training_cases()
+_trainable_rule_case()
+_finetune_cases()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -888,12 +1419,15 @@ def copy_weights(donor, K, model):
 # ----------------------------------------------------------------------------------------------
 
 def training_data(spec, shape, scale, rng):
-    """TRAIN_STEPS batches and a validation batch. Inputs are seeded noise rounded to steps of scale/8;
-    targets come from a random linear teacher on the inputs (per-channel means for images), so there
-    is something to learn."""
+    """TRAIN_STEPS batches and a validation batch. Inputs are seeded noise rounded to steps of scale/8
+    (``spec.pixels``: integer pixels N(127.5, 60) clipped to [0, 255]); targets come from a random
+    linear teacher on the inputs (per-channel means for images), so there is something to learn."""
     n = TRAIN_STEPS * spec.batch + spec.val
-    step = scale / TRAIN_QUANT
-    x = (np.round(rng.normal(0.0, scale, (n,) + shape) / step) * step).astype(np.float32)
+    if spec.pixels:
+        x = np.clip(np.round(rng.normal(127.5, 60.0, (n,) + shape)), 0.0, 255.0).astype(np.float32)
+    else:
+        step = scale / TRAIN_QUANT
+        x = (np.round(rng.normal(0.0, scale, (n,) + shape) / step) * step).astype(np.float32)
     f = x.reshape(n, -1, shape[-1]).mean(axis=1).astype(np.float64)
     f = (f - f.mean(axis=0)) / (f.std(axis=0) + 1e-12)
     z = f @ rng.normal(0.0, 1.0, (f.shape[1], spec.outputs))
@@ -915,29 +1449,168 @@ def weights_digest(ws):
     return h.hexdigest()
 
 
-def snapshot(model, prefix):
-    """{prefix/<layer>/<i>: get_weights()[i]} for every top-level layer with weights (a nested model is
-    one layer, as in w/), except big frozen ones; and {layer: sha256} for all of them."""
-    arrays, digests = {}, {}
+def walk(K, model, path=()):
+    """(path, layer) for every layer below `model` at every depth, depth first in `model.layers`
+    order; a nested model comes before its own layers. InputLayers are skipped (tf_keras lists them
+    in a Functional's layers, Keras 3 does not)."""
     for layer in model.layers:
-        ws = layer.get_weights()
+        if type(layer).__name__ == "InputLayer":
+            continue
+        p = path + (layer.name,)
+        yield p, layer
+        if isinstance(layer, K.Model):
+            yield from walk(K, layer, p)
+
+
+def call_training(layer):
+    """The training= a nested model's (last) call recorded in the graph, or None."""
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    if not nodes:
+        return None
+    node = nodes[-1]
+    kw = node.arguments.kwargs if hasattr(node, "arguments") else getattr(node, "call_kwargs", {}) or {}
+    return kw.get("training")
+
+
+class TraceCheckError(AssertionError):
+    """A training trace broke a rule the generator checks (frozen layer changed, a trained layer did not
+    move, BN moving statistics not as expected, fit not as documented): the run fails."""
+
+
+@dataclass
+class Entry:
+    """One recorded layer of a training trace: key (path joined by "/"), its path, the layer, whether
+    its arrays are stored (else digest only), whether it trains (has weights in the model's
+    trainable_weights) and whether its BN moving statistics are expected to move."""
+    key: str
+    path: tuple
+    layer: object
+    arrays: bool
+    trained: bool
+    moving: bool
+
+    @property
+    def frozen(self):
+        return not self.trained and not self.moving
+
+
+def trace_plan(K, model, spec):
+    """The layers a trace records, in key order. Top-level layers with weights are one entry each (a
+    nested model too, as in w/). With spec.nested_paths, a nested model that has a trained leaf or a
+    moving BN is replaced by every leaf with weights below it, keyed by its path; arrays are stored for
+    the trained leaves and the moving BNs, a digest for all."""
+    tids = {id(w) for w in model.trainable_weights}
+    k3 = is_k3(K)
+
+    def info(path, chain):
+        layer = chain[-1]
+        trained = any(id(w) in tids for w in layer.weights)
+        bn = isinstance(layer, K.layers.BatchNormalization)
+        # Keras 3 Functional.call passes its own training=True to every node (a recorded
+        # training=False does not hold); tf_keras honours it for everything below that call
+        held = not k3 and any(call_training(a) is False for a in chain[:-1])
+        moving = bn and all(a.trainable for a in chain) and not held
+        return trained, moving
+
+    plan = []
+    for layer in model.layers:
+        ws = layer.weights
         if not ws:
             continue
-        digests[layer.name] = weights_digest(ws)
-        if layer.trainable_weights or layer.count_params() <= TRAIN_BIG_FROZEN:
-            arrays.update({f"{prefix}/{layer.name}/{i}": w for i, w in enumerate(ws)})
+        if spec.nested_paths and isinstance(layer, K.Model):
+            chains, by = [], {(layer.name,): layer}
+            for p, leaf in walk(K, layer, (layer.name,)):
+                by[p] = leaf
+                if not isinstance(leaf, K.Model) and leaf.weights:
+                    chains.append((p, [by[p[:i]] for i in range(1, len(p) + 1)]))
+            infos = [info(p, c) for p, c in chains]
+            if any(t or m for t, m in infos):
+                plan += [Entry("/".join(p), p, c[-1], t or m, t, m) for (p, c), (t, m) in zip(chains, infos)]
+                continue
+        trained = bool(layer.trainable_weights)
+        moving = info((layer.name,), [layer])[1]
+        plan.append(Entry(layer.name, (layer.name,), layer,
+                          trained or layer.count_params() <= TRAIN_BIG_FROZEN, trained, moving))
+    return plan
+
+
+def snapshot(plan, prefix, arrays_too=True):
+    """{prefix/<key>/<i>: get_weights()[i]} for the plan's entries with arrays, and {key: sha256} for
+    all of them."""
+    arrays, digests = {}, {}
+    for e in plan:
+        ws = e.layer.get_weights()
+        digests[e.key] = weights_digest(ws)
+        if e.arrays and arrays_too:
+            arrays.update({f"{prefix}/{e.key}/{i}": w for i, w in enumerate(ws)})
     return arrays, digests
 
 
-def resolved_metrics(model):
-    cm = getattr(model, "_compile_metrics", None)
-    return [type(m).__name__ for m in (cm.metrics if cm is not None else [])]
+def resolved_metrics(K, model):
+    cm = getattr(model, "_compile_metrics", None)  # Keras 3
+    if is_k3(K):
+        return [type(m).__name__ for m in (cm.metrics if cm is not None else [])]
+    out = []  # tf_keras: MeanMetricWrapper objects around the function 'accuracy' resolved to
+    for m in model.compiled_metrics.metrics:
+        fn = getattr(m, "_fn", None)
+        out.append(type(m).__name__ + (f"({fn.__name__})" if fn is not None else ""))
+    return out
+
+
+def bn_batch_moments(K, model_json, initial, plan, x0):
+    """For each top-level BN expected to move: the mean and biased variance of its input on the first
+    training batch, from a throwaway copy run with training=True (earlier BNs in batch mode, as in
+    the first train_on_batch), and the element count n per channel. Also that copy's outputs on the
+    batch with training=False (moving statistics) and then training=True (batch statistics)."""
+    bns = [e for e in plan if e.moving and len(e.path) == 1]
+    if not bns:
+        return {}, None
+    m = K.models.model_from_json(model_json)
+    m.set_weights(initial)
+    inference = np.asarray(m(x0, training=False))
+    probe = K.Model(m.inputs, [node_inputs(m.get_layer(e.key))[0] for e in bns] + [m.outputs[0]])
+    outs = probe(x0, training=True)
+    res = {}
+    for e, h in zip(bns, outs[:-1]):
+        h = np.asarray(h, dtype=np.float64)
+        axes = e.layer.axis if isinstance(e.layer.axis, (list, tuple)) else [e.layer.axis]
+        axes = [a % h.ndim for a in axes]
+        red = tuple(a for a in range(h.ndim) if a not in axes)
+        res[e.key] = (h.mean(axis=red), h.var(axis=red), int(np.prod([h.shape[a] for a in red])))
+    return res, (inference, np.asarray(outs[-1]))
+
+
+def bn_update_report(plan, moments, before, momentum_of):
+    """How each top-level BN's moving statistics moved in step 1: moving = momentum * moving +
+    (1 - momentum) * stat, solved for stat and compared with the batch mean and with the biased
+    (sum/n) and Bessel-corrected (sum/(n-1)) batch variance of the BN input."""
+    rep = {}
+    for e in plan:
+        if e.key not in moments:
+            continue
+        mu, var, n = moments[e.key]
+        names = [short_name(w) for w in e.layer.weights]
+        now = e.layer.get_weights()
+        mom = float(momentum_of(e.layer))
+        i_m, i_v = names.index("moving_mean"), names.index("moving_variance")
+        stat_m = (now[i_m].astype(np.float64) - mom * before[e.key][i_m]) / (1.0 - mom)
+        stat_v = (now[i_v].astype(np.float64) - mom * before[e.key][i_v]) / (1.0 - mom)
+        sd = np.sqrt(var).max()
+        err_b = float(np.max(np.abs(stat_v / var - 1.0)))
+        err_u = float(np.max(np.abs(stat_v / (var * n / (n - 1)) - 1.0)))
+        rep[e.key] = {"momentum": mom, "n": n,
+                      "mean_max_err_over_sd": float(np.max(np.abs(stat_m - mu)) / sd),
+                      "variance_rel_err_biased": err_b, "variance_rel_err_bessel": err_u,
+                      "variance": "biased" if err_b < err_u else "bessel"}
+        if min(err_b, err_u) > 0.25 / n or rep[e.key]["mean_max_err_over_sd"] > 1e-3:
+            raise TraceCheckError(f"BN {e.key}: moving statistics moved by neither batch rule: {rep[e.key]}")
+    return rep
 
 
 def record_training(K, model, spec, rng):
     """Per variant: a fresh copy of the initial model and a fresh optimizer, evaluate, TRAIN_STEPS
     train_on_batch calls (weights recorded after TRAIN_RECORD steps), evaluate again."""
-    shape = tuple(int(d) for d in model.input_shape[1:])
+    shape = tuple(spec.shape or (int(d) for d in model.input_shape[1:]))
     x, y, xv, yv = training_data(spec, shape, spec.scale, rng)
     arrays = {"train/x": x, "train/y": y, "train/xv": xv, "train/yv": yv}
     if any(v.onehot for v in spec.variants):
@@ -945,15 +1618,22 @@ def record_training(K, model, spec, rng):
         arrays["train/y_onehot"], arrays["train/yv_onehot"] = eye[y], eye[yv]
     seed = int(rng.integers(1 << 31))
     initial = model.get_weights()
-    frozen = {l.name: l.get_weights() for l in model.layers if l.weights and not l.trainable_weights}
     counts = param_counts(model)
     model_json = model.to_json()
+    ext = spec.extended
+    moments, bn_report, paths, outs, forward = {}, None, {}, None, None
     for v in spec.variants:
         K.utils.set_random_seed(seed)
         m = K.models.model_from_json(model_json)  # a fresh copy: new variables, new optimizer
         m.set_weights(initial)
         assert param_counts(m) == counts, (param_counts(m), counts)
         assert all(a.tobytes() == b.tobytes() for a, b in zip(m.get_weights(), initial))
+        plan = trace_plan(K, m, spec)
+        start = {e.key: e.layer.get_weights() for e in plan}
+        if ext:
+            paths.update({e.key: list(e.path) for e in plan if len(e.path) > 1})
+            if bn_report is None:
+                moments, outs = bn_batch_moments(K, model_json, initial, plan, x[0])
         opt = getattr(K.optimizers, v.optimizer[0])(**v.optimizer[1])
         loss = getattr(K.losses, v.loss[0])(**v.loss[1])
         m.compile(optimizer=opt, loss=loss, metrics=list(v.metrics) or None)
@@ -962,25 +1642,39 @@ def record_training(K, model, spec, rng):
         p = f"train/{v.name}"
         ev0 = m.evaluate(xv, yvt, batch_size=len(xv), verbose=0, return_dict=True)
         logs, digests = [], {}
+        record_arrays = spec.record_arrays if v.arrays is None else v.arrays
         for s in range(TRAIN_STEPS):
             logs.append(m.train_on_batch(x[s], yt[s], return_dict=True))
             if s + 1 in TRAIN_RECORD:
-                snap, digests[f"step{s + 1}"] = snapshot(m, f"{p}/step{s + 1}")
+                snap, digests[f"step{s + 1}"] = snapshot(plan, f"{p}/step{s + 1}", s + 1 in record_arrays)
                 arrays.update(snap)
-            for name, ws in frozen.items():  # frozen layers must stay bit-for-bit as saved
-                now = m.get_layer(name).get_weights()
-                if any(a.tobytes() != b.tobytes() for a, b in zip(ws, now)):
-                    raise AssertionError(f"{v.name}: frozen layer {name} changed at step {s + 1}")
+            for e in plan:  # frozen layers must stay bit-for-bit as saved
+                if e.frozen and any(a.tobytes() != b.tobytes() for a, b in zip(start[e.key], e.layer.get_weights())):
+                    raise TraceCheckError(f"{v.name}: frozen layer {e.key} changed at step {s + 1}")
+            if ext and s == 0:
+                check_bn_moving(K, plan, start, v.name)
+                if bn_report is None:
+                    bn_report = bn_update_report(plan, moments, start, lambda l: l.momentum)
+                    if outs is not None:  # which statistics the step-1 forward pass normalised with
+                        got = float(logs[0]["loss"])
+                        ls = [float(loss(yt[0], o)) for o in outs]
+                        forward = {
+                            "step1_loss": got, "loss_with_moving_statistics": ls[0],
+                            "loss_with_batch_statistics": ls[1],
+                            "statistics": "batch" if abs(ls[1] - got) < abs(ls[0] - got) else "moving"}
         ev = m.evaluate(xv, yvt, batch_size=len(xv), verbose=0, return_dict=True)
         names = ["loss"] + [k for k in ev if k != "loss"]
         config = {
             "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
             "loss": {"class_name": type(loss).__name__, "config": loss.get_config()},
-            "metrics": list(v.metrics), "resolved_metrics": resolved_metrics(m),
+            "metrics": list(v.metrics), "resolved_metrics": resolved_metrics(K, m),
             "y": ykey, "yv": ykey.replace("/y", "/yv"), "steps": TRAIN_STEPS, "batch_size": spec.batch,
             "record_steps": list(TRAIN_RECORD), "eval": names, "eval_batch_size": len(xv),
             "jit_compile": bool(m.jit_compile),
         }
+        if ext:
+            config["framework"] = f"{K.__name__} {K.__version__}"
+            config["record_arrays"] = list(record_arrays)
         arrays[f"{p}/config"] = np.array(json.dumps(config, default=float))
         arrays[f"{p}/sha256"] = np.array(json.dumps(digests))
         arrays[f"{p}/loss"] = np.array([g["loss"] for g in logs], dtype=np.float32)
@@ -988,14 +1682,54 @@ def record_training(K, model, spec, rng):
             arrays[f"{p}/metric"] = np.array([g[names[1]] for g in logs], dtype=np.float32)
         arrays[f"{p}/eval_initial"] = np.array([ev0[k] for k in names], dtype=np.float32)
         arrays[f"{p}/eval"] = np.array([ev[k] for k in names], dtype=np.float32)
-        if not all(np.isfinite(arrays[f"{p}/loss"])):
+        if not all(np.isfinite(arrays[f"{p}/loss"])) or not all(np.isfinite(arrays[f"{p}/eval"])):
             raise FloatingPointError(f"{v.name}: non-finite training loss {arrays[f'{p}/loss']}")
+        if ext:
+            arrays[f"{p}/change"] = np.array(json.dumps(weight_change(plan, start, v.name)))
+    if ext:
+        if paths:
+            arrays["train/paths"] = np.array(json.dumps(paths))
+        if bn_report:
+            arrays["train/bn_moving_update"] = np.array(json.dumps(bn_report))
+        if forward:
+            arrays["train/bn_forward"] = np.array(json.dumps(forward))
     return arrays
+
+
+def check_bn_moving(K, plan, start, variant):
+    """After step 1: the moving statistics of every BN in the plan moved exactly when the plan
+    expects it (a trainable BN in training mode), for Keras 3 and tf_keras alike. (A BN inside a
+    fully frozen nested model is covered by that model's frozen check.)"""
+    for e in plan:
+        if not isinstance(e.layer, K.layers.BatchNormalization):
+            continue
+        names = [short_name(w) for w in e.layer.weights]
+        now = e.layer.get_weights()
+        moved = any(not np.array_equal(now[names.index(n)], start[e.key][names.index(n)])
+                    for n in ("moving_mean", "moving_variance"))
+        if moved != e.moving:
+            raise TraceCheckError(f"{variant}: BN {e.key} moving statistics {'moved' if moved else 'stayed'} "
+                                 f"but {'stay' if moved else 'move'} was expected")
+
+
+def weight_change(plan, start, variant):
+    """{key: max over the layer's arrays of max|w_end - w_start| / max|w_start|} for the layers that
+    train or move; a trained layer that did not change at all fails the run."""
+    out = {}
+    for e in plan:
+        if not (e.trained or e.moving):
+            continue
+        rel = max(float(np.max(np.abs(a.astype(np.float64) - b))) / max(float(np.max(np.abs(b))), 1e-12)
+                  for a, b in zip(e.layer.get_weights(), start[e.key]) if b.size)
+        if rel == 0.0:
+            raise TraceCheckError(f"{variant}: trained layer {e.key} did not change in {TRAIN_STEPS} steps")
+        out[e.key] = rel
+    return out
 
 
 def training_summary(arrays):
     """Manifest view of a case's training traces: per variant its config, losses and evaluation."""
-    variants = {}
+    variants, extra = {}, {}
     for key in sorted(k for k in arrays if k.startswith("train/") and k.endswith("/config")):
         p = key[:-len("/config")]
         cfg = json.loads(str(arrays[key]))
@@ -1007,9 +1741,21 @@ def training_summary(arrays):
             "eval_initial": [float(v) for v in arrays[f"{p}/eval_initial"]],
             "eval_after": [float(v) for v in arrays[f"{p}/eval"]],
         }
+        if "framework" in cfg:
+            variants[p.split("/")[1]]["record_arrays"] = cfg["record_arrays"]
+            change = json.loads(str(arrays[f"{p}/change"]))
+            weakest = min(change, key=change.get)
+            variants[p.split("/")[1]]["smallest_relative_change"] = [weakest, change[weakest]]
+            # a layer whose arrays move less than the step-5 tolerance (1e-3 of max|w|) hardly tells a
+            # trainer that did nothing from one that did it right
+            variants[p.split("/")[1]]["change_below_1e-3"] = sorted(k for k, c in change.items() if c < 1e-3)
+            extra["framework"] = cfg["framework"]
+    for k in ("bn_moving_update", "bn_forward"):
+        if f"train/{k}" in arrays:
+            extra[k] = json.loads(str(arrays[f"train/{k}"]))
     return {"initial_weights": "every variant starts from the weights in the saved model files (also "
                                "w/<layer>/<i> in the npz when params < 200k), so the npz has no train/initial",
-            "steps": TRAIN_STEPS, "record_steps": list(TRAIN_RECORD), "variants": variants}
+            "steps": TRAIN_STEPS, "record_steps": list(TRAIN_RECORD), **extra, "variants": variants}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1100,7 +1846,8 @@ def run_framework(case, tag, K, out, state, log):
     K.utils.set_random_seed(case.seed)
     model = case.build(K)
     rng_w = np.random.default_rng([case.seed, 2])
-    shapes = [tuple(int(d) for d in t.shape[1:]) for t in model.inputs]
+    shapes = [tuple(int(d) for d in t.shape[1:]) for t in model.inputs] if case.shapes is None \
+        else [tuple(s) for s in case.shapes]
     if "xs" not in state:
         state["xs"] = make_inputs(case, shapes, np.random.default_rng([case.seed, 1]), BATCH)
         state["shapes"] = shapes
@@ -1115,6 +1862,8 @@ def run_framework(case, tag, K, out, state, log):
             randomize_layer(layer, rng_w)
         if case.calibrate:
             calibrate(K, model, make_inputs(case, shapes, np.random.default_rng([case.seed, 3]), CAL_BATCH), rng_w)
+        if case.init is not None:
+            case.init(model)
     if "donor" not in state:
         recs = weight_records(K, model)
         state["donor"] = {"records": recs, "values": {r[1]: r[3].get_weights() for r in recs}}
@@ -1155,6 +1904,15 @@ def run_framework(case, tag, K, out, state, log):
         arrays.update(hook(K, model, xs, ys, rng_h))
     if any(k.startswith("train/") for k in arrays):
         res["training"] = training_summary(arrays)
+    if "fit/replay" in arrays:
+        res["fit"] = {"args": json.loads(str(arrays["fit/args"])), "split": json.loads(str(arrays["fit/split"])),
+                      "history": {k: [float(v) for v in arrays[f"fit/flat/history/{k}"]]
+                                  for k in json.loads(str(arrays["fit/flat/history_keys"]))},
+                      "identical_for_y_n_and_y_n1": bool(arrays["fit/identical"])}
+    if "trainable/counts" in arrays:
+        res["trainable"] = {"script": json.loads(str(arrays["trainable/script"])),
+                            "counts": arrays["trainable/counts"].tolist(),
+                            "n_trainable_weights": arrays["trainable/n_trainable_weights"].tolist()}
     npz = out / f"{case.name}.{tag}.npz"
     write_npz(npz, arrays)
     res["npz"] = {"file": npz.name, "bytes": npz.stat().st_size}
@@ -1184,7 +1942,7 @@ def run_case(case, mods, out, log):
         try:
             entry["frameworks"][tag] = run_framework(case, tag, mods[tag], out, state, log)
         except Exception as e:
-            if isinstance(e, FloatingPointError):
+            if isinstance(e, (FloatingPointError, TraceCheckError)):
                 raise
             entry["skipped"][tag] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
             log(f"  {tag}: SKIPPED {entry['skipped'][tag]}")
