@@ -118,7 +118,7 @@ class Model:
         from .layers.model import weight_trainable_flags
 
         return [f for layer in self.graph.layers
-                for f in weight_trainable_flags(layer, self.trainable)]
+                for f in weight_trainable_flags(layer, self.trainable, top=False)]
 
     @property
     def trainable_weights(self):

@@ -156,12 +156,15 @@ def h5_tree(path):
 
 def with_module(config):
     """Keras's own config with the `module` keys edgecore adds where Keras 3 could not
-    reload its own file: op nodes (MobileNetV3's x + 3.0) and several-axes layers."""
+    reload its own file: op nodes (MobileNetV3's x + 3.0) and several-axes layers, in
+    nested models too."""
     for entry in config["config"]["layers"]:
         if entry["class_name"] in ("Add", "Multiply") and set(entry["config"]) == {"name"}:
             entry.update(module="keras.src.ops.numpy", registered_name=entry["class_name"])
         if isinstance(entry["config"].get("axis"), list) and len(entry["config"]["axis"]) > 1:
             entry.update(module="keras.layers", registered_name=None)
+        if isinstance(entry["config"].get("layers"), list):
+            with_module(entry)
     return config
 
 

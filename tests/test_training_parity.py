@@ -1,11 +1,13 @@
 """Training, step for step, against Keras's own train_on_batch (weights/generate.py).
 
-Each training fixture holds the initial model Keras saved and, per optimizer/loss
-variant, what Keras 3 computed over 5 train_on_batch calls on fixed batches: the loss and
-metric of each step and every layer's weights after steps 1 and 5.  edgecore replays the
-same calls from the same file and must match the weights to 1e-4 relative after one step
-and 1e-3 after five, the losses likewise, leave every frozen layer bit-for-bit untouched,
-and agree with Keras's evaluate() afterwards.
+Each training fixture holds the initial model Keras saved and, per optimizer/loss variant,
+what Keras computed over 5 train_on_batch calls on fixed batches: the loss and metric of
+each step and the weights (BatchNormalization's moving statistics included) after steps 1
+and 5 — from Keras 3 in the k3 npz and, for the newer cases, from tf.keras in the k2 npz.
+edgecore replays the same calls from the same file of that framework and must match the
+weights to 1e-4 relative after one step and 1e-3 after five, the losses likewise, leave
+every frozen layer bit-for-bit untouched, and agree with Keras's evaluate() afterwards.
+Layers inside nested models are recorded by their path (train/paths).
 """
 import hashlib
 import json
@@ -16,7 +18,9 @@ import pytest
 import edgecore as ec
 from fixtures import CASES, FIXTURES
 
-TRAINING = sorted(name for name, case in CASES.items() if "training" in case.get("tags", ()))
+TRAINING = sorted(name for name, case in CASES.items()
+                  if "training" in case.get("tags", ()) and not case.get("large"))
+FILES = {"k3": "k3.h5", "k2": "k2.h5"}
 
 KNOWN_DEVIATIONS = {}
 
@@ -25,7 +29,7 @@ KNOWN_DEVIATIONS = {}
 # per-channel map (the batch mean removes any per-channel constant).  Adam divides that
 # noise by its own magnitude and steps by up to the learning rate either way, so these are
 # held to Adam's step bound (steps x learning rate) instead of Keras's values.
-ZERO_GRADIENT = {"train_bn_unfrozen": {("stem", 1)}}
+ZERO_GRADIENT = {"train_bn_unfrozen": {"stem/1"}, "train_dense_bn_head": {"dense/1"}}
 
 OPTIMIZER_KEYS = {
     "SGD": ("learning_rate", "momentum", "nesterov", "weight_decay"),
@@ -36,15 +40,27 @@ OPTIMIZER_KEYS = {
 LOSS_KEYS = ("from_logits", "label_smoothing")
 
 
+def _traces(case, framework):
+    path = FIXTURES / f"{case}.{framework}.npz"
+    if not path.exists() or not (FIXTURES / f"{case}.{FILES[framework]}").exists():
+        return None
+    ref = np.load(path)
+    return ref if any(k.startswith("train/") for k in ref.files) else None
+
+
 def variants():
     for case in TRAINING:
-        ref = np.load(FIXTURES / f"{case}.k3.npz")
-        names = sorted({key.split("/")[1] for key in ref.files
-                        if key.startswith("train/") and key.endswith("/config")})
-        for name in names:
-            marks = [pytest.mark.xfail(strict=True, reason=KNOWN_DEVIATIONS[case])] \
-                if case in KNOWN_DEVIATIONS else []
-            yield pytest.param(case, name, id=f"{case}-{name}", marks=marks)
+        for framework in ("k3", "k2"):
+            ref = _traces(case, framework)
+            if ref is None:
+                continue
+            names = sorted({key.split("/")[1] for key in ref.files
+                            if key.startswith("train/") and key.endswith("/config")})
+            for name in names:
+                marks = [pytest.mark.xfail(strict=True, reason=KNOWN_DEVIATIONS[case])] \
+                    if case in KNOWN_DEVIATIONS else []
+                yield pytest.param(case, framework, name, id=f"{case}-{framework}-{name}",
+                                   marks=marks)
 
 
 def optimizer_from(config):
@@ -72,26 +88,37 @@ def digest(arrays):
     return h.hexdigest()
 
 
-@pytest.mark.parametrize("case,variant", list(variants()))
-def test_train_on_batch_matches_keras(case, variant):
-    ref = np.load(FIXTURES / f"{case}.k3.npz")
+def layer_at(model, key, paths):
+    """The layer a trace key names: a top-level layer, or a path into nested models."""
+    layer = None
+    for name in paths.get(key, [key]):
+        layer = (model if layer is None else layer).get_layer(name)
+    return layer
+
+
+@pytest.mark.parametrize("case,framework,variant", list(variants()))
+def test_train_on_batch_matches_keras(case, framework, variant):
+    ref = _traces(case, framework)
     config = json.loads(str(ref[f"train/{variant}/config"]))
-    model = ec.load(FIXTURES / f"{case}.k3.h5")
+    paths = json.loads(str(ref["train/paths"])) if "train/paths" in ref.files else {}
+    model = ec.load(FIXTURES / f"{case}.{FILES[framework]}")
     initial = {layer.name: layer.get_weights() for layer in model.layers}
     model.compile(optimizer=optimizer_from(config["optimizer"]), loss=loss_from(config["loss"]),
                   metrics=config.get("metrics"))
     xs, ys = ref["train/x"], ref[config["y"]]
     losses, metrics = [], []
+    arrays_at = set(config.get("record_arrays", config.get("record_steps", [1, 5])))
     for step in range(len(xs)):
         result = model.train_on_batch(xs[step], ys[step], return_dict=True)
         losses.append(result["loss"])
         metrics.extend(v for k, v in result.items() if k != "loss")
         if step + 1 in (1, 5):
             rel = 1e-4 if step == 0 else 1e-3
-            _check_weights(model, ref, variant, step + 1, rel, initial,
-                           ZERO_GRADIENT.get(case, ()), config)
-    assert close(losses[:1], ref[f"train/{variant}/loss"][:1], 1e-4), (losses, ref[f"train/{variant}/loss"])
-    assert close(losses, ref[f"train/{variant}/loss"], 1e-3), (losses, ref[f"train/{variant}/loss"])
+            _check_weights(model, ref, variant, step + 1, rel, initial, paths,
+                           ZERO_GRADIENT.get(case, ()), config, step + 1 in arrays_at)
+    want = ref[f"train/{variant}/loss"]
+    assert close(losses[:1], want[:1], 1e-4), (losses, want)
+    assert close(losses, want, 1e-3), (losses, want)
     if f"train/{variant}/metric" in ref.files:
         np.testing.assert_allclose(metrics, ref[f"train/{variant}/metric"], atol=1e-6)
     evaluated = model.evaluate(ref["train/xv"], ref[config["yv"]], return_dict=True)
@@ -101,46 +128,73 @@ def test_train_on_batch_matches_keras(case, variant):
         np.testing.assert_allclose(list(evaluated.values())[1:], keras_eval[1:], atol=1e-6)
 
 
-def _check_weights(model, ref, variant, step, rel, initial, zero_gradient=(), config=None):
+def _check_weights(model, ref, variant, step, rel, initial, paths, zero_gradient, config,
+                   with_arrays):
     prefix = f"train/{variant}/step{step}/"
-    lr = float(config["optimizer"]["config"]["learning_rate"]) if config else 0.0
+    lr = float(config["optimizer"]["config"]["learning_rate"])
     expected = {}
     for key in ref.files:
         if key.startswith(prefix):
             layer, index = key[len(prefix):].rsplit("/", 1)
             expected.setdefault(layer, {})[int(index)] = ref[key]
-    for layer_name, arrays in expected.items():
-        got = model.get_layer(layer_name).get_weights()
+    assert bool(expected) == with_arrays
+    for layer_key, arrays in expected.items():
+        got = layer_at(model, layer_key, paths).get_weights()
         for i, want in sorted(arrays.items()):
-            assert got[i].shape == want.shape, (layer_name, i)
-            if (layer_name, i) in zero_gradient:
-                start = ref_initial(ref, layer_name, i)
+            assert got[i].shape == want.shape, (layer_key, i)
+            if f"{layer_key}/{i}" in zero_gradient:
+                start = ref[f"w/{layer_key}/{i}"]
                 assert np.abs(got[i] - start).max() <= step * lr * (1 + 1e-3)
                 continue
             assert close(got[i], want, rel), (
-                f"{layer_name}[{i}] after step {step}: max abs error "
+                f"{layer_key}[{i}] after step {step}: max abs error "
                 f"{np.abs(got[i] - want).max():.3g} (max|ref| {np.abs(want).max():.3g})")
     digests = json.loads(str(ref[f"train/{variant}/sha256"]))[f"step{step}"] \
         if f"train/{variant}/sha256" in ref.files else {}
-    for layer_name, hexdigest in digests.items():
-        layer = model.get_layer(layer_name)
-        if not layer.trainable or not _any_trainable(layer):
-            assert digest(layer.get_weights()) == hexdigest, f"frozen {layer_name} changed"
+    trained = {layer for layer in model.trainer.changed_layers()}
+    for layer_key, hexdigest in digests.items():
+        layer = layer_at(model, layer_key, paths)
+        if not _changes(layer, trained):
+            assert digest(layer.get_weights()) == hexdigest, f"frozen {layer_key} changed"
     for layer in model.layers:
-        if not _any_trainable(layer) and layer.name in initial:
+        if not _changes(layer, trained) and layer.name in initial:
             for a, b in zip(layer.get_weights(), initial[layer.name]):
                 np.testing.assert_array_equal(a, b, err_msg=f"frozen {layer.name} changed")
 
 
-def ref_initial(ref, layer_name, i):
-    return ref[f"w/{layer_name}/{i}"]
+def _changes(layer, changed):
+    """Whether training may change the layer's weights (a nested model: any inside)."""
+    if hasattr(layer, "graph"):
+        return any(_changes(inner, changed) for inner in layer.graph.layers)
+    return layer in changed
 
 
-def _any_trainable(layer):
-    from edgecore.layers.model import ModelLayer
+FIT = "train_fit_conventions"
 
-    if not layer.trainable:
-        return False
-    if isinstance(layer, ModelLayer):
-        return any(_any_trainable(inner) for inner in layer.graph.layers)
-    return bool(layer.trainable_variables())
+
+@pytest.mark.parametrize("framework", ["k3", "k2"])
+def test_fit_matches_keras_fit(framework):
+    """Keras's own fit(): labels of shape (N,) and (N, 1), validation_split (the last
+    quarter), shuffle=False, per-epoch history including val_*, and the final weights."""
+    ref = np.load(FIXTURES / f"{FIT}.{framework}.npz")
+    args = json.loads(str(ref["fit/args"]))
+    runs = sorted({key.split("/")[1] for key in ref.files
+                   if key.startswith("fit/") and key.endswith("/config")})
+    assert runs
+    for run in runs:
+        config = json.loads(str(ref[f"fit/{run}/config"]))
+        model = ec.load(FIXTURES / f"{FIT}.{FILES[framework]}")
+        model.compile(optimizer=optimizer_from(config["optimizer"]),
+                      loss=loss_from(config["loss"]), metrics=config.get("metrics"))
+        y = ref["fit/y"].reshape(config["y_shape"])  # (N,) and (N, 1) runs
+        history = model.fit(ref["fit/x"], y, **args)
+        keys = json.loads(str(ref[f"fit/{run}/history_keys"]))
+        assert sorted(history.history) == sorted(keys)
+        for key in keys:
+            assert close(history.history[key], ref[f"fit/{run}/history/{key}"], 1e-4), \
+                (run, key, history.history[key], ref[f"fit/{run}/history/{key}"])
+        for name in {k.split("/")[3] for k in ref.files if k.startswith(f"fit/{run}/weights/")}:
+            got = model.get_layer(name).get_weights()
+            for i, array in enumerate(got):
+                want = ref[f"fit/{run}/weights/{name}/{i}"]
+                assert close(array, want, 1e-4), (run, name, i)

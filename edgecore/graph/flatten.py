@@ -2,15 +2,16 @@
 
 Each call of a nested model becomes a copy of its inner calls wired to the outer tensors
 (weights stay shared: the copies point at the same Layer objects).  A flat node remembers
-the chain of models it came from, so the trainable flag can be resolved the Keras way: a
-layer trains only if it and every model around it are trainable.
+the chain of models it came from, so the trainable flag can be resolved the Keras way
+(tf.keras: a layer trains only if it and every model around it are trainable; Keras 3:
+its own flag, under the outermost model's).
 
 A flat graph is made fresh by every `flatten` and owns what rewrites decide about it (a
 fused activation, absorbed padding, a folded BatchNormalization): those live on its
 FlatNodes, never on the shared Layer objects, so compiling again with other flags starts
 from the layers as parsed.
 """
-from ..layers.model import ModelLayer
+from ..layers.model import ModelLayer, nested_flags_gate
 from .graph import Tensor
 
 
@@ -37,7 +38,12 @@ class FlatNode:
 
     @property
     def trainable(self):
-        return self.layer.trainable and all(model.trainable for model in self.scope)
+        """The layer's flag and, in tf.keras's rule, every enclosing model's (Keras 3: the
+        layer's own; layers/model.nested_flags_gate).  The outermost model's flag is the
+        caller's to check."""
+        if not self.layer.trainable:
+            return False
+        return all(model.trainable for model in self.scope if nested_flags_gate(model))
 
     def __repr__(self):
         return f"<FlatNode {self.layer.class_name} {self.layer.name!r}>"

@@ -65,37 +65,45 @@ def every_layer(graph):
             yield from every_layer(layer.graph)
 
 
-def param_counts(layer, parent_trainable):
-    """(total, trainable) parameter counts of a layer as Keras counts them."""
-    trainable = parent_trainable and layer.trainable
-    if isinstance(layer, ModelLayer):
-        total = train = 0
-        for inner in layer.graph.layers:
-            t, tr = param_counts(inner, trainable)
-            total += t
-            train += tr
-        return total, train
-    shapes = getattr(layer, "var_shapes", None) or []
-    names = [name for name, _ in layer.variables()]
-    frozen = set(layer.non_trainable_variables())
-    total = train = 0
-    for name, shape in zip(names, shapes):
-        n = int(np.prod(shape, dtype=np.int64))
-        total += n
-        if trainable and name not in frozen:
-            train += n
-    return total, train
+def nested_flags_gate(layer):
+    """Whether a nested model's own `trainable` flag gates the layers inside it.
+
+    tf.keras (Keras 2) collects trainable weights model by model, so a frozen nested model
+    freezes everything in it.  Keras 3 collects every variable of the model's layers and
+    keeps those whose own flag is set (each variable's flag follows its layer's, and the
+    model's setter sets every layer inside): an inner layer set trainable again under a
+    frozen nested model trains.  Only the outermost model's flag gates in Keras 3.
+    (Both verified against the frameworks: the trainable_rule fixture.)"""
+    return layer.ctx.keras_major == 2
 
 
-def weight_trainable_flags(layer, parent_trainable=True):
+def weight_trainable_flags(layer, parent_trainable=True, top=True):
     """Per Keras-order weight of `layer` (a nested model: of every layer inside, in
-    get_weights order), whether Keras counts it trainable: the variable is trainable and
-    the layer and every model around it are (Keras 3 trainable_weights)."""
-    trainable = parent_trainable and layer.trainable
+    get_weights order), whether Keras counts it among trainable_weights.  parent_trainable:
+    the flags gating from outside; top: `layer` is the model asked (its own flag gates),
+    not a model nested in it."""
     if isinstance(layer, ModelLayer):
+        gate = layer.trainable if top or nested_flags_gate(layer) else True
+        trainable = parent_trainable and gate
         return [flag for inner in layer.graph.layers
-                for flag in weight_trainable_flags(inner, trainable)]
+                for flag in weight_trainable_flags(inner, trainable, top=False)]
     if not getattr(layer, "var_shapes", None):
         return []
+    trainable = parent_trainable and layer.trainable
     frozen = set(layer.non_trainable_variables())
     return [trainable and name not in frozen for name, _ in layer.variables()]
+
+
+def weight_sizes(layer):
+    """Element counts of a layer's Keras-order weights (a nested model: every layer's)."""
+    if isinstance(layer, ModelLayer):
+        return [n for inner in layer.graph.layers for n in weight_sizes(inner)]
+    return [int(np.prod(shape, dtype=np.int64)) for shape in getattr(layer, "var_shapes", None) or []]
+
+
+def param_counts(layer, parent_trainable, top=False):
+    """(total, trainable) parameter counts of a layer as Keras counts them (top=False: as
+    a layer of an enclosing model whose flags give parent_trainable)."""
+    sizes = weight_sizes(layer)
+    flags = weight_trainable_flags(layer, parent_trainable, top)
+    return sum(sizes), sum(n for n, flag in zip(sizes, flags) if flag)
