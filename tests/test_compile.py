@@ -7,7 +7,8 @@ producer) and every freeze pattern of the pair (producer frozen and consumer tra
 the reverse, both trainable; the head always trains), `predict` on the same input is the
 same before compile, after it, and after a second compile with another pattern; and
 `evaluate` against the model's own predictions is ~0.  Training against Keras for these
-patterns is in test_training_parity.py (the train_fold_* fixtures).
+patterns, after a first compile with other flags, is in test_training_parity.py (the
+train_fold_matrix fixture, recorded by Keras 3 and tf.keras).
 """
 import numpy as np
 import pytest

@@ -103,6 +103,14 @@ def test_train_on_batch_matches_keras(case, framework, variant):
     paths = json.loads(str(ref["train/paths"])) if "train/paths" in ref.files else {}
     model = ec.load(FIXTURES / f"{case}.{FILES[framework]}")
     initial = {layer.name: layer.get_weights() for layer in model.layers}
+    if "trainable" in config:
+        # A freeze pattern (train_fold_matrix): compile first as loaded and predict, then
+        # set the variant's flags and compile again, so training must come from state the
+        # second compile re-derived (folds, weight layout, live layout), not the first's.
+        model.compile(optimizer="sgd", loss="mse")
+        model.predict(ref["train/x"][0])
+        for name, flag in config["trainable"].items():
+            model.get_layer(name).trainable = flag
     model.compile(optimizer=optimizer_from(config["optimizer"]), loss=loss_from(config["loss"]),
                   metrics=config.get("metrics"))
     xs, ys = ref["train/x"], ref[config["y"]]

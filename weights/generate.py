@@ -579,6 +579,7 @@ class Variant:
     metrics: tuple = ("accuracy",)
     onehot: bool = False    # targets are train/y_onehot (categorical losses) instead of class ids
     arrays: tuple = None    # overrides TrainSpec.record_arrays for this variant
+    trainable: tuple = ()   # (layer name, flag) pairs set before compile (a freeze pattern)
 
 
 @dataclass(frozen=True)
@@ -1039,6 +1040,33 @@ def _finetune_cases():
          "residual block with trainable BNs: Conv2D 1x1 expand (no bias) -> BN -> ReLU6 -> DepthwiseConv2D "
          "3x3 (no bias) -> BN -> ReLU6 -> Conv2D 1x1 project (no bias) -> BN -> Add(block input) -> GAP -> "
          "Dense(3, softmax)", spec(), notes=BN_FACTS)
+
+    def fold_matrix(K):
+        l = K.layers
+        inp = K.Input((10, 10, 3), name="image")
+        x = l.ZeroPadding2D(1, name="pad")(inp)
+        x = l.Conv2D(6, 3, use_bias=False, name="conv")(x)
+        x = l.ReLU(name="conv_relu")(l.BatchNormalization(name="conv_bn")(x))
+        x = l.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+        x = l.ReLU(6.0, name="dw_relu6")(l.BatchNormalization(name="dw_bn")(x))
+        x = l.Dense(8, use_bias=False, name="fc")(l.GlobalAveragePooling2D(name="gap")(x))
+        x = l.ReLU(name="fc_relu")(l.BatchNormalization(name="fc_bn")(x))
+        return K.Model(inp, l.Dense(3, activation="softmax", name="head")(x), name="train_fold_matrix")
+    producers, consumers = ("conv", "dw", "fc"), ("conv_bn", "dw_bn", "fc_bn")
+    patterns = {"producer_frozen": (False, True), "consumer_frozen": (True, False),
+                "both_trainable": (True, True)}
+    fold_variants = tuple(
+        Variant(f"{opt}_{pattern}", optimizer, sce,
+                trainable=tuple((n, p) for n in producers) + tuple((n, c) for n in consumers))
+        for pattern, (p, c) in patterns.items()
+        for opt, optimizer in (("sgd", SGD01), ("adam", ADAM)))
+    case("train_fold_matrix", fold_matrix,
+         "Training: every inference rewrite x every freeze pattern. ZeroPadding2D -> Conv2D (valid, no bias) "
+         "-> BN -> ReLU -> DepthwiseConv2D (no bias) -> BN -> ReLU6 -> GAP -> Dense(8, no bias) -> BN -> "
+         "ReLU -> Dense(3, softmax); at inference the padding folds into the conv, each BN into its "
+         "producer and each activation into that. Variants (SGD and Adam each) set, before compile, the "
+         "producers frozen and the BNs trainable, the reverse, or both trainable; the head always trains",
+         spec(variants=fold_variants), notes=BN_FACTS)
 
     def dense_bn(K):
         l = K.layers
@@ -1628,6 +1656,8 @@ def record_training(K, model, spec, rng):
         m.set_weights(initial)
         assert param_counts(m) == counts, (param_counts(m), counts)
         assert all(a.tobytes() == b.tobytes() for a, b in zip(m.get_weights(), initial))
+        for name, flag in v.trainable:  # this variant's freeze pattern, before compile
+            m.get_layer(name).trainable = flag
         plan = trace_plan(K, m, spec)
         start = {e.key: e.layer.get_weights() for e in plan}
         if ext:
@@ -1665,6 +1695,7 @@ def record_training(K, model, spec, rng):
         ev = m.evaluate(xv, yvt, batch_size=len(xv), verbose=0, return_dict=True)
         names = ["loss"] + [k for k in ev if k != "loss"]
         config = {
+            **({"trainable": dict(v.trainable)} if v.trainable else {}),
             "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
             "loss": {"class_name": type(loss).__name__, "config": loss.get_config()},
             "metrics": list(v.metrics), "resolved_metrics": resolved_metrics(K, m),
