@@ -49,6 +49,18 @@ def check_case(out_dir, case):
     return checked
 
 
+def test_efficientnet_last_block_fine_tunes_like_keras(keras_py, tmp_path):
+    """EfficientNetB0's block7a (squeeze-excite, swish, 3x3 depthwise) and top conv/BN
+    unfrozen, trained as Keras 3 trained it (a large fixture: 68 MB)."""
+    from training_traces import replay, variants
+
+    generate(keras_py, tmp_path, ["efficientnet_b0_finetune"], large=True)
+    cases = list(variants(tmp_path, ["efficientnet_b0_finetune"]))
+    assert cases
+    for case in cases:
+        replay(tmp_path, *case.values)
+
+
 @pytest.mark.parametrize("case", LARGE_APPLICATIONS)
 def test_large_application_matches_keras(case, keras_py, tmp_path):
     generate(keras_py, tmp_path, [case], large=True)

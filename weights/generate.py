@@ -1654,6 +1654,9 @@ def record_training(K, model, spec, rng):
         K.utils.set_random_seed(seed)
         m = K.models.model_from_json(model_json)  # a fresh copy: new variables, new optimizer
         m.set_weights(initial)
+        for layer in leaves(K, m):  # Keras's set_weights leaves a Normalization normalising with
+            if type(layer).__name__ == "Normalization":  # its build-time mean 0 / variance 1
+                layer.finalize_state()
         assert param_counts(m) == counts, (param_counts(m), counts)
         assert all(a.tobytes() == b.tobytes() for a, b in zip(m.get_weights(), initial))
         for name, flag in v.trainable:  # this variant's freeze pattern, before compile
