@@ -157,6 +157,9 @@ def test_fit_on_batches_equals_fit_on_arrays_without_shuffling():
 
 
 def test_a_one_shot_generator_stops_fit_when_it_runs_dry():
+    # Keras's message and intent ("interrupting training").  Keras 3.15 itself then goes on
+    # re-feeding the two batches it peeked to learn the data's shapes (measured: 5 batches
+    # in epoch 1, then 2 per epoch), training on a fraction of the data; edgecore stops.
     x, y = data(16, (32,), 5)
     model = compiled()
     with pytest.warns(UserWarning, match="ran out of data"):
