@@ -72,7 +72,10 @@ def test_dwconv2d_grad_matches_finite_differences(case):
     """<grad, v> against the directional derivative of sum(dy * dwconv(x, w)) through the
     forward kernel (linear in x and in w: a large step leaves only rounding)."""
     (x, w, dy), _ = _inputs(case, 24)
-    got = run_grad(case, x, w, dy)
+    _check_finite_differences(case, x, w, dy, run_grad(case, x, w, dy), 25)
+
+
+def _check_finite_differences(case, x, w, dy, got, seed):
     dy64 = dy.astype(np.float64)
 
     def loss(xv, wv):
@@ -81,8 +84,7 @@ def test_dwconv2d_grad_matches_finite_differences(case):
         return float((y * dy64).sum())
 
     mag = float((ref_backward(x, w, dy, magnitude=True, **case.geometry)[1] * np.abs(w)).sum())
-    rng = np.random.default_rng(25)
-    assert_bilinear_grads(loss, x, w, got["dx"], got["dw"], mag, rng)
+    assert_bilinear_grads(loss, x, w, got["dx"], got["dw"], mag, np.random.default_rng(seed))
 
 
 def test_dwconv2d_grad_validation():
@@ -123,15 +125,7 @@ def test_dwconv2d_grad_depth_multiplier(case):
     got = run_grad(case, x, w, dy)
     check(case, x, w, dy, got, "dwconv2d_grad")
     assert_unchanged([x, w, dy], copies, "dwconv2d_grad")
-    dy64 = dy.astype(np.float64)
-
-    def loss(xv, wv):
-        y = np.empty(dy.shape, np.float32)
-        K.dwconv2d(np.ascontiguousarray(xv), np.ascontiguousarray(wv), y, **case.geometry)
-        return float((y * dy64).sum())
-
-    mag = float((ref_backward(x, w, dy, magnitude=True, **case.geometry)[1] * np.abs(w)).sum())
-    assert_bilinear_grads(loss, x, w, got["dx"], got["dw"], mag, np.random.default_rng(27))
+    _check_finite_differences(case, x, w, dy, got, 27)
 
 
 def _nan_only_within(arr, index):

@@ -1078,17 +1078,22 @@ def _finetune_cases():
          "(a 2-D BN: tf_keras's non-fused path, biased variance in the moving update as in Keras 3)",
          spec(4), notes=BN_FACTS)
 
+    def fine_tuned(K, base, trains, input_shape, classes, name):
+        """The guide's second phase: base.trainable = True, then only the layers `trains`
+        accepts stay trainable; the base called with training=False, GAP, a softmax head."""
+        base.trainable = True
+        for layer in base.layers:
+            layer.trainable = trains(layer.name)
+        inputs = K.Input(input_shape, name="image")
+        x = K.layers.GlobalAveragePooling2D(name="pool")(base(inputs, training=False))
+        return K.Model(inputs, K.layers.Dense(classes, activation="softmax", name="head")(x), name=name)
+
     def mnv2_finetune(K):
         base = K.applications.MobileNetV2(input_shape=(None, None, 3), alpha=0.35, include_top=False,
                                           weights=None)
-        base.trainable = True
-        for layer in base.layers:  # the guide's fine_tune_at: everything before block_16 stays frozen
-            layer.trainable = layer.name.startswith("block_16_") or layer.name in ("Conv_1", "Conv_1_bn")
-        inputs = K.Input((None, None, 3), name="image")
-        x = base(inputs, training=False)
-        x = K.layers.GlobalAveragePooling2D(name="pool")(x)
-        return K.Model(inputs, K.layers.Dense(4, activation="softmax", name="head")(x),
-                       name="train_mobilenet_v2_finetune")
+        # the guide's fine_tune_at: everything before block_16 stays frozen
+        return fine_tuned(K, base, lambda n: n.startswith("block_16_") or n in ("Conv_1", "Conv_1_bn"),
+                          (None, None, 3), 4, "train_mobilenet_v2_finetune")
     case("train_mobilenet_v2_finetune", mnv2_finetune,
          "Training: the Keras transfer-learning guide's fine-tuning phase at small scale: MobileNetV2 a0.35 "
          "base with an open input size (None, None, 3), include_top=False, base.trainable=True then every "
@@ -1112,15 +1117,10 @@ def _finetune_cases():
     def mnv3_finetune(K):
         base = K.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=0.75, include_top=False,
                                                weights=None, include_preprocessing=True)
-        base.trainable = True
-        for layer in base.layers:  # Keras 3 names expanded_conv_9_expand, tf_keras expanded_conv_9/expand
-            layer.trainable = bool(re.match(r"expanded_conv_(9|10)[_/]", layer.name)) or \
-                layer.name.lower() in ("conv_1", "conv_1_bn", "conv_1/batchnorm")
-        inputs = K.Input((32, 32, 3), name="image")
-        x = base(inputs, training=False)
-        x = K.layers.GlobalAveragePooling2D(name="pool")(x)
-        return K.Model(inputs, K.layers.Dense(3, activation="softmax", name="head")(x),
-                       name="train_mobilenet_v3_finetune")
+        # Keras 3 names expanded_conv_9_expand, tf_keras expanded_conv_9/expand
+        return fine_tuned(K, base, lambda n: bool(re.match(r"expanded_conv_(9|10)[_/]", n))
+                          or n.lower() in ("conv_1", "conv_1_bn", "conv_1/batchnorm"),
+                          (32, 32, 3), 3, "train_mobilenet_v3_finetune")
     case("train_mobilenet_v3_finetune", mnv3_finetune,
          "Training: MobileNetV3Small a0.75 32x32 base (include_top=False, include_preprocessing=True: "
          "Rescaling inside) with its last two inverted-residual blocks (expanded_conv_9, expanded_conv_10: "
@@ -1260,15 +1260,11 @@ def _finetune_cases():
 
     def effnet_finetune(K):
         base = K.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3))
-        base.trainable = True
         for layer in base.layers:
-            layer.trainable = layer.name.startswith("block7a_") or layer.name in ("top_conv", "top_bn")
             if isinstance(layer, K.layers.Dropout):
                 layer.rate = 0.0  # Keras 3 runs them in fit despite training=False; masks are not reproducible
-        inputs = K.Input((32, 32, 3), name="image")
-        x = K.layers.GlobalAveragePooling2D(name="pool")(base(inputs, training=False))
-        return K.Model(inputs, K.layers.Dense(3, activation="softmax", name="head")(x),
-                       name="efficientnet_b0_finetune")
+        return fine_tuned(K, base, lambda n: n.startswith("block7a_") or n in ("top_conv", "top_bn"),
+                          (32, 32, 3), 3, "efficientnet_b0_finetune")
     case("efficientnet_b0_finetune", effnet_finetune,
          "Training (large, --large only, not committed): EfficientNetB0 32x32 base (include_top=False, "
          "Rescaling + Normalization inside) with block7a_* and top_conv/top_bn trainable, the rest frozen, "
