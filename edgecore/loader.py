@@ -12,6 +12,7 @@ loading; `Layer.get_weights()` reopens it for layers whose stored form (folded, 
 is not the Keras one.
 """
 import contextlib
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +126,9 @@ class WeightStore:
         self.mapping = mapping or {}
         self.memory = memory or {}
         self.live = None
+        # The model's lock (its executor shares it): values are read while a training step
+        # may be writing them.
+        self.lock = threading.RLock()
 
     @contextlib.contextmanager
     def open(self):
@@ -149,7 +153,7 @@ class WeightStore:
     def weights_of(self, layer, read=None):
         """Keras-order weights of a layer (a nested model: of every layer inside)."""
         if read is None:
-            with self.open() as read:
+            with self.lock, self.open() as read:
                 return self.weights_of(layer, read)
         if isinstance(layer, ModelLayer):
             weights = []

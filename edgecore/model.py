@@ -27,6 +27,21 @@ MAX_CACHED_PLANS = 4
 DEFAULT_BATCH_SIZE = 32
 
 
+def serialized(method):
+    """Run the method under the model's lock (the executor's, re-entrant): plans, the plan
+    cache, the arena, the trainer's staging and step buffers and its parameters are
+    shared, so calls from several threads take turns (fit holds it for the whole run: a
+    predict from another thread waits and sees the trained model)."""
+    import functools
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.executor.lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class Model:
     def __init__(self, graph, flat, layout, ctx, trainable=True, memory_budget=None):
         self.name = graph.name
@@ -38,7 +53,7 @@ class Model:
         self.store = ctx.store  # loader.WeightStore
         self._trainable = bool(trainable)
         self.memory_budget = memory_budget  # bytes, or None
-        self.executor = Executor()
+        self.executor = Executor(lock=self.store.lock)
         self._plans = {}  # input shapes -> Plan, least recently used first
         self._last_plan = None
         self._packed_isa = _kernels.gemm_isa()
@@ -106,6 +121,7 @@ class Model:
             for line in text.split("\n"):
                 print_fn(line)
 
+    @serialized
     def get_weights(self):
         """Every weight of every layer, Keras order (as keras Model.get_weights)."""
         with self.store.open() as read:
@@ -129,6 +145,7 @@ class Model:
     def non_trainable_weights(self):
         return [w for w, f in zip(self.get_weights(), self._weight_flags()) if not f]
 
+    @serialized
     def memory_plan(self, input_shape=None, batch_size=1, print_fn=None, detail=False,
                     training=False):
         """The memory plan for one batch: arena, weights, scratch, naive sum and the
@@ -324,6 +341,7 @@ class Model:
     stop_training = False
     _verbose_fit = False
 
+    @serialized
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, memory_budget=None):
         """Prepare training, with Keras's names: optimizer (an edgecore.optimizers object or
         "sgd"/"adam"/"adamw"/"rmsprop"), loss (an edgecore.losses object or a Keras loss
@@ -395,6 +413,7 @@ class Model:
             raise RuntimeError("the model must be compiled first: model.compile(optimizer=..., "
                                "loss=...)")
 
+    @serialized
     def train_on_batch(self, x, y, return_dict=False):
         """One optimizer step on one batch; returns the loss (and metrics) of that batch
         as Keras 3 does (metrics are not accumulated across calls)."""
@@ -403,6 +422,7 @@ class Model:
         self._require_compiled()
         return _keras_result(train_on_batch(self, x, y), return_dict)
 
+    @serialized
     def evaluate(self, x=None, y=None, batch_size=None, verbose=0, return_dict=False):
         """Loss (and metrics) over all samples, inference mode, like Keras; x may also
         yield (x, y) batches (then y is None)."""
@@ -411,6 +431,7 @@ class Model:
         self._require_compiled()
         return _keras_result(evaluate(self, x, y, batch_size or DEFAULT_BATCH_SIZE), return_dict)
 
+    @serialized
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
             steps_per_epoch=None, *, augment=None, feature_cache="auto", checkpoint=None,
@@ -436,6 +457,7 @@ class Model:
                    validation_split, steps_per_epoch)
 
     # --- saving ------------------------------------------------------------------------
+    @serialized
     def save(self, path):
         """Write the model as a legacy Keras .h5 (Keras 3 spelling) that
         `keras.models.load_model` opens; .keras paths are refused (ValueError).  Atomic:

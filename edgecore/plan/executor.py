@@ -17,8 +17,8 @@ from .arena import aligned_empty
 
 
 class Executor:
-    def __init__(self, weights=None):
-        self.lock = threading.RLock()
+    def __init__(self, weights=None, lock=None):
+        self.lock = threading.RLock() if lock is None else lock
         self.arena = aligned_empty(0)
         self.weights = aligned_empty(0) if weights is None else weights
         self.params = None  # the trainer's buffers, after compile
