@@ -12,6 +12,7 @@ loading; `Layer.get_weights()` reopens it for layers whose stored form (folded, 
 is not the Keras one.
 """
 import contextlib
+import os
 import threading
 from dataclasses import dataclass
 
@@ -121,8 +122,11 @@ class WeightStore:
               layers to that graph's)
     """
 
-    def __init__(self, path, graph=None, mapping=None, memory=None):
+    def __init__(self, path, graph=None, mapping=None, memory=None, fingerprint=None):
         self.path, self.graph = path, graph
+        # The file's identity when its values were taken as the model's (at load, or at
+        # the save that wrote it): reading it after it changed would give another model.
+        self.fingerprint = fingerprint if fingerprint is not None else file_fingerprint(path)
         self.mapping = mapping or {}
         self.memory = memory or {}
         self.live = None
@@ -140,6 +144,7 @@ class WeightStore:
             if layer in self.memory:
                 return [np.array(a, dtype=np.float32) for a in self.memory[layer]]
             if not opened:
+                self.check_unchanged()
                 model_file = open_model_file(self.path)
                 opened.append((model_file, file_reader(model_file, self.graph)))
             return opened[0][1](self.mapping.get(layer, layer), scratch)
@@ -149,6 +154,27 @@ class WeightStore:
         finally:
             for model_file, _ in opened:
                 model_file.close()
+
+    def check_unchanged(self):
+        """ModelFormatError if the file is not the one the values were taken from."""
+        try:
+            now = file_fingerprint(self.path)
+        except OSError:
+            now = None
+        if now != self.fingerprint:
+            raise ModelFormatError(
+                "the model file was replaced or modified after the model was loaded from "
+                "it; its frozen weights are read from that file (to save, compile again or "
+                "get_weights), so the model in memory can no longer be completed from it. "
+                "Load the model again (or save it before changing the file)", path=self.path)
+
+    def adopt(self, path, graph, mapping):
+        """The model's values are now all in the file at `path` (a save just wrote them):
+        read from it from now on, through `mapping` {model layer: that graph's layer}, and
+        drop the copies held in memory.  Live layers stay with the trainer."""
+        self.path, self.graph, self.mapping = path, graph, mapping
+        self.fingerprint = file_fingerprint(path)
+        self.memory = {}
 
     def weights_of(self, layer, read=None):
         """Keras-order weights of a layer (a nested model: of every layer inside)."""
@@ -169,15 +195,24 @@ class WeightStore:
         return read(layer)
 
 
+def file_fingerprint(path):
+    """What identifies a file's content without reading it: device, inode (a replacement
+    by rename changes it), size and modification time in nanoseconds (an in-place write
+    changes it)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def load_graph(path):
     """(model file, ctx, graph); the caller must close the model file."""
+    fingerprint = file_fingerprint(path) if os.path.exists(path) else None
     model_file = open_model_file(path)
     try:
         ctx = LoadContext(path, model_file.keras_major, model_file.keras_version,
                           model_file.flavour, model_file.model_config)
         graph = build_graph(model_file.spec, ctx, layer_factory(ctx))
         record_weight_shapes(graph, ctx)
-        ctx.store = WeightStore(path, graph)
+        ctx.store = WeightStore(path, graph, fingerprint=fingerprint)
         return model_file, ctx, graph
     except Exception:
         model_file.close()

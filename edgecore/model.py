@@ -464,8 +464,29 @@ class Model:
         an existing file at path is replaced only once the new one is complete."""
         from .formats.save_hdf5 import check_save_path, save_hdf5
 
+        path = check_save_path(path)
         with self._weights_reader() as weights_of:
-            save_hdf5(self, check_save_path(path), weights_of=weights_of)
+            save_hdf5(self, path, weights_of=weights_of)
+        self._adopt(path)
+
+    def _adopt(self, path):
+        """After a save: the file just written holds every value of the model, so the
+        model reads its stored values from it from now on (never again from the file it
+        was loaded from, which may be replaced, or be the one just saved over), and the
+        copies held in memory go."""
+        from .formats.keras3_config import keras3_name
+        from .loader import load_graph
+
+        model_file, _, graph = load_graph(path)
+        model_file.close()
+
+        def key(scope, layer):
+            return tuple(keras3_name(n) for n in scope + (layer.name,))
+
+        saved = {key(scope, layer): layer for scope, layer in walk_layers(graph)}
+        mapping = {layer: saved[key(scope, layer)] for scope, layer in walk_layers(self.graph)
+                   if layer.variables()}
+        self.store.adopt(path, graph, mapping)
 
     def _weights_reader(self):
         """A context giving weights_of(layer) that reads through one open model file

@@ -198,7 +198,7 @@ def _derived_storage(model, graph, memory):
             held[layer] = base.memory[old_layer]
         else:
             mapping[layer] = base.mapping.get(old_layer, old_layer)
-    return WeightStore(base.path, base.graph, mapping, held)
+    return WeightStore(base.path, base.graph, mapping, held, fingerprint=base.fingerprint)
 
 
 def _sequential_as_functional(config, model):

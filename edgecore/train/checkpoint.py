@@ -68,11 +68,13 @@ def save(model, path, epochs_done, history):
     trainer = model.trainer
     state = {"epoch": epochs_done, "iterations": trainer.optimizer.iterations,
              "history": history.history, "rng": trainer.rng.bit_generator.state}
+    path = check_save_path(path)
     with model._weights_reader() as weights_of:
-        save_hdf5(model, check_save_path(path), weights_of=weights_of,
+        save_hdf5(model, path, weights_of=weights_of,
                   training_config=training_config(model),
                   optimizer_weights=optimizer_weights(model),
                   extra_attrs={STATE_ATTR: json.dumps(state)})
+    model._adopt(path)
 
 
 def restore(model, path, history):
