@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import EdgecoreError, ModelFormatError
+from .errors import EdgecoreError, ModelFormatError, ShapeError
 from .formats import open_model_file
 from .formats.weights import MAX_TENSOR_ELEMENTS, WeightSlots
 from .graph.graph import build_graph
@@ -176,6 +176,37 @@ class WeightStore:
         self.fingerprint = file_fingerprint(path)
         self.memory = {}
 
+    # Set by the model that owns the store: apply({layer: arrays}) writes new values into
+    # the model's buffers (packed weights, the trainer's params).
+    apply = None
+
+    def set_weights(self, layer, weights):
+        """Keras's layer.set_weights: validate the arrays against the layer's variables
+        (a nested model: every layer inside, in get_weights order), then hold them as the
+        layer's values and have the model re-pack what depends on them."""
+        arrays = [np.asarray(w) for w in weights]
+        leaves = list(_weighted_leaves(layer))
+        expected = [tuple(shape) for leaf in leaves for shape in leaf.var_shapes]
+        got = [tuple(a.shape) for a in arrays]
+        if got != expected:
+            raise ShapeError(f"set_weights expects {len(expected)} arrays of shapes {expected}, "
+                             f"got {len(got)} of shapes {got}", path=self.path,
+                             layer=layer.name, layer_class=layer.class_name)
+        for a in arrays:
+            if a.dtype.kind not in "fiub":
+                raise ShapeError(f"set_weights got an array of dtype {a.dtype}; numbers "
+                                 f"expected", path=self.path, layer=layer.name,
+                                 layer_class=layer.class_name)
+        values, start = {}, 0
+        for leaf in leaves:
+            count = len(leaf.var_shapes)
+            values[leaf] = [np.array(a, dtype=np.float32) for a in arrays[start:start + count]]
+            start += count
+        with self.lock:
+            self.memory.update(values)
+            if self.apply is not None:
+                self.apply(values)
+
     def weights_of(self, layer, read=None):
         """Keras-order weights of a layer (a nested model: of every layer inside)."""
         if read is None:
@@ -193,6 +224,16 @@ class WeightStore:
             if live is not None:
                 return live
         return read(layer)
+
+
+def _weighted_leaves(layer):
+    """The leaf layers holding weights in `layer` (itself, or every one inside a nested
+    model), in get_weights order."""
+    if isinstance(layer, ModelLayer):
+        for inner in layer.graph.layers:
+            yield from _weighted_leaves(inner)
+    elif layer.variables() and getattr(layer, "var_shapes", None):
+        yield layer
 
 
 def file_fingerprint(path):

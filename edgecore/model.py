@@ -54,6 +54,7 @@ class Model:
         self._trainable = bool(trainable)
         self.memory_budget = memory_budget  # bytes, or None
         self.executor = Executor(lock=self.store.lock)
+        self.store.apply = self._apply_weights
         self._plans = {}  # input shapes -> Plan, least recently used first
         self._last_plan = None
         self._packed_isa = _kernels.gemm_isa()
@@ -135,6 +136,47 @@ class Model:
 
         return [f for layer in self.graph.layers
                 for f in weight_trainable_flags(layer, self.trainable, top=False)]
+
+    @serialized
+    def set_weights(self, weights):
+        """Keras's model.set_weights: every weight of every layer, in get_weights order
+        and shapes; checked whole before anything changes (ShapeError naming the first
+        layer that does not fit)."""
+        from .layers.model import weight_shapes
+
+        weights = list(weights)
+        shapes = [weight_shapes(layer) for layer in self.graph.layers]
+        if len(weights) != sum(map(len, shapes)):
+            raise ShapeError(f"set_weights expects {sum(map(len, shapes))} arrays (as the "
+                             f"model's get_weights), got {len(weights)}", path=self.path)
+        pieces, start = [], 0
+        for layer, expected in zip(self.graph.layers, shapes):
+            arrays = weights[start:start + len(expected)]
+            start += len(expected)
+            got = [tuple(np.shape(a)) for a in arrays]
+            if got != expected:  # validate everything first: all or nothing
+                raise ShapeError(f"set_weights: the layer's weights have shapes {expected}, "
+                                 f"got {got}", path=self.path, layer=layer.name,
+                                 layer_class=layer.class_name)
+            pieces.append((layer, arrays))
+        for layer, arrays in pieces:
+            if arrays:
+                layer.set_weights(arrays)
+
+    def _apply_weights(self, values):
+        """New Keras-order values {layer: arrays} (the store holds them): write them where
+        the plans read them, the trainer's params for live layers and the packed weights
+        (re-folded with their BatchNormalization) for the rest."""
+        from .plan.weights import layers_packed_from, pack_layer
+
+        trainer = self.trainer
+        if trainer is not None:
+            for layer, arrays in values.items():
+                if layer in trainer.live:
+                    layer.live_pack(arrays, trainer.views(layer))
+        with self.store.open() as read:
+            for layer in layers_packed_from(self.layout, values):
+                pack_layer(self.layout, layer, self.executor.weights, read)
 
     @property
     def trainable_weights(self):

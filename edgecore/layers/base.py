@@ -114,6 +114,14 @@ class Layer:
             raise RuntimeError(f"layer {self.name!r} does not belong to a loaded model")
         return store.weights_of(self)
 
+    def set_weights(self, weights):
+        """Keras's layer.set_weights: arrays in get_weights order and shapes (ShapeError
+        naming the layer otherwise).  predict, fit and save use them from now on."""
+        store = getattr(self.ctx, "store", None)
+        if store is None:
+            raise RuntimeError(f"layer {self.name!r} does not belong to a loaded model")
+        store.set_weights(self, weights)
+
     @property
     def trainable_weights(self):
         """The weights an optimizer would update, as Keras's layer.trainable_weights

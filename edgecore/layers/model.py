@@ -94,6 +94,13 @@ def weight_trainable_flags(layer, parent_trainable=True, top=True):
     return [trainable and name not in frozen for name, _ in layer.variables()]
 
 
+def weight_shapes(layer):
+    """Shapes of a layer's Keras-order weights (a nested model: every layer's)."""
+    if isinstance(layer, ModelLayer):
+        return [shape for inner in layer.graph.layers for shape in weight_shapes(inner)]
+    return [tuple(shape) for shape in getattr(layer, "var_shapes", None) or []]
+
+
 def weight_sizes(layer):
     """Element counts of a layer's Keras-order weights (a nested model: every layer's)."""
     if isinstance(layer, ModelLayer):

@@ -46,27 +46,42 @@ def layout_weights(nodes):
     return layout
 
 
+def _raw_floats(layout, layer):
+    bn = layout.folds.get(layer)
+    return layer.elements(layer.var_shapes or []) + (
+        bn.elements(bn.var_shapes) if bn is not None else 0)
+
+
+def pack_layer(layout, layer, weights, read, scratch=None):
+    """Pack one layer (its BatchNormalization folded in, if the layout folds one) into its
+    regions of the weights buffer, from read(layer, scratch) -> Keras-order arrays."""
+    regions = layout.regions[layer]
+    if not regions:
+        return
+    raw = read(layer, scratch) if layer.variables() else []
+    bn = layout.folds.get(layer)
+    if bn is not None:
+        used = layer.elements(layer.var_shapes)
+        raw = folded_weights(layer, bn, raw, read(bn, None if scratch is None else scratch[used:]))
+    layer.pack(raw, {key: weights[r.offset:r.offset + r.size] for key, r in regions.items()})
+
+
 def pack_weights(layout, read):
     """Allocate the weights buffer once and pack every layer into it, one at a time;
     read(layer, scratch) gives a layer's Keras-order weights, read into `scratch` (one
     buffer sized for the largest layer, reused): loading makes two large allocations,
     this buffer and the scratch, instead of one per weight that the allocator may keep."""
-    def raw_floats(layer):
-        bn = layout.folds.get(layer)
-        return layer.elements(layer.var_shapes or []) + (
-            bn.elements(bn.var_shapes) if bn is not None else 0)
-
     weights = aligned_empty(layout.floats)
-    scratch = aligned_empty(max((raw_floats(layer) for layer in layout.regions), default=0))
-    for layer, regions in layout.regions.items():
-        if not regions:
-            continue
-        raw = read(layer, scratch) if layer.variables() else []
-        bn = layout.folds.get(layer)
-        if bn is not None:
-            used = layer.elements(layer.var_shapes)
-            raw = folded_weights(layer, bn, raw, read(bn, scratch[used:]))
-        views = {key: weights[r.offset:r.offset + r.size] for key, r in regions.items()}
-        layer.pack(raw, views)
-        del raw
+    scratch = aligned_empty(max((_raw_floats(layout, layer) for layer in layout.regions),
+                                default=0))
+    for layer in layout.regions:
+        pack_layer(layout, layer, weights, read, scratch)
     return weights
+
+
+def layers_packed_from(layout, layers):
+    """The layers whose packed form depends on any of `layers` (itself, or the producer a
+    BatchNormalization among them is folded into)."""
+    changed = set(layers)
+    return [layer for layer in layout.regions
+            if layer in changed or layout.folds.get(layer) in changed]
