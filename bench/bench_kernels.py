@@ -13,10 +13,11 @@ import sys
 import numpy as np
 import pytest
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "tests")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+# tests/ for the references; never the repository root, whose edgecore/ is the uncompiled
+# source tree (pytest then imported it instead of the installed package).
+_TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
 
 import shapes  # noqa: E402
 from edgecore import _kernels as K  # noqa: E402

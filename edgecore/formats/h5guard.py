@@ -36,7 +36,7 @@ _WEIGHT_TYPES = tuple(getattr(h5t, f"{kind}{bits}{order}")
                       for kind, sizes in (("IEEE_F", (16, 32, 64)), ("STD_I", (8, 16, 32, 64)),
                                           ("STD_U", (8, 16, 32, 64)))
                       for bits in sizes for order in ("LE", "BE"))
-_ATTR_CLASSES = (h5t.STRING, h5t.INTEGER, h5t.FLOAT)
+ATTR_CLASSES = (h5t.STRING, h5t.INTEGER, h5t.FLOAT)
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _GCOL = b"GCOL"
@@ -139,7 +139,7 @@ def read_attr(obj, name, path, layer=None):
     if name not in obj.attrs:
         return None
     type_class = obj.attrs.get_id(name).get_type().get_class()
-    if type_class not in _ATTR_CLASSES:
+    if type_class not in ATTR_CLASSES:
         raise ModelFormatError(f"attribute {name!r} of {obj.name!r} has a damaged or foreign "
                                f"datatype (HDF5 class {type_class})", path=path, layer=layer)
     return obj.attrs[name]
