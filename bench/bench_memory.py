@@ -54,7 +54,7 @@ first_ms = (time.perf_counter() - t0) * 1e3
 for _ in range(9):
     model.predict(x)
 extra = {{"weights_mb": model.weights_buffer.nbytes / 2**20,
-          "arena_mb": model.memory_plan((224, 224, 3)).arena_bytes / 2**20}}
+          "arena_mb": model.memory_plan((224, 224, 3), print_fn=False).arena_bytes / 2**20}}
 """),
     "litert": ("from ai_edge_litert.interpreter import Interpreter", f"""
 interp = Interpreter(model_path={str(MODEL_TFLITE)!r}, num_threads=1)

@@ -23,13 +23,14 @@ except ImportError as _exc:  # pragma: no cover - depends on how Python was star
         ) from _exc
     raise
 
-from .errors import (EdgecoreError, MemoryBudgetError, ModelFormatError, ShapeError,
-                     UnsupportedLayerError)
+from .errors import (EdgecoreError, MemoryBudgetError, MissingDependencyError, ModelFormatError,
+                     ShapeError, UnsupportedLayerError)
 
 __version__ = "0.1.0"
 
 __all__ = ["load", "Model", "EdgecoreError", "ModelFormatError", "UnsupportedLayerError",
-           "ShapeError", "MemoryBudgetError", "optimizers", "losses", "callbacks", "utils",
+           "ShapeError", "MemoryBudgetError", "MissingDependencyError", "optimizers", "losses",
+           "callbacks", "utils",
            "transfer", "__version__"]
 
 

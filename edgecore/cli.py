@@ -7,9 +7,10 @@
 Errors in the model file print one line naming the file, layer and reason, and exit 2.
 """
 import argparse
+import os
 import sys
 
-from .errors import EdgecoreError
+from .errors import EdgecoreError, MissingDependencyError
 
 
 def _info(args):
@@ -99,6 +100,14 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except MissingDependencyError as exc:
+        print(f"edgecore: error: {exc.reason}", file=sys.stderr)
+        return 1
     except (EdgecoreError, FileNotFoundError) as exc:
         print(f"edgecore: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`edgecore info m.h5 | head`): not an error of ours.  Point
+        # stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -54,3 +54,7 @@ class MemoryBudgetError(EdgecoreError, MemoryError):
         self.required_bytes = required_bytes
         self.allowed_bytes = allowed_bytes
         super().__init__(reason, **context)
+
+
+class MissingDependencyError(EdgecoreError, ImportError):
+    """A package edgecore needs at run time is not installed (the message says how)."""

@@ -194,7 +194,9 @@ class Model:
         live-bytes lower bound.  input_shape (without batch; a list for several inputs)
         defaults to the model's declared input shape.  training=True (after compile): the
         training step's plan, with the arena shared by the frozen prefix, training and
-        evaluation plans, and the params, gradients and optimizer state."""
+        evaluation plans, and the params, gradients and optimizer state.  Prints the plan
+        (print_fn(text), print by default; print_fn=False only returns it; detail=True adds
+        every buffer and the timeline) and returns the MemoryPlan."""
         from .plan.report import memory_plan_of
 
         shapes = self._full_input_shapes(input_shape, batch_size)
@@ -218,8 +220,8 @@ class Model:
             report.staging_bytes = 4 * sum(int(np.prod(s)) for s in boundary)
         else:
             report = memory_plan_of(self._plan_for(shapes), self.weights_buffer.size)
-        if print_fn is not None:
-            print_fn(report.format(detail))
+        if print_fn is not False:  # None: print, as summary() does; False: just return it
+            (print if print_fn is None else print_fn)(report.format(detail))
         return report
 
     def _full_input_shapes(self, input_shape, batch_size):

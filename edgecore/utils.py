@@ -1,4 +1,5 @@
-"""edgecore.utils: set_random_seed (like keras.utils.set_random_seed) and resize_images.
+"""edgecore.utils: set_random_seed (like keras.utils.set_random_seed), resize_images and
+decode_predictions (like keras.applications.imagenet_utils.decode_predictions).
 
 The seed drives what is random in edgecore's training: the per-epoch shuffle in fit and
 the Dropout masks (a counter-based generator, kernels/elementwise.pxi).  Keras's own
@@ -66,3 +67,30 @@ def resize_images(images, size):
             mixed = np.clip(np.rint(mixed), info.min, info.max)
         result[start:start + 256] = mixed if c != 1 else np.repeat(mixed, 3, axis=-1)
     return result
+
+
+_IMAGENET = None
+
+
+def decode_predictions(preds, top=5):
+    """Keras's decode_predictions for an ImageNet-1k classifier: for each row of preds
+    (N, 1000), the `top` classes by score as (wnid, class name, score) tuples, best first.
+    The class index (wnids and Keras's names) is installed with edgecore, so nothing is
+    downloaded, unlike Keras."""
+    import numpy as np
+
+    global _IMAGENET
+    preds = np.asarray(preds)
+    if preds.ndim != 2 or preds.shape[1] != 1000:
+        raise ValueError("decode_predictions expects a batch of predictions (i.e. a 2D array "
+                         f"of shape (samples, 1000)). Found array with shape: {preds.shape}")
+    if _IMAGENET is None:
+        from importlib import resources
+
+        text = resources.files("edgecore").joinpath("data/imagenet_class_index.tsv").read_text()
+        _IMAGENET = [tuple(line.split("\t")) for line in text.splitlines()]
+    results = []
+    for row in preds:
+        best = np.argsort(row, kind="stable")[-top:][::-1]
+        results.append([_IMAGENET[i] + (row[i],) for i in best])
+    return results

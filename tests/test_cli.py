@@ -30,3 +30,31 @@ def test_lambda_model_is_refused_by_name(tmp_path):
     proc = run("info", FIXTURES / "bad_lambda.k3.h5", cwd=tmp_path)
     assert proc.returncode == 2
     assert "Lambda" in proc.stderr and "bytecode" in proc.stderr
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path):
+    """`edgecore info model.h5 | head -1`: the reader leaves early."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgecore", "info",
+                             str(FIXTURES / "mobilenet_v2.k3.h5")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # as head does once it has its lines: every write now fails
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+BLOCK_H5PY = "import sys; sys.modules['h5py'] = None; sys.argv[0] = 'edgecore'; "
+
+
+def test_without_h5py_load_and_the_cli_say_what_to_install(tmp_path):
+    code = (BLOCK_H5PY + "import edgecore as ec\n"
+            "try:\n    ec.load(sys.argv[1])\n"
+            "except ec.MissingDependencyError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(FIXTURES / "mobilenet_v2.k3.h5")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "pip install h5py" in proc.stdout, proc.stderr
+    cli = BLOCK_H5PY + "from edgecore.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", cli, "info", str(FIXTURES / "mobilenet_v2.k3.h5")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "pip install h5py" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -180,3 +180,11 @@ def test_compile_knows_the_training_peak_before_the_first_step():
                   memory_budget=budget)
     x = np.zeros((32, 224, 224, 3), np.uint8)
     model.fit(x, np.arange(32) % 10, batch_size=32, epochs=1, verbose=0, feature_cache=False)
+
+
+def test_memory_plan_prints_the_plan_by_default(capsys):
+    model = ec.load(SMALL)
+    report = model.memory_plan()
+    out = capsys.readouterr().out
+    assert out.startswith("memory plan for inputs") and "arena" in out and "lower bound" in out
+    assert model.memory_plan(print_fn=False) == report and capsys.readouterr().out == ""

@@ -30,9 +30,23 @@ def test_mobilenet_v2_imagenet_matches_keras_on_real_photos(photos):
 
 def test_mobilenet_v2_top1_labels_are_the_photographed_objects(photos):
     model = ec.load(PRETRAINED / "mobilenet_v2_imagenet.h5")
-    labels = [line.split("\t")[1].strip() for line in
-              (PRETRAINED / "imagenet1k_labels.txt").read_text().splitlines()]
     names = list(photos["names"])
     probs = model.predict(photos["x"][[names.index("coffee.png"), names.index("orange.jpg")]])
-    top1 = [labels[i] for i in probs.argmax(axis=1)]
-    assert top1 == ["espresso", "orange"]
+    decoded = ec.utils.decode_predictions(probs, top=3)
+    assert [d[0][1] for d in decoded] == ["espresso", "orange"]
+    assert [d[0][0] for d in decoded] == ["n07920052", "n07747607"]
+    for rows, p in zip(decoded, probs):
+        assert [score for _, _, score in rows] == sorted(p, reverse=True)[:3]
+
+
+def test_decode_predictions_follows_keras():
+    probs = np.zeros((2, 1000), np.float32)
+    probs[0, [0, 2, 999]] = (0.1, 0.7, 0.2)
+    probs[1, 1] = 1.0
+    decoded = ec.utils.decode_predictions(probs, top=2)
+    assert decoded[0] == [("n01484850", "great_white_shark", np.float32(0.7)),
+                          ("n15075141", "toilet_tissue", np.float32(0.2))]
+    assert decoded[1][0][:2] == ("n01443537", "goldfish") and len(decoded[1]) == 2
+    for bad in (np.zeros((2, 10)), np.zeros(1000)):
+        with pytest.raises(ValueError, match="1000"):
+            ec.utils.decode_predictions(bad)
