@@ -24,12 +24,12 @@ except ImportError as _exc:  # pragma: no cover - depends on how Python was star
     raise
 
 from .errors import (EdgecoreError, MemoryBudgetError, MissingDependencyError, ModelFormatError,
-                     ShapeError, UnsupportedLayerError)
+                     NonFiniteLossError, ShapeError, UnsupportedLayerError)
 
 __version__ = "0.1.0"
 
 __all__ = ["load", "Model", "EdgecoreError", "ModelFormatError", "UnsupportedLayerError",
-           "ShapeError", "MemoryBudgetError", "MissingDependencyError", "optimizers", "losses",
+           "ShapeError", "MemoryBudgetError", "MissingDependencyError", "NonFiniteLossError", "optimizers", "losses",
            "callbacks", "utils",
            "transfer", "__version__"]
 

@@ -1,4 +1,4 @@
-"""edgecore.callbacks: History and EarlyStopping with Keras 3 semantics."""
-from .train.callbacks import Callback, EarlyStopping, History
+"""edgecore.callbacks: History, EarlyStopping and TerminateOnNaN with Keras 3 semantics."""
+from .train.callbacks import Callback, EarlyStopping, History, TerminateOnNaN
 
-__all__ = ["Callback", "EarlyStopping", "History"]
+__all__ = ["Callback", "EarlyStopping", "History", "TerminateOnNaN"]

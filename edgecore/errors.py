@@ -58,3 +58,7 @@ class MemoryBudgetError(EdgecoreError, MemoryError):
 
 class MissingDependencyError(EdgecoreError, ImportError):
     """A package edgecore needs at run time is not installed (the message says how)."""
+
+
+class NonFiniteLossError(EdgecoreError, FloatingPointError):
+    """Training met a NaN or infinite loss; the step that met it changed no weight."""

@@ -97,6 +97,18 @@ class EarlyStopping(Callback):
         return bool(self.better(value - self.min_delta, reference))
 
 
+class TerminateOnNaN(Callback):
+    """Stop training at the first batch whose loss is NaN or infinite (Keras's callback;
+    edgecore skips that batch's update, so the weights are the last finite step's).
+    Without it, edgecore's fit raises NonFiniteLossError there instead of training on."""
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            print(f"Batch {batch}: Invalid loss, terminating training")
+            self.model.stop_training = True
+
+
 class ProgressBar(Callback):
     WIDTH = 30
 

@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import MemoryBudgetError, ShapeError
+from ..errors import MemoryBudgetError, NonFiniteLossError, ShapeError
 from .callbacks import History, ProgressBar
 
 
@@ -49,6 +49,7 @@ def train_on_batch(model, x, y):
     trainer.reseed()
     boundary = trainer.boundary_of(inputs)
     losses, output = trainer.step(boundary, labels, train=True)
+    _check_finite(model, losses, (), None, None)
     logs = {"loss": float(np.mean(losses, dtype=np.float64))}
     for name, values in trainer.metric_values(labels, output).items():
         logs[name] = float(values.mean())
@@ -326,10 +327,31 @@ class _ArrayEpochs:
         for step, (start, stop) in enumerate(_batches(n, self.batch_size)):
             boundary, index = self.source.batch(order[start:stop])
             losses, output = trainer.step(boundary, labels[index], train=True)
+            _check_finite(trainer.model, losses, callbacks, epoch, step)
             current = logs.add(trainer, losses, output, labels[index])
             for callback in callbacks:
                 callback.on_batch_end(step, current)
+            if trainer.model.stop_training:  # as Keras, checked after every batch
+                break
         return logs.logs()
+
+
+def _check_finite(model, losses, callbacks, epoch, step):
+    """NonFiniteLossError unless the batch's loss is finite or a TerminateOnNaN callback
+    is there to stop the run (Keras would train on, with NaN weights from then on)."""
+    from .callbacks import TerminateOnNaN
+
+    if np.isfinite(losses).all():
+        return
+    if any(isinstance(c, TerminateOnNaN) for c in callbacks):
+        return
+    bad = int(np.flatnonzero(~np.isfinite(losses))[0])
+    where = "" if epoch is None else f" at epoch {epoch + 1}, batch {step + 1}"
+    raise NonFiniteLossError(
+        f"the loss is {losses[bad]}{where} (sample {bad} of the batch): the step changed no "
+        f"weight and training stops.  Look for NaN or inf in the inputs and labels, or "
+        f"lower the learning rate; callbacks=[edgecore.callbacks.TerminateOnNaN()] stops "
+        f"without an error", path=model.path)
 
 
 class _BatchStream:
@@ -356,10 +378,12 @@ class _BatchStream:
                 inputs = _as_inputs(model, xs)
             trainer.plans_for([a.shape for a in inputs])
             losses, output = trainer.step(trainer.boundary_of(inputs), labels, train=True)
+            _check_finite(model, losses, callbacks, epoch, step)
             current = logs.add(trainer, losses, output, labels)
             for callback in callbacks:
                 callback.on_batch_end(step, current)
-            if self.steps_per_epoch is not None and step + 1 >= self.steps_per_epoch:
+            if model.stop_training or (self.steps_per_epoch is not None
+                                       and step + 1 >= self.steps_per_epoch):
                 break
         return logs.logs() if logs.seen else None
 

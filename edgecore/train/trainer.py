@@ -257,7 +257,8 @@ class Trainer:
     def step(self, boundary, labels, train=True):
         """One training (or evaluation) step on a batch of boundary tensors; returns
         (per-sample losses, model output), arrays owned by the trainer and overwritten by
-        the next step of the same shape (copy to keep)."""
+        the next step of the same shape (copy to keep).  A training step whose loss is not
+        finite changes no weight."""
         executor = self.executor
         plan = self.plan("train" if train else "eval", [a.shape for a in boundary])
         outputs = self.step_outputs.get(id(plan))
@@ -275,10 +276,12 @@ class Trainer:
                 for row in plan.dropout_rows:
                     plan.ops[row, _kernels.ROW_PARAM_START + 1] = int(self.rng.integers(1, 2**62))
             executor.run(plan)
-            if train:
-                self.optimizer.apply(self.params[:self.n_trainable], self.grads)
             for array, view in zip(outputs, executor.output_views(plan)):
                 array[...] = view
+            # A non-finite loss means non-finite gradients: the update is skipped, so the
+            # weights stay those of the last good step (the loop then stops the run).
+            if train and np.isfinite(outputs[0]).all():
+                self.optimizer.apply(self.params[:self.n_trainable], self.grads)
         return outputs[0], outputs[1]
 
     # --- labels and metrics ------------------------------------------------------------
