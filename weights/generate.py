@@ -1334,6 +1334,9 @@ def _activation_k3_cases():
             return K.Model(inp, x, name=name)
         return build
 
+    # sparsemax is left out: its gradient is 0 in every row whose support has one element (tau's share
+    # cancels the element's own), and in this chain it stopped the layers before it from changing (the
+    # trace check failed); its backward is checked against TF's recorded gradients in the kernel tests.
     chain = [(16, "celu"), (16, "squareplus"), (16, "sparse_plus"), (16, "tanh_shrink"), (16, "hard_tanh"),
              (12, "sparse_sigmoid"), (12, "soft_shrink"), (10, "log_softmax"), (6, "glu")]
     add("train_activations_k3", mlp("train_activations_k3", chain),
