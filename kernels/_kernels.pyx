@@ -14,16 +14,18 @@
 #     arithmetic in f32_optimizer_updates.h) and dropout.pxi.
 # Non-goals: threading (single-threaded by design for now), dtypes other than float32.
 
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, NAN
 
 include "common.pxi"
 include "activations.pxi"
+include "activations_k3.pxi"
 include "gemm.pxi"
 include "dense.pxi"
 include "conv2d.pxi"
 include "dwconv2d.pxi"
 include "pooling.pxi"
 include "softmax.pxi"
+include "rowact.pxi"
 include "elementwise.pxi"
 include "normalization.pxi"
 include "batchnorm.pxi"

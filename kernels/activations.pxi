@@ -91,6 +91,8 @@ cdef inline float act_scalar(float xf, const Activation* a) noexcept nogil:
         return <float>(x * tanh(_softplus(x)))
     elif code == ACT_LOG_SIGMOID:
         return <float>(-_softplus(-x))
+    elif code >= ACT_CELU:
+        return <float>_act_k3(x, a)                       # activations_k3.pxi
     return xf
 
 
@@ -187,6 +189,8 @@ cdef inline double _act_deriv(float xf, float yf, const Activation* a) noexcept 
         return t + x * (1.0 - t * t) * _sigmoid(x)
     elif code == ACT_LOG_SIGMOID:
         return _sigmoid(-x)
+    elif code >= ACT_CELU:
+        return _act_deriv_k3(x, a)                        # activations_k3.pxi
     return 1.0
 
 
@@ -221,6 +225,8 @@ cdef void activation_backward(float* dx, const float* dy, const float* x, const 
         for i in range(n):
             xv = x[i] + <float>3.0
             dx[i] = dy[i] / <float>6.0 if 0 < xv < 6 else 0     # (dy / 6) through Relu6Grad
+    elif a.code >= ACT_CELU:
+        _activation_backward_k3(dx, dy, x, n, a)              # activations_k3.pxi
     else:
         for i in range(n):
             xv = x[i]

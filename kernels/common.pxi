@@ -33,7 +33,16 @@ cdef enum ActCode:
     ACT_EXPONENTIAL = 15
     ACT_MISH = 16           # x * tanh(softplus(x))
     ACT_LOG_SIGMOID = 17
-    ACT_COUNT = 18
+    # Keras 3 only (activations_k3.pxi); parameters in the Activation fields as noted.
+    ACT_CELU = 18           # alpha
+    ACT_HARD_SHRINK = 19    # threshold (Keras default 0.5)
+    ACT_HARD_TANH = 20
+    ACT_SOFT_SHRINK = 21    # threshold (Keras default 0.5)
+    ACT_SPARSE_PLUS = 22
+    ACT_SPARSE_SIGMOID = 23
+    ACT_SQUAREPLUS = 24     # alpha = b (Keras default 4)
+    ACT_TANH_SHRINK = 25
+    ACT_COUNT = 26
 
 ACTIVATION_CODES = {
     "linear": ACT_LINEAR, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID,
@@ -42,14 +51,18 @@ ACTIVATION_CODES = {
     "gelu_tanh": ACT_GELU_TANH, "elu": ACT_ELU, "selu": ACT_SELU, "softplus": ACT_SOFTPLUS,
     "softsign": ACT_SOFTSIGN, "leaky_relu": ACT_LEAKY_RELU, "tanh": ACT_TANH,
     "exponential": ACT_EXPONENTIAL, "mish": ACT_MISH, "log_sigmoid": ACT_LOG_SIGMOID,
+    "celu": ACT_CELU, "hard_shrink": ACT_HARD_SHRINK, "hard_tanh": ACT_HARD_TANH,
+    "soft_shrink": ACT_SOFT_SHRINK, "sparse_plus": ACT_SPARSE_PLUS,
+    "sparse_sigmoid": ACT_SPARSE_SIGMOID, "squareplus": ACT_SQUAREPLUS,
+    "tanh_shrink": ACT_TANH_SHRINK,
 }
 
 
 cdef struct Activation:
     int code
-    float alpha       # negative slope (relu, leaky_relu) or ELU alpha
+    float alpha       # negative slope (relu, leaky_relu), ELU/CELU alpha, squareplus b
     float max_value   # relu cap; +inf when Keras has max_value=None
-    float threshold   # relu threshold
+    float threshold   # relu threshold, hard_shrink / soft_shrink threshold
 
 
 cdef inline Activation make_activation(int code, float alpha, float max_value,

@@ -7,7 +7,8 @@
 #   9 activation code
 #   10..  op parameters (sizes, strides, geometry), documented per opcode below
 # Float row: 0 alpha, 1 max_value, 2 threshold (the fused activation), 3.. op parameters.
-# Opcodes 40..43 and 48..55 are reserved (unused on this branch).
+# Opcodes 43 and 48..55 are reserved (unused on this branch); 56..61 are the row
+# activations (log_softmax, sparsemax, glu) and their backward.
 # Operand refs: -1 for none, else (base << 40) | float offset; bases (plan/builder.py):
 # 0 the activation arena, 1 the packed frozen weights, 2 the trainable parameters and the
 # frozen parameters training reads (Keras layout), 3 their gradients.  Forward ops use
@@ -100,7 +101,16 @@ cdef enum OpCode:
     OP_UPSAMPLE_NEAREST_BACKWARD = 46   # n, h, w, c, fh, fw (h, w: the input's)   x1 = dy
     OP_UPSAMPLE_BILINEAR_BACKWARD = 47  # n, h, w, c, oh, ow                        x1 = dy
     # 48..55: reserved
-    OP_COUNT = 56
+    # --- row activations over the last axis besides softmax (rowact.pxi) --------------
+    OP_LOG_SOFTMAX = 56        # rows, n              y = log_softmax(x0), may be x0
+    OP_SPARSEMAX = 57          # rows, n, SparsemaxMode   y = sparsemax(x0), may be x0;
+                               #   scratch: sparsemax_scratch_floats(n)
+    OP_GLU = 58                # rows, h              y (rows, h) = glu(x0 (rows, 2h))
+    OP_LOG_SOFTMAX_BACKWARD = 59   # rows, n          x1 = dy, x2 = y; y = dx
+    OP_SPARSEMAX_BACKWARD = 60     # rows, n, SparsemaxMode   x0 = x, x1 = dy; y = dx;
+                                   #   scratch: sparsemax_scratch_floats(n)
+    OP_GLU_BACKWARD = 61       # rows, h              x0 = x (rows, 2h), x1 = dy (rows, h); y = dx
+    OP_COUNT = 62
 
 OPCODES = {
     "copy": OP_COPY, "gemm": OP_GEMM, "conv2d": OP_CONV2D, "dwconv2d": OP_DWCONV2D,
@@ -129,6 +139,9 @@ OPCODES = {
     "binary_backward": OP_BINARY_BACKWARD, "prelu_backward": OP_PRELU_BACKWARD,
     "upsample_nearest_backward": OP_UPSAMPLE_NEAREST_BACKWARD,
     "upsample_bilinear_backward": OP_UPSAMPLE_BILINEAR_BACKWARD,
+    "log_softmax": OP_LOG_SOFTMAX, "sparsemax": OP_SPARSEMAX, "glu": OP_GLU,
+    "log_softmax_backward": OP_LOG_SOFTMAX_BACKWARD,
+    "sparsemax_backward": OP_SPARSEMAX_BACKWARD, "glu_backward": OP_GLU_BACKWARD,
 }
 ROW_PARAM_START = P
 
@@ -217,6 +230,8 @@ cdef void _run_op(const int64_t* r, const float* f, float** bases) noexcept nogi
             shape[i] = p[1 + i]
             perm[i] = <int>p[1 + rank + i]
         transpose_forward(y, x0, rank, shape, perm)
+    elif code >= OP_LOG_SOFTMAX:
+        _run_row_activation_op(code, y, x0, x1, x2, scratch, p)
     elif code >= OP_PACK_GEMM_B:
         _run_training_op(code, y, x0, x1, w, b, scratch, y2, x2, &act, p, f)
 
@@ -295,6 +310,23 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
         upsample_nearest_backward(y, x1, p[0], p[1], p[2], p[3], p[4], p[5])
     elif code == OP_UPSAMPLE_BILINEAR_BACKWARD:
         upsample_bilinear_backward(y, x1, p[0], p[1], p[2], p[3], p[4], p[5])
+
+
+cdef void _run_row_activation_op(int code, float* y, const float* x0, const float* x1,
+                                 const float* x2, float* scratch,
+                                 const int64_t* p) noexcept nogil:
+    if code == OP_LOG_SOFTMAX:
+        log_softmax_forward(y, x0, p[0], p[1])
+    elif code == OP_SPARSEMAX:
+        sparsemax_forward(y, x0, p[0], p[1], <int>p[2], scratch)
+    elif code == OP_GLU:
+        glu_forward(y, x0, p[0], p[1])
+    elif code == OP_LOG_SOFTMAX_BACKWARD:
+        log_softmax_backward(y, x1, x2, p[0], p[1])
+    elif code == OP_SPARSEMAX_BACKWARD:
+        sparsemax_backward(y, x1, x0, p[0], p[1], <int>p[2], scratch)
+    elif code == OP_GLU_BACKWARD:
+        glu_backward(y, x1, x0, p[0], p[1])
 
 
 cdef void _run_broadcast_backward(int code, float* y, float* y2, const float* x0,

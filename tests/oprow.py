@@ -10,12 +10,16 @@ COLUMNS = {"y": 1, "x0": 2, "x1": 3, "w": 4, "b": 5, "scratch": 6, "y2": 7, "x2"
 GUARD = 16
 
 
-def run_row(name, inputs, outputs, ints, floats=()):
-    """inputs: {column: array}, outputs: {column: shape}, operands absent from both are -1.
-    Returns {column: output array}; checks the guards."""
+def run_row(name, inputs, outputs, ints, floats=(), scratch=0, act=None):
+    """inputs: {column: array}, outputs: {column: shape}, operands absent from both are -1;
+    scratch: floats of scratch (NaN-filled, guarded); act: (activation code, {alpha,
+    max_value, threshold}) for the row's activation columns.  Returns {column: output
+    array}; checks the guards."""
     parts, refs, offset = [], {}, 0
     operands = [(c, a) for c, a in inputs.items()]
     operands += [(c, np.full(s, np.nan, np.float32)) for c, s in outputs.items()]
+    if scratch:
+        operands.append(("scratch", np.full(scratch, np.nan, np.float32)))
     for column, arr in operands:
         flat = np.asarray(arr, np.float32).reshape(-1)
         refs[column] = offset                     # base 0 (the arena): the ref is the offset
@@ -30,6 +34,11 @@ def run_row(name, inputs, outputs, ints, floats=()):
     row[0, K.ROW_PARAM_START:K.ROW_PARAM_START + len(ints)] = ints
     fparams = np.zeros((1, K.ROW_FLOATS), np.float32)
     fparams[0, 1] = np.inf                       # activation max_value (unused here)
+    if act is not None:
+        code, params = act
+        row[0, 9] = code
+        fparams[0, :3] = (params.get("alpha", 0.0), params.get("max_value", np.inf),
+                          params.get("threshold", 0.0))
     fparams[0, 3:3 + len(floats)] = floats
     K.run_plan(row, fparams, arena, np.zeros(1, np.float32), arena.size, K.gemm_isa()[2])
     for column, arr in operands:

@@ -1283,6 +1283,75 @@ def _finetune_cases():
              "finalize_state() on the reloaded layer gives the saved model's outputs exactly)",))
 
 
+def _activation_k3_cases():
+    """Every activation string Keras 3.15's keras.activations.get accepts and the earlier cases left out
+    (threshold aside: it needs two arguments, so no model can call it). All but log_softmax are
+    Keras-3-only. glu halves the last axis (Keras's Dense/Conv still report units/filters as their output
+    shape, but return half), so nothing with weights can follow it in Keras 3; log_softmax, sparsemax and
+    glu are row ops, run after the convolution/GEMM rather than fused into it."""
+    k2_has = ("log_softmax",)
+    sparsemax_note = ("Keras 3.15's sparsemax sums the cumulative sums over the support for its threshold "
+                      "(keras-team/keras#23425, fixed after 3.15.1 by #23469): rows do not sum to 1 when "
+                      "more than one logit is in the support; inputs are scaled so that happens",)
+    for act in ("glu", "hard_shrink", "hard_tanh", "log_softmax", "soft_shrink", "sparse_plus", "sparse_sigmoid",
+                "sparsemax", "squareplus", "tanh_shrink"):
+        sparse = act == "sparsemax"
+        add_chain(f"act_{act}", (6, 5, 8) if sparse else (6, 5, 4), [L("Activation", act)],
+                  f"Activation('{act}')" + (" on 8 channels" if sparse else ""), inputs=0.5 if sparse else 3.0,
+                  versions=("k3", "k2") if act in k2_has else K3_ONLY, notes=sparsemax_note if sparse else ())
+    for act, units, inputs in (("glu", 6, 1.0), ("log_softmax", 5, 1.0), ("sparsemax", 8, 0.3)):
+        add_chain(f"dense_act_{act}", (12,), [L("Dense", units, activation=act)],
+                  f"Dense({units}, activation='{act}')", inputs=inputs,
+                  versions=("k3", "k2") if act in k2_has else K3_ONLY,
+                  notes=sparsemax_note if act == "sparsemax" else ())
+    add_chain("dense_act_glu_3d", (5, 6), [L("Dense", 8, activation="glu")],
+              "Dense(8, activation='glu') on a 3-D input: (5, 6) -> (5, 4)", versions=K3_ONLY)
+    for act, inputs in (("glu", 2.0), ("log_softmax", 2.0), ("sparsemax", 0.5), ("squareplus", 2.0),
+                        ("sparse_plus", 2.0), ("tanh_shrink", 2.0)):
+        add_chain(f"conv2d_act_{act}", S, [L("Conv2D", 4, 3, padding="same", activation=act)],
+                  f"Conv2D with activation='{act}'" + (" (a row op after the convolution)"
+                                                       if act in ("glu", "log_softmax", "sparsemax") else ""),
+                  inputs=inputs, versions=("k3", "k2") if act in k2_has else K3_ONLY,
+                  notes=sparsemax_note if act == "sparsemax" else ())
+    add_chain("dwconv_act_glu", S, [L("DepthwiseConv2D", 3, depth_multiplier=2, padding="same", activation="glu")],
+              "DepthwiseConv2D(3, depth_multiplier=2, same, glu): 10 channels -> 5", inputs=2.0, versions=K3_ONLY)
+    add_chain("sepconv_act_log_softmax", S, [L("SeparableConv2D", 6, 3, padding="same", activation="log_softmax")],
+              "SeparableConv2D(6, 3, same, log_softmax)", inputs=2.0)
+    add_chain("sepconv_act_hard_tanh", S, [L("SeparableConv2D", 6, 3, padding="same", activation="hard_tanh")],
+              "SeparableConv2D(6, 3, same, hard_tanh) (fused into the pointwise GEMM)", inputs=2.0,
+              versions=K3_ONLY)
+
+    # Training: the backward of the new activations against Keras's own train_on_batch.
+    sce = (SCE, {"from_logits": True})
+    variants = (Variant("adam", ADAM, sce), Variant("sgd", SGD01, sce))
+
+    def mlp(name, layers):
+        def build(K):
+            inp = K.Input((12,), name="features")
+            x = inp
+            for i, (units, act) in enumerate(layers):
+                x = K.layers.Dense(units, activation=act, name=f"dense{i}_{act or 'linear'}")(x)
+            return K.Model(inp, x, name=name)
+        return build
+
+    # sparsemax is left out: its gradient is 0 in every row whose support has one element (tau's share
+    # cancels the element's own), and in this chain it stopped the layers before it from changing (the
+    # trace check failed); its backward is checked against TF's recorded gradients in the kernel tests.
+    chain = [(16, "celu"), (16, "squareplus"), (16, "sparse_plus"), (16, "tanh_shrink"), (16, "hard_tanh"),
+             (12, "sparse_sigmoid"), (12, "soft_shrink"), (10, "log_softmax"), (6, "glu")]
+    add("train_activations_k3", mlp("train_activations_k3", chain),
+        "Training (Keras 3 only): Input(12) -> " + " -> ".join(f"Dense({u}, {a})" for u, a in chain)
+        + " (3 logits; glu must come last: nothing with weights can follow it in Keras 3); sparse CE "
+          "from_logits=True, Adam and SGD(0.1); every layer trains",
+        tags=("training",), versions=K3_ONLY,
+        hooks=(training_hook(TrainSpec("classes", 3, variants, k2_traces=True, nested_paths=True)),))
+    add("train_log_softmax_hidden", mlp("train_log_softmax_hidden", [(10, "log_softmax"), (3, None)]),
+        "Training: Input(12) -> Dense(10, log_softmax) -> Dense(3) (logits); sparse CE from_logits=True, "
+        "Adam and SGD(0.1); Keras 3 and tf_keras traces",
+        tags=("training",),
+        hooks=(training_hook(TrainSpec("classes", 3, variants, k2_traces=True, nested_paths=True)),))
+
+
 _layer_cases()
 _graph_cases()
 _app_cases()
@@ -1290,6 +1359,7 @@ _bad_cases()
 _training_cases()
 _trainable_rule_case()
 _finetune_cases()
+_activation_k3_cases()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,10 +1,16 @@
 """Activation strings and the activation layers: Activation, ReLU, LeakyReLU, ELU, Softmax,
 PReLU.
 
-The formulas are in kernels/activations.pxi; this module maps Keras names and layer
-options onto them.  Keras 2 and 3 differ on one string: `hard_sigmoid` is
-clip(0.2x + 0.5, 0, 1) in Keras 2 and relu6(x + 3) / 6 in Keras 3, so the file's Keras
-version decides.
+The formulas are in kernels/activations.pxi (elementwise; the Keras-3-only ones in
+activations_k3.pxi) and kernels/softmax.pxi, rowact.pxi (softmax, log_softmax, sparsemax and
+glu, which work on whole rows of the last axis); this module maps Keras names and layer
+options onto them.  Every name Keras 3.15's `keras.activations.get` accepts is here except
+`threshold`, which needs two arguments a string cannot give (Keras cannot call it either).
+Keras 2 and 3 differ on one string: `hard_sigmoid` is clip(0.2x + 0.5, 0, 1) in Keras 2
+and relu6(x + 3) / 6 in Keras 3, so the file's Keras version decides.  `glu` halves the
+last axis: Keras's Dense and Conv layers still report their `units`/`filters` as the output
+shape, but call the function, so the tensor they return is half that (and only shape-blind
+layers can follow it in Keras); edgecore's shape rule gives the real shape.
 """
 import math
 from typing import NamedTuple
@@ -27,7 +33,16 @@ class Act(NamedTuple):
 
 
 LINEAR = Act(CODES["linear"])
-SOFTMAX = "softmax"  # not elementwise: lowered as a softmax op over the last axis
+# Row activations (not elementwise: each output reads the whole last axis) are names, not
+# Acts: lowered as their own op after the layer's, never fused into a GEMM epilogue.
+SOFTMAX = "softmax"
+LOG_SOFTMAX = "log_softmax"
+GLU = "glu"  # a * sigmoid(b) of the last axis's two halves: halves it
+SPARSEMAX = "sparsemax"  # Keras <= 3.15's threshold (keras-team/keras#23425)
+SPARSEMAX_SIMPLEX = "sparsemax_simplex"  # the projection, as Keras computes it after #23469
+ROW_ACTIVATIONS = (SOFTMAX, LOG_SOFTMAX, GLU, SPARSEMAX, SPARSEMAX_SIMPLEX)
+_SPARSEMAX_MODE = {SPARSEMAX: _kernels.SPARSEMAX_MODES["keras_3_15"],
+                   SPARSEMAX_SIMPLEX: _kernels.SPARSEMAX_MODES["simplex"]}
 
 _BY_NAME = {
     "linear": LINEAR,
@@ -41,7 +56,7 @@ _BY_NAME = {
     "silu": Act(CODES["swish"]),
     "gelu": Act(CODES["gelu"]),
     "elu": Act(CODES["elu"], alpha=1.0),
-    "celu": Act(CODES["elu"], alpha=1.0),  # celu(x, alpha=1) is elu(x, 1)
+    "celu": Act(CODES["celu"], alpha=1.0),  # elu's values, but TF's celu'(0) is 2
     "selu": Act(CODES["selu"]),
     "softplus": Act(CODES["softplus"]),
     "softsign": Act(CODES["softsign"]),
@@ -50,12 +65,39 @@ _BY_NAME = {
     "exponential": Act(CODES["exponential"]),
     "mish": Act(CODES["mish"]),
     "log_sigmoid": Act(CODES["log_sigmoid"]),
+    # Keras 3 only; Keras's default parameters.
+    "hard_shrink": Act(CODES["hard_shrink"], threshold=0.5),
+    "hard_tanh": Act(CODES["hard_tanh"]),
+    "soft_shrink": Act(CODES["soft_shrink"], threshold=0.5),
+    "sparse_plus": Act(CODES["sparse_plus"]),
+    "sparse_sigmoid": Act(CODES["sparse_sigmoid"]),
+    "squareplus": Act(CODES["squareplus"], alpha=4.0),  # alpha carries b
+    "tanh_shrink": Act(CODES["tanh_shrink"]),
 }
-SUPPORTED_ACTIVATIONS = sorted(_BY_NAME) + [SOFTMAX]
+SUPPORTED_ACTIVATIONS = sorted(list(_BY_NAME) + [SOFTMAX, LOG_SOFTMAX, GLU, SPARSEMAX])
+# What keras.activations.get accepts but no model file can use as a string.
+_REFUSED = {"threshold": "keras.activations.threshold needs threshold and default_value, "
+                         "which an activation string cannot give: Keras cannot call it either"}
+
+
+def is_row_activation(act):
+    return isinstance(act, str)
+
+
+def _sparsemax_for(layer):
+    """Keras <= 3.15 computes sparsemax's threshold from the sum of the cumulative sums
+    (keras-team/keras#23425); the fix (#23469) was merged after 3.15.1, so files written by
+    a later Keras get the simplex projection."""
+    try:
+        major, minor = (int(p) for p in str(layer.ctx.keras_version).split(".")[:2])
+    except ValueError:
+        return SPARSEMAX
+    return SPARSEMAX_SIMPLEX if (major, minor) > (3, 15) else SPARSEMAX
 
 
 def parse_activation(value, layer):
-    """An Act, or SOFTMAX, for a Keras activation config value (string or object)."""
+    """An Act, or a row activation's name, for a Keras activation config value (string or
+    object)."""
     if value is None:
         return LINEAR
     if isinstance(value, dict):  # Keras 3 may serialise a built-in as an object
@@ -64,20 +106,53 @@ def parse_activation(value, layer):
     if not isinstance(value, str):
         raise layer.format_error(f"activation {value!r} is not a name")
     name = value.split(">")[-1]  # "keras>relu" style registered names
-    if name == SOFTMAX:
-        return SOFTMAX
+    if name in (SOFTMAX, LOG_SOFTMAX, GLU):
+        return name
+    if name == SPARSEMAX:
+        return _sparsemax_for(layer)
     if name == "hard_sigmoid" and layer.ctx.keras_major == 2:
         return Act(CODES["hard_sigmoid_k2"])
+    if name in _REFUSED:
+        raise layer.unsupported(f"activation {value!r}: {_REFUSED[name]}")
     if name not in _BY_NAME:
         raise layer.unsupported(f"activation {value!r} is not supported; supported: "
                                 f"{', '.join(SUPPORTED_ACTIVATIONS)}")
     return _BY_NAME[name]
 
 
+def activation_output_shape(act, shape, layer):
+    """The shape act(x) has for x of `shape` (no batch): glu halves the last axis."""
+    if act != GLU:
+        return tuple(shape)
+    if not shape or shape[-1] is None or shape[-1] % 2:
+        raise layer.shape_error(f"activation 'glu' splits the last axis in halves; it is "
+                                f"{shape[-1] if shape else 'absent'}")
+    return tuple(shape[:-1]) + (shape[-1] // 2,)
+
+
+def preact_shape(act, shape):
+    """The full shape of act's input for an output of `shape` (inverse of the above)."""
+    return tuple(shape[:-1]) + (2 * shape[-1],) if act == GLU else tuple(shape)
+
+
+def _rows(b, x):
+    n = b.shape(x)[-1]
+    return b.size(x) // n, n
+
+
 def lower_activation(b, act, y, x):
-    """Emit act(x) -> y (in place when the planner can), including softmax."""
+    """Emit act(x) -> y (in place when the planner can), row activations included."""
     if act == SOFTMAX:
         lower_softmax(b, y, x, -1)
+    elif act == LOG_SOFTMAX:
+        b.op("log_softmax", y, x, ints=_rows(b, x), inplace=True)
+    elif act in (SPARSEMAX, SPARSEMAX_SIMPLEX):
+        rows, n = _rows(b, x)
+        b.op("sparsemax", y, x, ints=(rows, n, _SPARSEMAX_MODE[act]), inplace=True,
+             scratch=_kernels.sparsemax_scratch_size(n))
+    elif act == GLU:
+        rows, n = _rows(b, x)
+        b.op("glu", y, x, ints=(rows, n // 2))
     elif act.is_linear:
         b.alias(y, x)
     else:
@@ -89,6 +164,15 @@ def lower_activation_backward(b, act, dx, dy, x, y):
     if act == SOFTMAX:
         shape = b.shape(y)
         b.op("softmax_backward", dx, None, dy, x2=y, ints=(b.size(y) // shape[-1], shape[-1], 1))
+    elif act == LOG_SOFTMAX:
+        b.op("log_softmax_backward", dx, None, dy, x2=y, ints=_rows(b, y))
+    elif act in (SPARSEMAX, SPARSEMAX_SIMPLEX):
+        rows, n = _rows(b, x)
+        b.op("sparsemax_backward", dx, x, dy, ints=(rows, n, _SPARSEMAX_MODE[act]),
+             scratch=_kernels.sparsemax_scratch_size(n))
+    elif act == GLU:
+        rows, n = _rows(b, x)
+        b.op("glu_backward", dx, x, dy, ints=(rows, n // 2))
     elif act.is_linear:
         b.alias(dx, dy)
     else:
@@ -115,10 +199,10 @@ class _ElementwiseActivationLayer(Layer):
 
     def output_shapes(self, input_shapes, call):
         self.expect_inputs(input_shapes, 1)
-        return [input_shapes[0]]
+        return [activation_output_shape(self.act, input_shapes[0], self)]
 
     def elementwise_activation(self):
-        return None if self.act == SOFTMAX else self.act
+        return None if is_row_activation(self.act) else self.act
 
     def lower(self, b, node):
         lower_activation(b, self.act, node.outputs[0], node.inputs[0])

@@ -8,8 +8,9 @@ bias, so packing here never needs to know about it beyond "there is now a bias".
 import numpy as np
 
 from .. import _kernels
-from .activations import (LINEAR, SOFTMAX, lower_activation, lower_activation_backward,
-                          parse_activation)
+from .activations import (LINEAR, activation_output_shape, is_row_activation,
+                          lower_activation, lower_activation_backward, parse_activation,
+                          preact_shape)
 from .base import (Layer, check_channels_last, conv_output_length, int_pair, pack_live_gemm,
                    same_padding)
 
@@ -65,27 +66,35 @@ class _Conv2DBase(Layer):
             raise self.shape_error("needs a known number of input channels")
         return c
 
+    def activated(self, shape):
+        """The output shape for the convolution's own output `shape` (glu halves it)."""
+        return activation_output_shape(self.act, shape, self)
+
     def lower_with_activation(self, b, node, emit, live):
-        """emit(out, act) lowers the convolution into `out` with a fused activation;
-        softmax is separate.  A live (training) layer keeps the pre-activation instead,
-        for its backward pass."""
+        """emit(out, act) lowers the convolution into `out` with a fused elementwise
+        activation; a row activation (softmax, glu...) is a separate op after it.  A live
+        (training) layer keeps the pre-activation instead, for its backward pass."""
         act, y = node.activation, node.outputs[0]
+        shape = preact_shape(act, b.shape(y))
         if live:
-            z = y if act == LINEAR else b.temp(b.shape(y))
+            z = y if act == LINEAR else b.temp(shape)
             b.preact[node] = z
             emit(z, None)
             if z is not y:
                 lower_activation(b, act, y, z)
             return
-        emit(y, None if act == SOFTMAX else act)
-        if act == SOFTMAX:
-            lower_activation(b, SOFTMAX, y, y)
+        if not is_row_activation(act):
+            emit(y, act)
+            return
+        z = y if shape == tuple(b.shape(y)) else b.temp(shape)
+        emit(z, None)
+        lower_activation(b, act, y, z)
 
     def backward_preact(self, b, node, dy, dy_is_preact):
         """dL/d(pre-activation) from dL/d(output)."""
         if dy_is_preact or node.activation == LINEAR:
             return dy
-        dz = b.temp(b.shape(node.outputs[0]))
+        dz = b.temp(b.shape(b.preact[node]))
         lower_activation_backward(b, node.activation, dz, dy, b.preact[node], node.outputs[0])
         return dz
 
@@ -108,7 +117,7 @@ class Conv2D(_Conv2DBase):
         if c % self.groups:
             raise self.shape_error(f"{c} input channels do not split into {self.groups} groups")
         oh, ow = self.spatial_output(*input_shapes[0][:2])
-        return [(oh, ow, self.filters)]
+        return [self.activated((oh, ow, self.filters))]
 
     def variables(self):
         return (("kernel", ()), ("bias", ())) if self.use_bias else (("kernel", ()),)
@@ -182,7 +191,7 @@ class DepthwiseConv2D(_Conv2DBase):
     def output_shapes(self, input_shapes, call):
         c = self.in_channels(input_shapes)
         oh, ow = self.spatial_output(*input_shapes[0][:2])
-        return [(oh, ow, c * self.depth_multiplier)]
+        return [self.activated((oh, ow, c * self.depth_multiplier))]
 
     def variables(self):
         # Keras 2 names the kernel depthwise_kernel, Keras 3 kernel; same (kh, kw, C, M).
@@ -247,7 +256,7 @@ class SeparableConv2D(_Conv2DBase):
     def output_shapes(self, input_shapes, call):
         self.in_channels(input_shapes)
         oh, ow = self.spatial_output(*input_shapes[0][:2])
-        return [(oh, ow, self.filters)]
+        return [self.activated((oh, ow, self.filters))]
 
     def variables(self):
         names = [("depthwise_kernel", ()), ("pointwise_kernel", ())]

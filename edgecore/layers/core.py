@@ -3,8 +3,9 @@ GaussianNoise, ActivityRegularization)."""
 import numpy as np
 
 from .. import _kernels
-from .activations import (LINEAR, SOFTMAX, lower_activation, lower_activation_backward,
-                          parse_activation)
+from .activations import (LINEAR, activation_output_shape, is_row_activation,
+                          lower_activation, lower_activation_backward, parse_activation,
+                          preact_shape)
 from .base import Layer, pack_live_gemm
 
 
@@ -116,7 +117,7 @@ class Dense(Layer):
         shape = input_shapes[0]
         if not shape or shape[-1] is None:
             raise self.shape_error(f"needs a known last dimension, got input {(None,) + tuple(shape)}")
-        return [tuple(shape[:-1]) + (self.units,)]
+        return [activation_output_shape(self.act, tuple(shape[:-1]) + (self.units,), self)]
 
     def variables(self):
         return (("kernel", ()), ("bias", ())) if self.use_bias else (("kernel", ()),)
@@ -148,18 +149,22 @@ class Dense(Layer):
             # input (the pre-activation) is there for the backward pass.
             w, bias = pack_live_gemm(b, live.params["kernel"], k, self.units,
                                      live.params.get("bias"))
-            z = y if act == LINEAR else b.temp(b.shape(y))
+            z = y if act == LINEAR else b.temp(preact_shape(act, b.shape(y)))
             b.preact[node] = z
             b.op("gemm", z, x, w=w, b=bias, ints=(m, self.units, k))
             if z is not y:
                 lower_activation(b, act, y, z)
             return
         packed = b.weights_of(self)
-        gemm_act = None if act == SOFTMAX else act
-        b.op("gemm", y, x, w=packed["kernel"], b=packed.get("bias"), act=gemm_act,
-             ints=(m, self.units, k))
-        if act == SOFTMAX:
-            lower_activation(b, SOFTMAX, y, y)
+        if not is_row_activation(act):
+            b.op("gemm", y, x, w=packed["kernel"], b=packed.get("bias"), act=act,
+                 ints=(m, self.units, k))
+            return
+        # A row activation runs after the GEMM, in place unless it changes the shape (glu).
+        shape = preact_shape(act, b.shape(y))
+        z = y if shape == tuple(b.shape(y)) else b.temp(shape)
+        b.op("gemm", z, x, w=packed["kernel"], b=packed.get("bias"), ints=(m, self.units, k))
+        lower_activation(b, act, y, z)
 
     def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
         x, y = node.inputs[0], node.outputs[0]
@@ -168,7 +173,7 @@ class Dense(Layer):
         live = b.live_of(self)
         dz = dy
         if not dy_is_preact and node.activation != LINEAR:
-            dz = b.temp(b.shape(y))
+            dz = b.temp(b.shape(b.preact[node]))
             lower_activation_backward(b, node.activation, dz, dy, b.preact[node], y)
         dx = b.temp(b.shape(x)) if need_dx[0] else None
         b.op("dense_backward", dx, x, dz, w=live.params["kernel"],

@@ -142,3 +142,85 @@ def activation_derivative(x, y, name, alpha=0.0, max_value=math.inf, threshold=0
     if name == "elu":                                          # EluGrad(y), alpha at 0
         return np.where(x > 0, 1.0, y + float(np.float32(alpha)))
     return _derivatives(x, x32, y)[name]
+
+
+# --- the Keras-3-only codes (kernels/activations_k3.pxi) -----------------------------------
+# Kept apart from ACTIVATIONS: they take Keras's default parameters (KERAS3_PARAMS) rather
+# than the kernel's zero defaults.  tanh_shrink and squareplus cancel in float64 too (x -
+# tanh x near 0, x + sqrt(x^2 + b) for x << 0), so their references are evaluated with enough
+# significant digits by `decimal` (90 in all), independently of the kernel's series / rewritten forms.
+
+KERAS3_PARAMS = {"celu": {"alpha": 1.0}, "hard_shrink": {"threshold": 0.5},
+                 "soft_shrink": {"threshold": 0.5}, "squareplus": {"alpha": 4.0}}
+
+
+def _decimal_map(f, x):
+    import decimal
+    ctx = decimal.Context(prec=90)   # x + sqrt(x^2 + b) for |x| up to 1e18
+    out = np.empty(np.shape(x), np.float64)
+    with decimal.localcontext(ctx):             # the operators use it too, not only ctx.sqrt
+        for i, v in enumerate(np.asarray(x, np.float64).ravel()):
+            out.flat[i] = float(f(ctx, ctx.create_decimal(float(v)))) if np.isfinite(v) else np.nan
+    return out
+
+
+def _dec_tanh(ctx, d):
+    if abs(d) > 40:
+        return ctx.create_decimal(1 if d > 0 else -1)
+    e = ctx.exp(2 * d)
+    return ctx.divide(e - 1, e + 1)
+
+
+def _squareplus(x, b):
+    return _decimal_map(lambda c, d: (d + c.sqrt(d * d + c.create_decimal(b))) / 2, x)
+
+
+def _squareplus_derivative(x, b):
+    return _decimal_map(lambda c, d: (1 + d / c.sqrt(d * d + c.create_decimal(b))) / 2, x)
+
+
+def _celu(x, alpha):
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0) / alpha))
+
+
+ACTIVATIONS_K3 = {
+    "celu": lambda x, alpha=1.0, **k: _celu(x, alpha),
+    "hard_shrink": lambda x, threshold=0.5, **k: np.where(np.abs(x) > threshold, x, 0.0),
+    "hard_tanh": lambda x, **k: np.clip(x, -1.0, 1.0),
+    "soft_shrink": lambda x, threshold=0.5, **k: np.where(
+        x > threshold, x - threshold, np.where(x < -threshold, x + threshold, 0.0)),
+    "sparse_plus": lambda x, **k: np.where(x <= -1, 0.0, np.where(x < 1, 0.25 * (x + 1) ** 2, x)),
+    "sparse_sigmoid": lambda x, **k: np.where(x <= -1, 0.0, np.where(x >= 1, 1.0, 0.5 * (x + 1))),
+    "squareplus": lambda x, alpha=4.0, **k: _squareplus(x, alpha),
+    "tanh_shrink": lambda x, **k: _decimal_map(lambda c, d: d - _dec_tanh(c, d), x),
+}
+
+
+def derivative_k3(x, name, alpha=None, threshold=None):
+    """f'(x) in float64 with TF's rules at the kinks (activations_k3.pxi's comment), for
+    finite x; parameters default to Keras's."""
+    p = dict(KERAS3_PARAMS.get(name, {}))
+    p.update({k: v for k, v in (("alpha", alpha), ("threshold", threshold)) if v is not None})
+    x = np.asarray(x, np.float64)
+    t = p.get("threshold", 0.0)
+    if name == "celu":                       # maximum and minimum both pass at 0
+        return (x >= 0) + np.where(x <= 0, np.exp(np.minimum(x, 0.0) / p["alpha"]), 0.0)
+    if name in ("hard_shrink", "soft_shrink"):
+        return (np.abs(x) > t).astype(np.float64)
+    if name == "hard_tanh":
+        return ((x >= -1) & (x <= 1)).astype(np.float64)
+    if name == "sparse_plus":
+        return np.where(x <= -1, 0.0, np.where(x < 1, 0.5 * (x + 1), 1.0))
+    if name == "sparse_sigmoid":
+        return np.where((x <= -1) | (x >= 1), 0.0, 0.5)
+    if name == "squareplus":
+        return _squareplus_derivative(x, p["alpha"])
+    if name == "tanh_shrink":
+        return np.tanh(x) ** 2
+    raise KeyError(name)
+
+
+def activation_k3(x, name, **params):
+    p = dict(KERAS3_PARAMS.get(name, {}))
+    p.update(params)
+    return ACTIVATIONS_K3[name](np.asarray(x, np.float64), **p)
