@@ -20,7 +20,7 @@ from .errors import ShapeError
 from .layers.core import InputLayer
 from .layers.model import ModelLayer, param_counts, walk_layers
 from .plan.executor import Executor
-from .plan.planner import build_plan
+from .plan.planner import build_plan, concrete_shapes
 from .summary import format_summary
 
 MAX_CACHED_PLANS = 4
@@ -57,6 +57,7 @@ class Model:
         self.store.apply = self._apply_weights
         self._plans = {}  # input shapes -> Plan, least recently used first
         self._last_plan = None
+        self._output_shapes = {}  # per-sample input shapes -> per-sample output shapes
         self._packed_isa = _kernels.gemm_isa()
 
     @property
@@ -246,26 +247,29 @@ class Model:
 
     # --- inference ---------------------------------------------------------------------
     def predict(self, x, batch_size=None, verbose=0, out=None):
-        """Outputs for inputs x (array, or list/dict of arrays for several inputs), in
-        batches of batch_size (default 32).  Returns an array, or a list for several
-        outputs.  float32 C-contiguous inputs avoid a conversion copy; with `out` (an array,
-        or a list for several outputs, float32 C-contiguous of the output shape) nothing is
-        allocated once the plan for this batch shape exists.
+        """Outputs for inputs x (array, or list/dict of arrays for several inputs; any
+        numeric dtype, uint8 images say), in batches of batch_size (default 32).  Returns
+        an array, or a list for several outputs.  Each batch is converted to float32 as
+        it is copied into the plan's arena, so nothing the size of x is ever made; with
+        `out` (an array, or a list for several outputs, float32 C-contiguous of the output
+        shape) nothing at all is allocated once the plan for this batch shape exists.
 
-        Plans are made per input shape and cached (the MAX_CACHED_PLANS most recent); a
-        new batch size costs one planning step, a partial last batch a second one.  With a
-        memory budget, every plan this call needs is checked before the first batch runs.
-        """
-        inputs = self._standardize_inputs(x)
+        Memory is that of one batch whatever len(x): the output shapes come from shape
+        inference, and at most two plans run (batch_size, and a partial last batch),
+        cached per input shape (the MAX_CACHED_PLANS most recent).  With a memory budget,
+        the plans and the result arrays are checked before the first batch runs."""
+        inputs = self._standardize_inputs(x, convert=False)
         n = inputs[0].shape[0]
-        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else int(batch_size)
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else _positive_int(
+            batch_size, "batch_size")
+        batch_size = max(1, min(batch_size, n))
         sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
         with self.executor.lock:  # plans, the plan cache and the arena are shared
+            outputs = self._output_arrays(out, n, inputs)
+            if out is None and self.memory_budget is not None:
+                self._check_predict_budget(inputs, sizes, outputs)
             plans = {size: self._plan_for([(size,) + a.shape[1:] for a in inputs])
                      for size in set(sizes)}
-            outputs = self._output_arrays(out, n, inputs)
             start = 0
             for size in sizes:
                 stop = start + size
@@ -275,14 +279,50 @@ class Model:
         return outputs[0] if len(outputs) == 1 else outputs
 
     def __call__(self, x, training=False):
+        """Keras's model(x): the outputs for the batch x (run in batches of 32 inside:
+        every op is per sample at inference, so the numbers are the same)."""
         if training:
             raise NotImplementedError("call with training=True: use train_on_batch/fit")
-        return self.predict(x, batch_size=max(1, self._standardize_inputs(x)[0].shape[0]))
+        return self.predict(x)
+
+    def _check_predict_budget(self, inputs, sizes, outputs):
+        """MemoryBudgetError before any batch: the weights, the arena of the largest batch
+        plan (planned for its shapes only), the training state and the result arrays."""
+        from .plan.budget import check_budget
+
+        arena = self.executor.arena.size
+        for size in set(sizes):
+            shapes = [(size,) + a.shape[1:] for a in inputs]
+            key = tuple(tuple(s) for s in shapes)
+            plan = self._plans.get(key) or build_plan(
+                self.flat, shapes, self.path, self.layout.regions,
+                self.trainer.live if self.trainer is not None else None)
+            arena = max(arena, plan.arena_floats)
+        extra = {"predict outputs": sum(o.nbytes for o in outputs)}
+        if self.trainer is not None:
+            extra["params, gradients, optimizer state"] = self.trainer.state_bytes()
+        check_budget(self.memory_budget, weights_bytes=4 * self.weights_floats,
+                     arena_bytes=4 * arena, path=self.path,
+                     what=f"predict on {len(outputs[0])} samples in batches of {max(sizes)}",
+                     extra=extra)
+
+    def output_shapes_for(self, sample_shapes):
+        """Per-sample output shapes for per-sample input shapes, by shape inference (no
+        plan is made)."""
+        # (A list, not a generator: tuple() of a generator leaves 48 bytes behind per call
+        # in CPython 3.11, which the steady-state test counts.)
+        key = tuple([tuple(s) for s in sample_shapes])
+        found = self._output_shapes.get(key)
+        if found is None:  # kept per input shape (steady-state predict allocates nothing)
+            shapes = concrete_shapes(self.flat, [(1,) + s for s in key], self.path)
+            found = [shapes[t][1:] for t in self.flat.outputs]
+            if len(self._output_shapes) >= 4 * MAX_CACHED_PLANS:
+                self._output_shapes.clear()
+            self._output_shapes[key] = found
+        return found
 
     def _output_arrays(self, out, n, inputs):
-        shapes = [(n,) + s[1:] for s in
-                  self._plan_for([(max(n, 1),) + a.shape[1:] for a in inputs]).output_shapes] \
-            if n else [(0,) + tuple(d or 0 for d in t.shape) for t in self.flat.outputs]
+        shapes = [(n,) + tuple(s) for s in self.output_shapes_for([a.shape[1:] for a in inputs])]
         if out is None:
             return [np.empty(shape, dtype=np.float32) for shape in shapes]
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
@@ -438,6 +478,7 @@ class Model:
             previous = {}
         store.live = None
         self.trainer, self._plans, self._last_plan = None, {}, None
+        self._output_shapes = {}
         self.executor.release()
         with store.open() as from_store:
             read = lambda layer, scratch=None: (previous[layer] if layer in previous
@@ -583,6 +624,13 @@ def assemble(graph, ctx, trainable, read, memory_budget=None, input_shape=None,
         model.cache_plan(build_plan(flat, shapes, ctx.path, layout.regions))  # checks the budget
     model.executor.weights = pack_weights(layout, read)
     return model
+
+
+def _positive_int(value, what):
+    """A positive int from a user's argument, or a ValueError that says so."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _keras_result(logs, return_dict):
