@@ -190,39 +190,62 @@ class Model:
 
     @serialized
     def memory_plan(self, input_shape=None, batch_size=1, print_fn=None, detail=False,
-                    training=False):
+                    training=False, samples=None, input_dtype="float32",
+                    validation_samples=0, feature_cache="auto", augment=False):
         """The memory plan for one batch: arena, weights, scratch, naive sum and the
         live-bytes lower bound.  input_shape (without batch; a list for several inputs)
-        defaults to the model's declared input shape.  training=True (after compile): the
-        training step's plan, with the arena shared by the frozen prefix, training and
-        evaluation plans, and the params, gradients and optimizer state.  Prints the plan
-        (print_fn(text), print by default; print_fn=False only returns it; detail=True adds
-        every buffer and the timeline) and returns the MemoryPlan."""
+        defaults to the model's declared input shape.  Prints the plan (print_fn(text),
+        print by default; print_fn=False only returns it; detail=True adds every buffer
+        and the timeline) and returns the MemoryPlan.  samples=N adds the result arrays of
+        predict on N samples.
+
+        training=True (after compile): a fit on `samples` samples (default one batch) of
+        input_dtype (uint8 images: "uint8") with validation_samples more: the arena of
+        every plan it runs (frozen prefix, training and evaluation steps), the params,
+        gradients and optimizer state, and everything the run holds (feature cache, batch
+        gathers, staging, labels, step outputs: train/memory.py), as fit counts them."""
         from .plan.report import memory_plan_of
 
         shapes = self._full_input_shapes(input_shape, batch_size)
         if training:
-            self._require_compiled()
-            trainer = self.trainer
-            trainer.plans_for(shapes)
-            boundary = trainer.boundary_shapes(shapes)
-            plans = [trainer.plans[(kind, tuple(map(tuple, boundary)))] for kind in ("train", "eval")]
-            if trainer.setup.prefix.nodes:
-                chunk = tuple(map(tuple, trainer.chunk_shapes(shapes)))
-                plans.append(trainer.plans[("prefix", chunk)])
-            report = memory_plan_of(plans[0], self.weights_buffer.size)
-            # One arena serves the prefix chunks, the training and the evaluation steps.
-            report.input_shapes = shapes
-            report.arena_bytes = self.executor.arena.nbytes
-            report.lower_bound_bytes = 4 * max(p.lower_bound_floats for p in plans)
-            report.naive_bytes = 4 * max(p.naive_floats for p in plans)
-            report.scratch_bytes = max(memory_plan_of(p, 0).scratch_bytes for p in plans)
-            report.training_bytes = trainer.state_bytes()
-            report.staging_bytes = 4 * sum(int(np.prod(s)) for s in boundary)
+            report = self._training_memory_plan(shapes, batch_size, samples, input_dtype,
+                                                validation_samples, feature_cache, augment)
         else:
             report = memory_plan_of(self._plan_for(shapes), self.weights_buffer.size)
+            if samples is not None:  # predict on that many: its result arrays
+                outputs = self.output_shapes_for([s[1:] for s in shapes])
+                report.run_parts = {"predict outputs": 4 * int(samples) * sum(
+                    int(np.prod(s, dtype=np.int64)) for s in outputs)}
         if print_fn is not False:  # None: print, as summary() does; False: just return it
             (print if print_fn is None else print_fn)(report.format(detail))
+        return report
+
+    def _training_memory_plan(self, shapes, batch_size, samples, input_dtype,
+                              validation_samples, feature_cache, augment):
+        from .plan.report import memory_plan_of
+        from .train.loops import run_memory
+
+        self._require_compiled()
+        trainer = self.trainer
+        samples = batch_size if samples is None else int(samples)
+        per_sample = [s[1:] for s in shapes]
+        parts, run_shapes = run_memory(trainer, per_sample,
+                                       [np.dtype(input_dtype).itemsize] * len(shapes), samples,
+                                       int(validation_samples), batch_size, feature_cache,
+                                       augment)
+        boundary = trainer.boundary_shapes(shapes)
+        plans = [trainer._build(kind, boundary) for kind in ("train", "eval")]
+        if trainer.setup.prefix.nodes:
+            plans.append(trainer._build("prefix", trainer.chunk_shapes(shapes)))
+        report = memory_plan_of(plans[0], self.weights_buffer.size)
+        # One arena serves the prefix chunks, the training and the evaluation steps.
+        report.input_shapes = shapes
+        report.arena_bytes = 4 * trainer.arena_for(run_shapes)
+        report.lower_bound_bytes = 4 * max(p.lower_bound_floats for p in plans)
+        report.naive_bytes = 4 * max(p.naive_floats for p in plans)
+        report.scratch_bytes = max(memory_plan_of(p, 0).scratch_bytes for p in plans)
+        report.training_bytes = trainer.state_bytes()
+        report.run_parts = parts
         return report
 
     def _full_input_shapes(self, input_shape, batch_size):
@@ -519,29 +542,35 @@ class Model:
     @serialized
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
-            steps_per_epoch=None, *, augment=None, feature_cache="auto", checkpoint=None,
-            resume=False):
+            steps_per_epoch=None, *, augment=None, feature_cache="auto",
+            feature_cache_dir=None, max_batch_size=32, checkpoint=None, resume=False):
         """Train like Keras's fit and return a History.
 
-        x, y: arrays (or lists/dicts of arrays for several inputs), or x alone yielding
-        (x, y) batches (a generator or dataset; steps_per_epoch caps an epoch).  Labels of
-        shape (N,) for a one-unit output are taken as (N, 1), as Keras does.
-        validation_split: the last fraction of x/y (before shuffling) is held out, as in
-        Keras; validation_data, when given, wins.  Beyond Keras: batch_size="auto" (the
-        largest that fits the memory budget), augment (a callable(x_batch, rng) ->
-        x_batch applied to each batch; it bypasses the feature cache), feature_cache
-        ("auto": cache the frozen prefix's output per sample, in RAM or spilled next to
-        the model when the budget says so; True, False, "disk"), checkpoint (a .h5 path
-        rewritten atomically after each epoch, optimizer state included) and resume
-        (continue from that checkpoint if it exists)."""
+        x, y: arrays (or lists/dicts of arrays for several inputs, any numeric dtype), or x
+        alone yielding (x, y) batches (a generator or dataset; steps_per_epoch caps an
+        epoch).  Labels of shape (N,) for a one-unit output are taken as (N, 1), as Keras
+        does.  validation_split: the last fraction of x/y (before shuffling) is held out,
+        as in Keras; validation_data, when given, wins.
+
+        Memory: everything the run holds (the feature cache, the batch gathers, staging,
+        the step outputs, the labels) is sized before the first step and, with a memory
+        budget, checked with the model's buffers and the largest plan's arena
+        (MemoryBudgetError before any work).  batch_size="auto": the largest batch, at
+        most max_batch_size (32, Keras's default batch, unless raised), whose run fits.
+
+        Beyond Keras: augment (a callable(x_batch, rng) -> x_batch applied to each batch;
+        it bypasses the feature cache), feature_cache ("auto": cache the frozen prefix's
+        output per sample, in memory or, when the budget says so, in a temporary file in
+        feature_cache_dir (default: the system's temporary directory); True, False,
+        "disk"), checkpoint (a .h5 path written atomically after each epoch, optimizer
+        state included) and resume (continue from that checkpoint if it exists)."""
         from .train.loops import fit
 
         self._require_compiled()
         return fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_data,
                    shuffle, initial_epoch, augment, feature_cache, checkpoint, resume,
-                   validation_split, steps_per_epoch)
+                   validation_split, steps_per_epoch, feature_cache_dir, max_batch_size)
 
-    # --- saving ------------------------------------------------------------------------
     @serialized
     def save(self, path):
         """Write the model as a legacy Keras .h5 (Keras 3 spelling) that

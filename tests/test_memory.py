@@ -168,18 +168,24 @@ def test_memory_plan_reports_the_live_lower_bound():
 def test_compile_knows_the_training_peak_before_the_first_step():
     model = ec.transfer.new_head(ec.load(MOBILENET), classes=10)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    report = model.memory_plan((224, 224, 3), batch_size=32, training=True)
+    report = model.memory_plan((224, 224, 3), batch_size=32, training=True, samples=32,
+                               input_dtype="uint8", feature_cache=False, print_fn=False)
     head = 1280 * 10 + 10
     # Adam: params, gradients, momentum and velocity of the head, each aligned.
     assert 4 * 4 * head <= report.training_bytes <= 4 * 4 * (head + 64)
     assert report.lower_bound_bytes <= report.arena_bytes <= 1.1 * report.lower_bound_bytes
-    assert report.staging_bytes == 4 * 32 * 1280
-    # The run then fits a budget of exactly that size plus slack for Python-side arrays.
-    budget = report.total_bytes + 4 * 32 * 10 + (1 << 16)
+    assert report.run_parts["staging"] == 4 * 32 * 1280
+    assert report.run_parts["batch gathers"] == 32 * (224 * 224 * 3 + 8)  # uint8 + labels
+    # The run then fits a budget of exactly that size.
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                  memory_budget=budget)
+                  memory_budget=report.total_bytes)
     x = np.zeros((32, 224, 224, 3), np.uint8)
     model.fit(x, np.arange(32) % 10, batch_size=32, epochs=1, verbose=0, feature_cache=False)
+    with pytest.raises(ec.MemoryBudgetError):
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                      memory_budget=report.total_bytes - 1024)
+        model.fit(x, np.arange(32) % 10, batch_size=32, epochs=1, verbose=0,
+                  feature_cache=False)
 
 
 def test_memory_plan_prints_the_plan_by_default(capsys):

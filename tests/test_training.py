@@ -119,14 +119,23 @@ def test_fit_refuses_before_any_step_when_the_batch_does_not_fit():
         np.testing.assert_array_equal(a, b)
 
 
-def test_auto_batch_size_is_the_largest_that_fits():
+def test_auto_batch_size_is_the_largest_that_fits_up_to_the_cap(capsys):
     x, y = data(64, (32, 32, 3), 4)
     model = transfer_model(memory_budget="2400KiB")
-    history = model.fit(x, y, batch_size="auto", epochs=1, verbose=0)
+    history = model.fit(x, y, batch_size="auto", epochs=1, verbose=2)
     chosen = max(shapes[0][0] for kind, shapes in model.trainer.plans if kind == "train")
-    assert 1 <= chosen < 64 and len(history.history["loss"]) == 1
-    fits = lambda batch: model.trainer.batch_fits([(batch, 32, 32, 3)])
-    assert fits(chosen) and not fits(chosen + 1)
+    assert f"batch_size='auto': {chosen} " in capsys.readouterr().out
+    assert 1 <= chosen < 32 and len(history.history["loss"]) == 1
+    transfer_model(memory_budget="2400KiB").fit(x, y, batch_size=chosen, epochs=1, verbose=0)
+    with pytest.raises(ec.MemoryBudgetError):  # one more does not fit, before any work
+        transfer_model(memory_budget="2400KiB").fit(x, y, batch_size=chosen + 1, epochs=1,
+                                                    verbose=0)
+    generous = transfer_model(memory_budget="1GiB")
+    generous.fit(x, y, batch_size="auto", epochs=1, verbose=0)  # Keras's 32 by default
+    assert max(s[0][0] for k, s in generous.trainer.plans if k == "train") == 32
+    raised = transfer_model(memory_budget="1GiB")
+    raised.fit(x, y, batch_size="auto", max_batch_size=64, epochs=1, verbose=0)
+    assert max(s[0][0] for k, s in raised.trainer.plans if k == "train") == 64
 
 
 def test_dropout_is_active_seeded_and_inverted():

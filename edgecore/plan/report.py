@@ -26,11 +26,12 @@ class MemoryPlan:
     buffers: list = field(default_factory=list)
     op_names: list = field(default_factory=list)
     training_bytes: int = 0  # trained params + their gradients + optimizer state
-    staging_bytes: int = 0  # one batch of the frozen prefix's output (training)
+    run_parts: dict = field(default_factory=dict)  # what a fit holds (train/memory.py)
 
     @property
     def total_bytes(self):
-        return self.arena_bytes + self.weights_bytes + self.training_bytes + self.staging_bytes
+        return (self.arena_bytes + self.weights_bytes + self.training_bytes
+                + sum(self.run_parts.values()))
 
     def __str__(self):
         return self.format()
@@ -45,8 +46,9 @@ class MemoryPlan:
             f"  weights (packed, folded):      {mib(self.weights_bytes)}",
         ]
         if self.training_bytes:
-            lines += [f"  params + gradients + optimizer state: {mib(self.training_bytes)}",
-                      f"  staging (frozen prefix output):        {mib(self.staging_bytes)}"]
+            lines.append(f"  params + gradients + optimizer state: {mib(self.training_bytes)}")
+        for name, size in self.run_parts.items():
+            lines.append(f"  {name + ':':<37}{mib(size)}")
         lines += [
             f"  total:                         {mib(self.total_bytes)}",
             f"  naive (no buffer reuse):       {mib(self.naive_bytes)}",

@@ -10,17 +10,24 @@ prefix (setup.cacheable) and no augmentation callable is given, fit runs the pre
 per sample and trains the suffix on the cached boundary tensors, so epochs 2..N cost only
 the suffix.  This is exact: without augmentation the prefix sees the same inputs every
 epoch.  With `augment`, the prefix runs on every augmented batch instead.  The cache lives
-in RAM, or in an HDF5 file next to the model when the memory budget leaves no room for it.
+in memory, or in a temporary file (feature_cache_dir, default the system's temporary
+directory) when the memory budget leaves no room for it (train/cache.py).
+
+Everything a run holds is sized before its first step and checked against the memory
+budget (train/memory.py); the epochs then allocate nothing the size of a batch.
 """
 import math
 import os
-import tempfile
 import warnings
 
 import numpy as np
 
 from ..errors import MemoryBudgetError, NonFiniteLossError, ShapeError
+from .cache import BatchSource, build_caches, cache_directory
 from .callbacks import History, ProgressBar
+from .memory import RunShape, batch_lengths, run_parts
+
+AUTO_BATCH_CAP = 32  # batch_size="auto" never goes past this unless max_batch_size says so
 
 
 def _batches(n, batch_size):
@@ -45,6 +52,8 @@ def _batch_shapes(inputs, batch):
 def train_on_batch(model, x, y):
     trainer = model.trainer
     inputs = _as_inputs(model, x)
+    if inputs[0].shape[0] == 0:
+        raise ShapeError("train_on_batch needs at least one sample", path=model.path)
     labels = trainer.labels_array(y, inputs[0].shape[0], _samples(inputs))
     trainer.reseed()
     boundary = trainer.boundary_of(inputs)
@@ -56,71 +65,33 @@ def train_on_batch(model, x, y):
     return logs
 
 
-class FeatureSource:
-    """Batches of boundary tensors: from the cache, or by running the prefix."""
-
-    def __init__(self, trainer, inputs, cache=None, augment=None, rng=None):
-        self.trainer, self.inputs, self.cache = trainer, inputs, cache
-        self.augment, self.rng = augment, rng
-
-    def batch(self, index):
-        if self.cache is not None:
-            return [_gather(c, index) for c in self.cache], index
-        xs = [a[index] for a in self.inputs]  # the dtype stays: the arena converts
-        if self.augment is not None:
-            xs = [np.asarray(a, np.float32) for a in xs]
-            xs = self.augment(xs[0] if len(xs) == 1 else xs, self.rng)
-            xs = xs if isinstance(xs, (list, tuple)) else [xs]
-            xs = [np.asarray(a, np.float32) for a in xs]
-        return self.trainer.boundary_of(xs), index
-
-
-def _gather(cache, index):
-    """cache[index] in the order of index (an HDF5 dataset is read in increasing order,
-    then put back: the batch order decides the float32 summation order of gradients)."""
-    if isinstance(cache, np.ndarray):
-        return cache[index]
-    order = np.argsort(index)
-    out = np.empty((len(index),) + cache.shape[1:], np.float32)
-    out[order] = cache[index[order]]
-    return out
-
-
-def build_cache(trainer, inputs, batch_size, spill_dir=None):
-    """Run the frozen prefix once over all samples; returns a list of arrays (RAM) or of
-    h5py datasets (spilled to a temporary file in spill_dir)."""
-    n = inputs[0].shape[0]
-    boundary = trainer.boundary_shapes([(1,) + tuple(a.shape[1:]) for a in inputs])
-    shapes = [(n,) + tuple(s[1:]) for s in boundary]
-    spill = None
-    if spill_dir is not None:
-        import h5py
-
-        fd, path = tempfile.mkstemp(suffix=".features.h5", dir=spill_dir)
-        os.close(fd)
-        spill = h5py.File(path, "w")
-        os.unlink(path)  # removed from the directory now; freed when closed
-        cache = [spill.create_dataset(f"boundary{i}", shape=s, dtype="f4")
-                 for i, s in enumerate(shapes)]
-    else:
-        cache = [np.empty(s, np.float32) for s in shapes]
-    for start, stop in _batches(n, batch_size):
-        features = trainer.boundary_of([a[start:stop] for a in inputs])
-        for dst, src in zip(cache, features):
-            dst[start:stop] = src
-    return cache, spill
-
-
 def evaluate_arrays(trainer, source, labels, batch_size):
     n = labels.shape[0]
     if n == 0:
         raise ShapeError("evaluate needs at least one sample", path=trainer.model.path)
     logs = _Logs()
+    gather = _LabelGather(labels)
     for start, stop in _batches(n, batch_size):
-        boundary, order = source.batch(np.arange(start, stop))
-        losses, output = trainer.step(boundary, labels[order], train=False)
-        logs.add(trainer, losses, output, labels[order])
+        index = np.arange(start, stop)
+        batch_labels = gather(index)
+        losses, output = trainer.step(source.batch(index), batch_labels, train=False)
+        logs.add(trainer, losses, output, batch_labels)
     return logs.logs()
+
+
+class _LabelGather:
+    """labels[index] into a buffer made once per batch length."""
+
+    def __init__(self, labels):
+        self.labels, self.buffers = labels, {}
+
+    def __call__(self, index):
+        out = self.buffers.get(len(index))
+        if out is None:
+            out = self.buffers[len(index)] = np.empty((len(index),) + self.labels.shape[1:],
+                                                      self.labels.dtype)
+        np.take(self.labels, index, axis=0, out=out)
+        return out
 
 
 def evaluate(model, x, y, batch_size=32):
@@ -133,31 +104,7 @@ def evaluate(model, x, y, batch_size=32):
         raise ValueError("evaluate needs labels y (or x yielding (x, y) batches)")
     inputs = _as_inputs(model, x)
     labels = trainer.labels_array(y, inputs[0].shape[0], _samples(inputs))
-    return evaluate_arrays(trainer, FeatureSource(trainer, inputs), labels, batch_size)
-
-
-def _resolve_cache(trainer, samples, n, batch_size, feature_cache, augment, model_dir):
-    """(use_cache, spill_dir) honouring the budget; raises before any work if nothing fits.
-    samples: the per-sample input shapes (the boundary's size follows from them when the
-    model's input size is open)."""
-    if feature_cache not in ("auto", True, False, "disk"):
-        raise ValueError("feature_cache must be 'auto', True, False or 'disk'")
-    use = trainer.setup.cacheable and augment is None and feature_cache is not False
-    if not use:
-        return False, None
-    boundary = trainer.boundary_shapes([(1,) + tuple(s) for s in samples])
-    boundary_floats = sum(int(np.prod(s[1:])) for s in boundary)
-    cache_bytes = 4 * n * boundary_floats
-    if feature_cache == "disk":
-        return True, model_dir
-    try:
-        trainer.check_fits(trainer.executor.arena.size, batch_size, "the training run with its "
-                           "feature cache in memory", cache_bytes=cache_bytes)
-        return True, None
-    except MemoryBudgetError:
-        if feature_cache is True:
-            raise
-        return True, model_dir  # "auto": spill the cache next to the model
+    return evaluate_arrays(trainer, BatchSource(trainer, inputs), labels, batch_size)
 
 
 def is_batch_iterable(x):
@@ -188,9 +135,11 @@ def split_validation(inputs, labels, validation_split, path):
 
 def fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_data, shuffle,
         initial_epoch, augment, feature_cache, checkpoint, resume, validation_split=0.0,
-        steps_per_epoch=None):
+        steps_per_epoch=None, feature_cache_dir=None, max_batch_size=AUTO_BATCH_CAP):
     trainer = model.trainer
     trainer.reseed()
+    if feature_cache not in ("auto", True, False, "disk"):
+        raise ValueError("feature_cache must be 'auto', True, False or 'disk'")
     if is_batch_iterable(x):
         if y is not None:
             raise ValueError("y must not be given when x yields (x, y) batches (a dataset "
@@ -213,34 +162,134 @@ def fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_data, sh
         inputs, labels, val = split_validation(inputs, labels, validation_split, model.path)
         n = labels.shape[0]
     elif validation_data is not None and not is_batch_iterable(validation_data):
-        xv, yv = validation_data[0], validation_data[1]
-        val_inputs = _as_inputs(model, xv)
-        val = (val_inputs, trainer.labels_array(yv, val_inputs[0].shape[0], _samples(val_inputs)))
-    model_dir = os.path.dirname(os.path.abspath(model.path))
+        val = _validation_arrays(model, validation_data)
+    run = RunShape(samples=_samples(inputs), itemsizes=[a.dtype.itemsize for a in inputs], n=n,
+                   val_n=0 if val is None else val[1].shape[0],
+                   label_bytes=labels.itemsize * int(np.prod(labels.shape[1:], dtype=np.int64)),
+                   augment=augment is not None)
+    cacheable = trainer.setup.cacheable and augment is None and feature_cache is not False
     if batch_size == "auto":
-        batch_size = trainer.auto_batch_size(_samples(inputs), n)
-    batch_size = int(batch_size or 32)
-    # Plan every step shape this run needs, checking the budget, before any work.
-    shapes = {_batch_shapes(inputs, stop - start) for start, stop in _batches(n, batch_size)}
-    if val is not None:
-        shapes |= {_batch_shapes(val[0], stop - start)
-                   for start, stop in _batches(val[0][0].shape[0], batch_size)}
-    for batch_shapes in sorted(shapes):
-        trainer.plans_for([list(s) for s in batch_shapes])
-    use_cache, spill_dir = _resolve_cache(trainer, _samples(inputs), n, batch_size,
-                                          feature_cache, augment, model_dir)
-    spills = []
+        batch_size = _auto_batch(trainer, run, cacheable, feature_cache, max_batch_size,
+                                 _verbosity(verbose))
+    batch_size = 32 if batch_size is None else _positive_batch(batch_size)
+    _plan_run(trainer, run, batch_size, cacheable, feature_cache)
+    spill_dir = cache_directory(feature_cache_dir) if run.cache == "disk" else None
+    caches = []
     try:
-        train_source, val_source = _sources(trainer, inputs, val, use_cache, spill_dir,
-                                            batch_size, augment, spills)
+        train_source, val_source = _sources(trainer, inputs, val, run.cache != "none",
+                                            spill_dir, batch_size, augment, caches)
         arrays = _ArrayEpochs(trainer, train_source, labels, batch_size, shuffle)
         validation = ((lambda: evaluate_arrays(trainer, val_source, val[1], batch_size))
                       if val is not None else _validation(model, validation_data, batch_size))
         return _fit_loop(model, arrays, epochs, verbose, callbacks, validation,
                          initial_epoch, checkpoint, resume)
     finally:
-        for spill in spills:
-            spill.close()
+        for cache in caches:
+            cache.close()
+        trainer.run_parts = {}
+
+
+def _positive_batch(batch_size):
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+            or batch_size <= 0):
+        raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    return int(batch_size)
+
+
+def _validation_arrays(model, validation_data):
+    """(inputs, labels) of validation_data=(x, y), checked; Keras's third element, sample
+    weights, is refused rather than ignored (edgecore has no sample weighting)."""
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError("validation_data must be a tuple (x, y) of arrays, or a dataset or "
+                         f"generator of (x, y) batches; got {type(validation_data).__name__}"
+                         + (f" of length {len(validation_data)}"
+                            if isinstance(validation_data, (tuple, list)) else ""))
+    if len(validation_data) == 3:
+        raise ValueError("validation_data=(x, y, sample_weight): sample weights are not "
+                         "supported by edgecore; pass (x, y)")
+    val_inputs = _as_inputs(model, validation_data[0])
+    if val_inputs[0].shape[0] == 0:
+        raise ShapeError("validation_data has no samples", path=model.path)
+    return val_inputs, model.trainer.labels_array(validation_data[1], val_inputs[0].shape[0],
+                                                  _samples(val_inputs))
+
+
+def _run_shapes(run, batch_size):
+    """The input shapes of every batch a run uses (full, last partial, validation's)."""
+    lengths = set(batch_lengths(run.n, batch_size))
+    if run.val_n:
+        lengths |= set(batch_lengths(run.val_n, batch_size))
+    return [[(length,) + tuple(s) for s in run.samples] for length in sorted(lengths)]
+
+
+def _with_lengths(run, batch_size, cache):
+    run.cache = cache
+    run.lengths = batch_lengths(run.n, batch_size)
+    run.val_lengths = batch_lengths(run.val_n, batch_size) if run.val_n else []
+    return run
+
+
+def _cache_choice(trainer, run, batch_size, cacheable, feature_cache):
+    """"memory", "disk" or "none" for the feature cache, honouring the budget."""
+    if not cacheable:
+        return "none"
+    if feature_cache == "disk":
+        return "disk"
+    if trainer.budget is None:
+        return "memory"
+    parts = run_parts(trainer, _with_lengths(run, batch_size, "memory"))
+    try:
+        trainer.check_fits(trainer.arena_for(_run_shapes(run, batch_size)), "the training run "
+                           "with its feature cache in memory", parts)
+        return "memory"
+    except MemoryBudgetError:
+        if feature_cache is True:
+            raise
+        return "disk"  # "auto": spill the cache to a temporary file
+
+
+def _auto_batch(trainer, run, cacheable, feature_cache, cap, verbosity):
+    """batch_size="auto": the largest batch up to `cap` whose whole run fits the budget."""
+    cap = _positive_batch(cap)
+
+    def run_for(batch):
+        cache = "none" if not cacheable else ("memory" if feature_cache is True else "disk")
+        return _run_shapes(run, batch), run_parts(trainer, _with_lengths(run, batch, cache))
+
+    batch = trainer.auto_batch_size(run_for, run.samples, run.n, cap)
+    if verbosity:
+        print(f"batch_size='auto': {batch} (the largest batch up to {cap} whose run fits the "
+              f"memory budget; raise max_batch_size to allow larger ones)")
+    return batch
+
+
+def _plan_run(trainer, run, batch_size, cacheable, feature_cache):
+    """Size everything the run holds, plan every step shape and check the budget, all
+    before the first step (a refusal leaves nothing done)."""
+    cache = _cache_choice(trainer, run, batch_size, cacheable, feature_cache)
+    trainer.run_parts = run_parts(trainer, _with_lengths(run, batch_size, cache))
+    try:
+        shapes = _run_shapes(run, batch_size)
+        trainer.check_fits(trainer.arena_for(shapes), f"the training run (batch size "
+                           f"{batch_size}, {run.n} samples)")
+        for batch_shapes in shapes:
+            trainer.plans_for(batch_shapes)
+    except BaseException:
+        trainer.run_parts = {}
+        raise
+
+
+def run_memory(trainer, samples, itemsizes, n, val_n, batch_size, feature_cache="auto",
+               augment=False):
+    """(parts, input shapes of every batch) of a fit on n samples of these per-sample
+    shapes and itemsizes, for Model.memory_plan(training=True)."""
+    out = trainer.model.output_shapes_for(samples)[0]
+    label_bytes = 8 if trainer.loss.kind == "sparse_ce" else 4 * int(np.prod(out, dtype=np.int64))
+    run = RunShape(samples=[tuple(s) for s in samples], itemsizes=list(itemsizes), n=n,
+                   val_n=val_n, label_bytes=label_bytes, augment=augment)
+    cacheable = trainer.setup.cacheable and not augment and feature_cache is not False
+    cache = _cache_choice(trainer, run, batch_size, cacheable, feature_cache)
+    return run_parts(trainer, _with_lengths(run, batch_size, cache)), _run_shapes(run, batch_size)
 
 
 def _validation(model, validation_data, batch_size):
@@ -316,6 +365,7 @@ class _ArrayEpochs:
         self.trainer, self.source, self.labels = trainer, source, labels
         self.batch_size, self.shuffle = batch_size, shuffle
         self.steps = len(_batches(labels.shape[0], batch_size))
+        self.gather = _LabelGather(labels)
 
     def run_epoch(self, epoch, callbacks):
         trainer, labels = self.trainer, self.labels
@@ -325,10 +375,11 @@ class _ArrayEpochs:
             callback.on_epoch_begin(epoch)
         logs = _Logs()
         for step, (start, stop) in enumerate(_batches(n, self.batch_size)):
-            boundary, index = self.source.batch(order[start:stop])
-            losses, output = trainer.step(boundary, labels[index], train=True)
+            index = order[start:stop]
+            batch_labels = self.gather(index)
+            losses, output = trainer.step(self.source.batch(index), batch_labels, train=True)
             _check_finite(trainer.model, losses, callbacks, epoch, step)
-            current = logs.add(trainer, losses, output, labels[index])
+            current = logs.add(trainer, losses, output, batch_labels)
             for callback in callbacks:
                 callback.on_batch_end(step, current)
             if trainer.model.stop_training:  # as Keras, checked after every batch
@@ -415,22 +466,22 @@ def evaluate_batches(trainer, batches):
     return logs.logs()
 
 
-def _sources(trainer, inputs, val, use_cache, spill_dir, batch_size, augment, spills):
+def _sources(trainer, inputs, val, use_cache, spill_dir, batch_size, augment, caches):
     if not use_cache:
-        val_source = FeatureSource(trainer, val[0]) if val else None
-        return FeatureSource(trainer, inputs, augment=augment, rng=trainer.rng), val_source
+        val_source = BatchSource(trainer, val[0]) if val else None
+        return BatchSource(trainer, inputs, augment=augment, rng=trainer.rng), val_source
     if trainer.model._verbose_fit:
         where = f"a temporary file in {spill_dir}" if spill_dir else "memory"
         print(f"Caching the frozen layers' output for {inputs[0].shape[0]} samples in {where} "
               f"(once; epochs then train only the trainable layers)")
-    cache, spill = build_cache(trainer, inputs, batch_size, spill_dir)
-    spills.extend([spill] if spill is not None else [])
+    train_caches = build_caches(trainer, inputs, batch_size, spill_dir)
+    caches.extend(train_caches)
     val_source = None
     if val is not None:
-        val_cache, val_spill = build_cache(trainer, val[0], batch_size, spill_dir)
-        spills.extend([val_spill] if val_spill is not None else [])
-        val_source = FeatureSource(trainer, val[0], cache=val_cache)
-    return FeatureSource(trainer, inputs, cache=cache), val_source
+        val_caches = build_caches(trainer, val[0], batch_size, spill_dir)
+        caches.extend(val_caches)
+        val_source = BatchSource(trainer, val[0], caches=val_caches)
+    return BatchSource(trainer, inputs, caches=train_caches), val_source
 
 
 def _verbosity(verbose):

@@ -70,6 +70,7 @@ class Trainer:
         self._boundary = {}  # full input shapes -> full boundary shapes
         self._per_sample = {}  # per-sample input shapes -> prefix arena bytes per sample
         self.staging = {}  # boundary shapes -> [boundary arrays]
+        self.run_parts = {}  # {name: bytes} the current fit holds (train/memory.py)
         self.step_outputs = {}  # step plan -> (losses, output) arrays the step copies into
         self.rng = None
         self._seed_generation = None
@@ -146,9 +147,8 @@ class Trainer:
         if key not in self.plans:
             plan = self._build(kind, shapes)
             batch = shapes[0][0]
-            boundary = self.boundary_shapes(shapes) if kind == "prefix" else shapes
-            self.check_fits(max(self.executor.arena.size, plan.arena_floats), batch,
-                            f"the {kind} plan for batch size {batch}", boundary=boundary)
+            self.check_fits(max(self.executor.arena.size, plan.arena_floats),
+                            f"the {kind} plan for batch size {batch}")
             self.plans[key] = plan
             self.executor.reserve(plan.arena_floats)
         return self.plans[key]
@@ -188,49 +188,53 @@ class Trainer:
         self.plan("train", boundary)
         self.plan("eval", boundary)
 
-    def check_fits(self, arena_floats, batch, what, cache_bytes=0, boundary=None):
-        """MemoryBudgetError unless the fixed buffers, this arena, a staging batch of the
-        boundary tensors (full shapes, when known) and the cache fit the budget."""
-        per_sample = (sum(int(np.prod(s[1:])) for s in boundary) if boundary is not None
-                      else self._boundary_floats())
+    def check_fits(self, arena_floats, what, parts=None):
+        """MemoryBudgetError unless the fixed buffers, this arena and what the run holds
+        (parts, default: the current fit's run_parts) fit the budget."""
         check_budget(self.budget, weights_bytes=self.fixed_bytes(),
                      arena_bytes=4 * arena_floats, path=self.model.path, what=what,
-                     extra={"staging": 4 * batch * per_sample, "feature cache": cache_bytes})
+                     extra=self.run_parts if parts is None else parts)
 
-    def _boundary_floats(self):
-        shapes = [t.shape for t in self.setup.boundary]
-        if any(d is None for s in shapes for d in s):
-            return 0  # unknown until the data is seen; checked again per plan
-        return sum(int(np.prod(s)) for s in shapes)
+    def arena_for(self, input_shapes_list):
+        """The arena every plan of these batches needs (plans made, not kept)."""
+        needed = self.executor.arena.size
+        for input_shapes in input_shapes_list:
+            boundary = self.boundary_shapes(input_shapes)
+            needed = max(needed, self._plan_floats("train", boundary),
+                         self._plan_floats("eval", boundary))
+            if self.setup.prefix.nodes:
+                needed = max(needed, self._plan_floats("prefix", self.chunk_shapes(input_shapes)))
+        return needed
 
-    def batch_fits(self, input_shapes, cache_bytes=0):
-        """Do the plans of one batch of these input shapes fit the budget?"""
-        boundary = self.boundary_shapes(input_shapes)
-        needed = max([self.executor.arena.size, self._build("train", boundary).arena_floats,
-                      self._build("eval", boundary).arena_floats]
-                     + ([self._build("prefix", self.chunk_shapes(input_shapes)).arena_floats]
-                        if self.setup.prefix.nodes else []))
-        try:
-            self.check_fits(needed, input_shapes[0][0], f"batch size {input_shapes[0][0]}",
-                            cache_bytes, boundary=boundary)
-            return True
-        except MemoryBudgetError:
-            return False
+    def _plan_floats(self, kind, shapes):
+        key = (kind, tuple(map(tuple, shapes)))
+        plan = self.plans.get(key) or self._build(kind, shapes)
+        return plan.arena_floats
 
-    def auto_batch_size(self, sample_shapes, n_samples, cache_bytes=0):
-        """The largest batch (<= n_samples) whose plans fit the budget."""
+    def auto_batch_size(self, run_for, sample_shapes, n_samples, cap):
+        """The largest batch, at most `cap`, whose run fits the budget: run_for(batch) ->
+        (input shapes of every batch the run will use, its parts)."""
         if self.budget is None:
             raise ValueError("batch_size='auto' needs a memory_budget in compile()")
-        lo, hi, best = 1, max(1, n_samples), None
+
+        def fits(batch):
+            shapes, parts = run_for(batch)
+            try:
+                self.check_fits(self.arena_for(shapes), f"batch size {batch}", parts)
+                return True
+            except MemoryBudgetError:
+                return False
+
+        lo, hi, best = 1, max(1, min(cap, n_samples)), None
         while lo <= hi:
             mid = (lo + hi) // 2
-            if self.batch_fits([(mid,) + tuple(s) for s in sample_shapes], cache_bytes):
+            if fits(mid):
                 best, lo = mid, mid + 1
             else:
                 hi = mid - 1
         if best is None:
-            raise MemoryBudgetError("not even batch size 1 fits the memory budget",
-                                    allowed_bytes=self.budget, path=self.model.path)
+            shapes, parts = run_for(1)
+            self.check_fits(self.arena_for(shapes), "batch size 1 (the smallest)", parts)
         return best
 
     # --- one batch -------------------------------------------------------------------
