@@ -10,8 +10,9 @@ COLUMNS = {"y": 1, "x0": 2, "x1": 3, "w": 4, "b": 5, "scratch": 6, "y2": 7, "x2"
 GUARD = 16
 
 
-def run_row(name, inputs, outputs, ints, floats=()):
-    """inputs: {column: array}, outputs: {column: shape}, operands absent from both are -1.
+def run_row(name, inputs, outputs, ints, floats=(), act=None):
+    """inputs: {column: array}, outputs: {column: shape}, operands absent from both are -1;
+    act: the row's activation (code, alpha, max_value, threshold), linear if None.
     Returns {column: output array}; checks the guards."""
     parts, refs, offset = [], {}, 0
     operands = [(c, a) for c, a in inputs.items()]
@@ -29,7 +30,10 @@ def run_row(name, inputs, outputs, ints, floats=()):
         row[0, COLUMNS[column]] = ref
     row[0, K.ROW_PARAM_START:K.ROW_PARAM_START + len(ints)] = ints
     fparams = np.zeros((1, K.ROW_FLOATS), np.float32)
-    fparams[0, 1] = np.inf                       # activation max_value (unused here)
+    fparams[0, 1] = np.inf                       # activation max_value
+    if act is not None:
+        row[0, 9] = act[0]
+        fparams[0, :3] = act[1:]
     fparams[0, 3:3 + len(floats)] = floats
     K.run_plan(row, fparams, arena, np.zeros(1, np.float32), arena.size, K.gemm_isa()[2])
     for column, arr in operands:

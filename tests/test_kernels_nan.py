@@ -1,0 +1,323 @@
+"""NaN in, NaN out where Keras / TensorFlow give NaN, and a finite value where TF gives one:
+every activation code and the fused activation clamps, forward and backward.
+
+TF's answers are recorded below as constants, from TensorFlow 2.21.0 with Keras 3.15.1 (Keras
+2: tf_keras 2.21.0) on x86-64 CPU, with tf.GradientTape for the gradients; TF_ENABLE_ONEDNN_OPTS
+=0 and =1 gave the same answers for everything here.  The float64 references in
+tests/reference propagate NaN as TF does (np.maximum / np.clip keep it), so where a kernel
+only does arithmetic its NaN positions are checked against them.  Each check also requires
+that a NaN does not spread: outputs that do not depend on it are bit for bit those of the
+run without it (one image of a batch, one row of a GEMM tile).  The plan runner's rows are
+run where the runner reaches a core by another route than the checked wrapper.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from edgecore import _kernels as K
+from oprow import run_row
+from reference.activations import activation as ref_activation
+from reference.conv2d import conv2d as ref_conv2d, same_pads
+from reference.dwconv2d import dwconv2d as ref_dwconv2d
+
+nan, inf = np.nan, np.inf
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+CODES = K.ACTIVATION_CODES
+
+
+def assert_nan_like(got, want, what, rtol=1e-6, atol=0.0):
+    """NaN exactly where `want` is NaN; elsewhere equal infinities and close finite values."""
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    bad = np.isnan(got) != np.isnan(want)
+    assert not bad.any(), f"{what}: NaN at {np.argwhere(np.isnan(got))[:8].tolist()}, " \
+                          f"TF/reference at {np.argwhere(np.isnan(want))[:8].tolist()}"
+    fin = ~np.isnan(want)
+    g, w = got[fin], want[fin]
+    inf_w = np.isinf(w)
+    assert np.array_equal(g[inf_w], w[inf_w]), f"{what}: infinities {g[inf_w]} != {w[inf_w]}"
+    close = np.abs(g[~inf_w] - w[~inf_w]) <= rtol * np.abs(w[~inf_w]) + atol
+    assert close.all(), f"{what}: {g[~inf_w][~close]} != {w[~inf_w][~close]}"
+
+
+# --- activations ---------------------------------------------------------------------------
+
+# id -> (code name, kernel parameters); TF ran keras.activations.<fn> with the same
+# parameters (relu: negative_slope=alpha, max_value, threshold; gelu_tanh: approximate=True;
+# hard_swish: hard_silu; swish: silu), hard_sigmoid_k2 ran tf_keras.activations.hard_sigmoid.
+ACT_VARIANTS = {
+    "linear": ("linear", {}), "relu": ("relu", {}), "relu6": ("relu", dict(max_value=6.0)),
+    "relu_max2.5": ("relu", dict(max_value=2.5)), "relu_a0.1": ("relu", dict(alpha=0.1)),
+    "relu_a0.1_max4": ("relu", dict(alpha=0.1, max_value=4.0)),
+    "relu_a0.1_max6": ("relu", dict(alpha=0.1, max_value=6.0)),
+    "relu_t0.5": ("relu", dict(threshold=0.5)), "relu_t-0.5": ("relu", dict(threshold=-0.5)),
+    "relu_a0.2_t1_max3": ("relu", dict(alpha=0.2, threshold=1.0, max_value=3.0)),
+    "relu_a0.2_t-1_max4": ("relu", dict(alpha=0.2, threshold=-1.0, max_value=4.0)),
+    "sigmoid": ("sigmoid", {}), "hard_sigmoid": ("hard_sigmoid", {}),
+    "hard_sigmoid_k2": ("hard_sigmoid_k2", {}), "hard_swish": ("hard_swish", {}),
+    "swish": ("swish", {}), "gelu": ("gelu", {}), "gelu_tanh": ("gelu_tanh", {}),
+    "elu": ("elu", dict(alpha=1.0)), "elu_a0.5": ("elu", dict(alpha=0.5)), "selu": ("selu", {}),
+    "softplus": ("softplus", {}), "softsign": ("softsign", {}),
+    "leaky_relu": ("leaky_relu", dict(alpha=0.3)), "tanh": ("tanh", {}),
+    "exponential": ("exponential", {}), "mish": ("mish", {}), "log_sigmoid": ("log_sigmoid", {}),
+}
+X_SPECIAL = np.array([nan, inf, -inf], np.float32)
+# TF: id -> (f(x) at X_SPECIAL, dx at X_SPECIAL with dy = 1).
+TF_SPECIAL = {
+    "linear": ([nan, inf, -inf], [1.0, 1.0, 1.0]),
+    "relu": ([nan, inf, 0.0], [0.0, 1.0, 0.0]),
+    "relu6": ([nan, 6.0, 0.0], [0.0, 0.0, 0.0]),
+    "relu_max2.5": ([nan, 2.5, 0.0], [0.0, 0.0, 0.0]),
+    "relu_a0.1": ([nan, inf, -inf], [0.1, 1.0, 0.1]),
+    "relu_a0.1_max4": ([nan, 4.0, -inf], [0.0, 0.0, 0.1]),
+    "relu_a0.1_max6": ([nan, 6.0, -inf], [0.0, 0.0, 0.1]),
+    "relu_t0.5": ([0.0, inf, 0.0], [0.0, 1.0, 0.0]),
+    "relu_t-0.5": ([0.0, inf, 0.0], [0.0, 1.0, 0.0]),
+    "relu_a0.2_t1_max3": ([nan, 3.0, -inf], [0.0, 0.0, 0.2]),
+    "relu_a0.2_t-1_max4": ([nan, 4.0, -inf], [0.0, 0.0, 0.2]),
+    "sigmoid": ([nan, 1.0, 0.0], [nan, 0.0, 0.0]),
+    "hard_sigmoid": ([nan, 1.0, 0.0], [0.0, 0.0, 0.0]),
+    "hard_sigmoid_k2": ([nan, 1.0, 0.0], [0.0, 0.0, 0.0]),
+    "hard_swish": ([nan, inf, nan], [nan, nan, nan]),
+    "swish": ([nan, inf, nan], [nan, nan, nan]),
+    "gelu": ([nan, inf, nan], [nan, nan, nan]),
+    "gelu_tanh": ([nan, inf, nan], [nan, nan, nan]),
+    "elu": ([nan, inf, -1.0], [1.0, 1.0, 0.0]),
+    "elu_a0.5": ([nan, inf, -0.5], [0.5, 1.0, 0.0]),
+    "selu": ([nan, inf, -1.7580993], [1.050701, 1.050701, 0.0]),
+    "softplus": ([nan, inf, 0.0], [nan, 1.0, 0.0]),
+    "softsign": ([nan, nan, nan], [nan, 0.0, 0.0]),
+    "leaky_relu": ([nan, inf, -inf], [0.3, 1.0, 0.3]),
+    "tanh": ([nan, 1.0, -1.0], [nan, 0.0, 0.0]),
+    "exponential": ([nan, inf, 0.0], [nan, inf, 0.0]),
+    "mish": ([nan, inf, nan], [nan, nan, nan]),
+    "log_sigmoid": ([nan, -0.0, -inf], [nan, 0.0, 1.0]),
+}
+X_GRID = np.array([nan, -inf, -7, -3, -1, -0.5, -0.0, 0, 0.5, 1, 2.5, 3, 4, 6, 7, inf], np.float32)
+# TF: id -> dx at X_GRID with dy = NaN (N: NaN, 0: zero).  NaN where TF multiplies dy by a
+# mask or a derivative (ReluGrad, Relu6Grad, every smooth activation), 0 where it selects
+# (tf.where of relu's threshold, clip_by_value's gradient above max_value and in Keras 2's
+# hard_sigmoid).  Unlisted ids: NaN everywhere.
+TF_NAN_DY = {
+    "relu_max2.5": "0NNNNNNNNNN00000",
+    "relu_t0.5": "000000000NNNNNNN",
+    "relu_t-0.5": "000000NNNNNNNNNN",
+    "hard_sigmoid_k2": "0000NNNNNNN00000",
+}
+
+
+def _act(vid):
+    name, params = ACT_VARIANTS[vid]
+    return CODES[name], params
+
+
+def _act_row(code, params):
+    return (code, params.get("alpha", 0.0), params.get("max_value", inf),
+            params.get("threshold", 0.0))
+
+
+def _forward(vid, x):
+    code, params = _act(vid)
+    y = np.full_like(x, 7.0)
+    K.activation(x, y, code, **params)
+    got = run_row("activation", {"x0": x}, {"y": x.shape}, (x.size,), act=_act_row(code, params))
+    assert np.array_equal(got["y"], y, equal_nan=True), f"{vid}: runner row differs"
+    return y
+
+
+def _backward(vid, x, dy, y="forward"):
+    code, params = _act(vid)
+    if isinstance(y, str):
+        y = _forward(vid, x)
+    dx = np.full_like(x, 7.0)
+    K.activation_grad(dy, x, y, dx, code, **params)
+    inputs = {"x0": x, "x1": dy} if y is None else {"x0": x, "x1": dy, "x2": y}
+    got = run_row("activation_backward", inputs, {"y": x.shape}, (x.size,),
+                  act=_act_row(code, params))
+    assert np.array_equal(got["y"], dx, equal_nan=True), f"{vid}: runner row differs"
+    return dx
+
+
+@pytest.mark.parametrize("vid", list(ACT_VARIANTS))
+def test_activation_nan_and_inf_follow_tensorflow(vid):
+    y_tf, dx_tf = TF_SPECIAL[vid]
+    assert_nan_like(_forward(vid, X_SPECIAL), y_tf, f"{vid} forward", rtol=1e-6)
+    # selu'(-inf): TF adds activations + scale * alpha in float32 (exactly 0), we in
+    # double (2.3e-8 from the float rounding of y).
+    for y in ("forward", None):                  # y given, or recomputed by the kernel
+        dx = _backward(vid, X_SPECIAL, np.ones(3, np.float32), y)
+        assert_nan_like(dx, dx_tf, f"{vid} backward, y {y}", rtol=1e-6, atol=3e-8)
+        dx = _backward(vid, X_GRID, np.full(X_GRID.size, nan, np.float32), y)
+        want = TF_NAN_DY.get(vid, "N" * X_GRID.size)
+        assert "".join("N" if np.isnan(v) else ("0" if v == 0 else "?") for v in dx) == want, vid
+
+
+@pytest.mark.parametrize("vid", list(ACT_VARIANTS))
+def test_activation_nan_stays_in_place(vid):
+    """NaN at chosen positions of a buffer with vector tails (67 floats): the forward is NaN
+    exactly there (0 for relu's threshold, TF's where), the other elements are those of the
+    NaN-free run; a NaN dy is NaN or 0 exactly there, as TF_NAN_DY says at that x."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(67) * 4).astype(np.float32)
+    clean = _forward(vid, x)
+    at = [0, 5, 31, 64, 66]
+    xn = x.copy()
+    xn[at] = nan
+    y = _forward(vid, xn)
+    others = np.setdiff1d(np.arange(x.size), at)
+    assert np.array_equal(y[others], clean[others]), vid
+    nan_y = TF_SPECIAL[vid][0][0]
+    assert (np.isnan(y[at]) if math.isnan(nan_y) else y[at] == nan_y).all(), (vid, y[at])
+    dy = rng.standard_normal(x.size).astype(np.float32)
+    clean_dx = _backward(vid, x, dy)
+    dyn = dy.copy()
+    dyn[at] = nan
+    dx = _backward(vid, x, dyn)
+    assert np.array_equal(dx[others], clean_dx[others]), vid
+    # each NaN dy as the kernel gives it for that x alone (TF's rule: X_GRID above)
+    ref = _backward(vid, x[at], np.full(len(at), nan, np.float32))
+    assert np.array_equal(dx[at], ref, equal_nan=True), vid
+
+
+# --- fused activation clamps: GEMM epilogue (every ISA), conv2d, dwconv2d ------------------
+
+FUSED = {"linear": {}, "relu": {}, "relu6": dict(max_value=6.0), "relu_max2.5": dict(max_value=2.5),
+         "hard_swish": {}}
+
+
+def _fused(name):
+    params = FUSED[name]
+    code = CODES["hard_swish" if name == "hard_swish" else ("linear" if name == "linear" else "relu")]
+    return code, params, ("hard_swish" if name == "hard_swish" else
+                          "linear" if name == "linear" else "relu")
+
+
+def _pack_gemm(b_kn, bias):
+    bp = np.empty(K.gemm_packed_size(*b_kn.shape), np.float32)
+    K.gemm_pack_b(b_kn, bp)
+    biasp = np.empty(K.gemm_packed_bias_size(b_kn.shape[1]), np.float32)
+    K.gemm_pack_bias(bias, biasp)
+    return bp, biasp
+
+
+@pytest.mark.parametrize("act", list(FUSED))
+def test_gemm_fused_activation_keeps_nan(gemm_isa, act):
+    """Rows of A holding a NaN, +inf or -inf, among them the last row of a partial MR tile
+    and rows of a partial NR panel: C is NaN / clamped exactly as the float64 reference
+    with the activation (np.maximum / np.clip keep NaN, as TF's Relu / Relu6 / clip), and
+    every other row is bit for bit the NaN-free result (rows past mr alias row mr-1)."""
+    _, mr, nr = gemm_isa
+    code, params, ref_name = _fused(act)
+    m, n, k = 2 * mr + 3, nr + 5, 7
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    bp, biasp = _pack_gemm(b, bias)
+    clean = np.empty((m, n), np.float32)
+    K.gemm(a, bp, n, clean, bias_packed=biasp, act=code, **params)
+    an = a.copy()
+    special = {1: (2, nan), mr - 1: (0, inf), mr: (6, -inf), m - 1: (3, nan), m - 2: (4, inf)}
+    for r, (col, v) in special.items():
+        an[r, col] = v
+    c = np.empty((m, n), np.float32)
+    K.gemm(an, bp, n, c, bias_packed=biasp, act=code, **params)
+    ref = ref_activation(an.astype(np.float64) @ b + bias, ref_name, **params)
+    assert_nan_like(c, ref, f"gemm {gemm_isa[0]} {act}", rtol=1e-5, atol=1e-5)
+    assert np.isnan(c[[1, m - 1]]).all()
+    others = np.setdiff1d(np.arange(m), list(special))
+    assert np.array_equal(c[others], clean[others])
+    got = run_row("gemm", {"x0": an, "w": bp, "b": biasp}, {"y": (m, n)}, (m, n, k),
+                  act=_act_row(code, params))
+    assert np.array_equal(got["y"], c, equal_nan=True)
+
+
+# (kernel, strides, groups): the pointwise path (GEMM on NHWC directly), im2col with 'same'
+# padding and stride 2, and a grouped convolution (a NaN input channel reaches only its
+# group's filters).
+CONV_CASES = [(1, 1, 1), (3, 2, 1), (3, 1, 2)]
+
+
+def _conv_nan_case(kernel, stride, groups, act, rng):
+    n, h, w, cin, cout = 3, 9, 8, 4, 6
+    x = rng.standard_normal((n, h, w, cin)).astype(np.float32)
+    wt = rng.standard_normal((kernel, kernel, cin // groups, cout)).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    pads = same_pads(h, kernel, stride) + same_pads(w, kernel, stride)
+    geom = dict(strides=(stride, stride), pads=pads, groups=groups)
+    wsize, bsize = K.conv2d_packed_sizes(kernel, kernel, cin // groups, cout, groups)
+    wp, bp = np.empty(wsize, np.float32), np.empty(bsize, np.float32)
+    K.conv2d_pack_weights(wt, groups, wp)
+    K.conv2d_pack_bias(bias, groups, bp)
+    scratch = np.empty(max(K.conv2d_scratch_size(x.shape, wt.shape, **geom), 1), np.float32)
+    code, params, ref_name = _fused(act)
+
+    def run(xx):
+        oh, ow = K.conv2d_output_hw(h, w, kernel, kernel, geom["strides"], (1, 1), pads)
+        y = np.empty((n, oh, ow, cout), np.float32)
+        K.conv2d(xx, wt.shape, wp, y, scratch, bias_packed=bp, act=code, **geom, **params)
+        return y
+
+    ref = lambda xx: ref_conv2d(xx, wt, bias, act=ref_name, **geom, **params)
+    return x, run, ref, (wp, bp, scratch, wt.shape, geom, code, params)
+
+
+@pytest.mark.parametrize("act", ["relu6", "relu", "hard_swish"])
+@pytest.mark.parametrize("kernel, stride, groups", CONV_CASES, ids=lambda v: str(v))
+def test_conv2d_nan_stays_in_its_image_and_window(gemm_isa, kernel, stride, groups, act):
+    rng = np.random.default_rng(kernel * 10 + stride + groups)
+    x, run, ref, extra = _conv_nan_case(kernel, stride, groups, act, rng)
+    clean = run(x)
+    xn = x.copy()
+    xn[1, 4, 3, 0] = nan           # group 0's first channel
+    xn[1, 0, 7, 3] = -inf          # a corner; the last group's channel
+    y = run(xn)
+    assert np.array_equal(y[[0, 2]], clean[[0, 2]]), "a NaN in image 1 reached another image"
+    assert_nan_like(y[1], ref(xn[1:2])[0], f"conv2d {gemm_isa[0]} {act}", rtol=1e-4, atol=1e-4)
+    wp, bp, scratch, w_shape, geom, code, params = extra
+    n, h, w, c = x.shape
+    oh, ow, co = y.shape[1:]
+    ints = (n, h, w, c, kernel, kernel, stride, stride, 1, 1, geom["pads"][0], geom["pads"][2],
+            oh, ow, co, groups)
+    got = run_row("conv2d", {"x0": xn, "w": wp, "b": bp, "scratch": scratch}, {"y": y.shape},
+                  ints, act=_act_row(code, params))
+    assert np.array_equal(got["y"], y, equal_nan=True)
+
+
+@pytest.mark.parametrize("act", ["relu6", "relu", "linear", "hard_swish"])
+@pytest.mark.parametrize("m", [1, 2])
+def test_dwconv2d_nan_stays_in_its_image_window_and_channel(act, m):
+    """The fused clamp (_clamp_inplace) and the epilogue activation, M = 1 (register-blocked
+    channels, 19 = one block and a tail) and M = 2: a NaN pixel of one channel reaches only
+    that channel's outputs (c*M .. c*M + M-1) within its window, in its image."""
+    rng = np.random.default_rng(50 + m)
+    n, h, w, c = 3, 10, 9, 19
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    wt = rng.standard_normal((3, 3, c, m)).astype(np.float32)
+    bias = rng.standard_normal(c * m).astype(np.float32)
+    pads = same_pads(h, 3, 2) + same_pads(w, 3, 2)
+    code, params, ref_name = _fused(act)
+
+    def run(xx):
+        y = np.empty((n, 5, 5, c * m), np.float32)
+        K.dwconv2d(xx, wt, y, strides=(2, 2), pads=pads, bias=bias, act=code, **params)
+        return y
+
+    clean = run(x)
+    xn = x.copy()
+    xn[1, 3, 4, 17] = nan          # the channel tail past the 16-channel block
+    xn[1, 9, 0, 2] = inf
+    y = run(xn)
+    assert np.array_equal(y[[0, 2]], clean[[0, 2]])
+    ref = ref_dwconv2d(xn[1:2], wt, bias, strides=(2, 2), pads=pads, act=ref_name, **params)[0]
+    assert_nan_like(y[1], ref, f"dwconv2d {act} M={m}", rtol=1e-4, atol=1e-4)
+    touched = np.zeros(c * m, bool)
+    touched[17 * m:18 * m] = touched[2 * m:3 * m] = True
+    assert not np.isnan(y[..., ~touched]).any()
+    assert np.array_equal(y[..., ~touched], clean[..., ~touched])
+    ints = (n, h, w, c, 3, 3, 2, 2, 1, 1, pads[0], pads[2], 5, 5, m)
+    got = run_row("dwconv2d", {"x0": xn, "w": wt, "b": bias}, {"y": y.shape}, ints,
+                  act=_act_row(code, params))
+    assert np.array_equal(got["y"], y, equal_nan=True)
