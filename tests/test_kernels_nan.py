@@ -321,3 +321,167 @@ def test_dwconv2d_nan_stays_in_its_image_window_and_channel(act, m):
     got = run_row("dwconv2d", {"x0": xn, "w": wt, "b": bias}, {"y": y.shape}, ints,
                   act=_act_row(code, params))
     assert np.array_equal(got["y"], y, equal_nan=True)
+
+
+# --- pooling ---------------------------------------------------------------------------------
+
+FLT_LOWEST = float(np.finfo(np.float32).min)
+# TF's MaxPool / MaxPoolGrad on one 4x4 channel holding NaN first, last and inside a window
+# and a -inf (tf.nn.max_pool2d 2x2 'VALID'; keras.layers.MaxPooling2D(3, 2, "same"), pads
+# (0, 1, 0, 1)), dy = 1: a NaN cell never wins the forward, but the backward's argmax scan
+# starts at the window's first cell and keeps it when it is NaN.
+POOL_X = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+POOL_X[0, 0, 0] = POOL_X[0, 1, 3] = POOL_X[0, 2, 1] = nan
+POOL_X[0, 3, 3] = -inf
+TF_MAXPOOL = {  # (pool, strides, pads): (y, dx)
+    ((2, 2), (2, 2), (0, 0, 0, 0)): ([[5, 6], [13, 14]],
+                                     [[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0], [0, 1, 1, 0]]),
+    ((3, 3), (2, 2), (0, 1, 0, 1)): ([[10, 11], [14, 14]],
+                                     [[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 2, 0]]),
+}
+# and on 4x4x3, NaN everywhere but x[2:, 2:, :2] = 1 and channel 2 = -inf (its (0, 0) NaN):
+# windows of only NaN and -inf give -FLT_MAX (TF starts from the lowest float), and every
+# window's gradient goes to its first cell.
+POOL_X2 = np.full((1, 4, 4, 3), nan, np.float32)
+POOL_X2[0, 2:, 2:, :] = 1
+POOL_X2[..., 2] = -inf
+POOL_X2[0, 0, 0, 2] = nan
+L = FLT_LOWEST
+TF_MAXPOOL2 = {
+    ((2, 2), (2, 2), (0, 0, 0, 0)): ([[[L, L, L], [L, L, L]], [[L, L, L], [1, 1, L]]],
+                                     [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]),
+    ((3, 3), (2, 2), (0, 1, 0, 1)): ([[[1, 1, L], [1, 1, L]], [[1, 1, L], [1, 1, L]]],
+                                     [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]),
+}
+# TF's MaxPoolGrad with dy NaN at output (0, 0), finite x = arange(16): only that window's
+# argmax gets it.
+TF_MAXPOOL_NAN_DY = [[0, 0, 0, 0], [0, nan, 0, 1], [0, 0, 0, 0], [0, 1, 0, 1]]
+
+
+def _pool_ints(x, pool, strides, pads):
+    n, h, w, c = x.shape
+    oh = (h + pads[0] + pads[1] - pool[0]) // strides[0] + 1
+    ow = (w + pads[2] + pads[3] - pool[1]) // strides[1] + 1
+    return (n, h, w, c, *pool, *strides, pads[0], pads[2], oh, ow), (n, oh, ow, c)
+
+
+def _maxpool(x, pool, strides, pads, dy=None):
+    ints, yshape = _pool_ints(x, pool, strides, pads)
+    y = np.empty(yshape, np.float32)
+    K.maxpool2d(x, y, pool, strides, pads)
+    assert np.array_equal(run_row("maxpool2d", {"x0": x}, {"y": yshape}, ints)["y"], y,
+                          equal_nan=True)
+    dy = np.ones(yshape, np.float32) if dy is None else dy
+    dx = np.empty_like(x)
+    K.maxpool2d_grad(x, dy, dx, pool, strides, pads)
+    got = run_row("maxpool2d_backward", {"x0": x, "x1": dy}, {"y": x.shape}, ints)
+    assert np.array_equal(got["y"], dx, equal_nan=True)
+    return y, dx
+
+
+@pytest.mark.parametrize("case", list(TF_MAXPOOL), ids=str)
+def test_maxpool_nan_and_inf_follow_tensorflow(case):
+    y, dx = _maxpool(POOL_X, *case)
+    assert np.array_equal(y[0, ..., 0], TF_MAXPOOL[case][0]) and np.array_equal(dx[0, ..., 0], TF_MAXPOOL[case][1])
+    y, dx = _maxpool(POOL_X2, *case)
+    assert np.array_equal(y[0], TF_MAXPOOL2[case][0])
+    for ch in range(3):
+        assert np.array_equal(dx[0, ..., ch], TF_MAXPOOL2[case][1]), ch
+    dy = np.ones((1, 2, 2, 1), np.float32)
+    dy[0, 0, 0] = nan
+    _, dx = _maxpool(np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1), (2, 2), (2, 2),
+                     (0, 0, 0, 0), dy)
+    assert np.array_equal(dx[0, ..., 0], TF_MAXPOOL_NAN_DY, equal_nan=True)
+
+
+@pytest.mark.parametrize("pool, strides, pads", [((2, 2), (2, 2), (0, 0, 0, 0)),
+                                                 ((3, 3), (2, 2), (1, 1, 1, 1)),
+                                                 ((3, 3), (1, 1), (1, 1, 1, 1))], ids=str)
+def test_pooling_nan_rules_on_many_channels(pool, strides, pads):
+    """19 channels (vector loops and a tail), NaN and -inf sprinkled over image 0 of 2:
+    max and average pooling, forward and backward, against the references with TF's NaN
+    rules; image 1 is untouched, bit for bit."""
+    from reference import pooling as ref
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 9, 8, 19)).astype(np.float32)
+    xn = x.copy()
+    spots = rng.random(xn[0].shape) < 0.2
+    xn[0][spots] = nan
+    xn[0][rng.random(xn[0].shape) < 0.05] = -inf
+    xn[0, :3, :3, 5] = nan                       # some windows of NaN only
+    _, yshape = _pool_ints(x, pool, strides, pads)
+    dy = rng.standard_normal(yshape).astype(np.float32)
+    dy[0, 1, 1, 7] = nan
+    y, dx = _maxpool(xn, pool, strides, pads, dy)
+    y1, dx1 = _maxpool(x, pool, strides, pads, dy)
+    assert np.array_equal(y[1], y1[1]) and np.array_equal(dx[1], dx1[1])
+    assert np.array_equal(y, ref.pool2d(xn, pool, strides, pads, "max").astype(np.float32))
+    assert not np.isnan(y).any() and (y[0, 0, 0, 5] == FLT_LOWEST)
+    assert_nan_like(dx, ref.pool2d_backward(xn, dy, pool, strides, pads, "max"), "maxpool dx",
+                    rtol=1e-5, atol=1e-6)
+    ya = np.empty(yshape, np.float32)
+    K.avgpool2d(xn, ya, pool, strides, pads)
+    assert_nan_like(ya, ref.pool2d(xn, pool, strides, pads, "avg"), "avgpool", 1e-5, 1e-6)
+    assert not np.isnan(ya[1]).any()
+    dxa = np.empty_like(x)
+    K.avgpool2d_grad(dy, dxa, pool, strides, pads)       # never reads x (TF's neither)
+    assert_nan_like(dxa, ref.pool2d_backward(xn, dy, pool, strides, pads, "avg"), "avg dx",
+                    1e-5, 1e-6)
+
+
+# TF (keras.layers.GlobalMaxPooling2D, i.e. reduce_max, and its gradient (x == max) / count
+# * dy), on x (1, 2, 1, 3) = [[1, -inf, 2], [nan, -inf, 2]] with dy = 1, then on
+# [[1, -inf, 2], [3, -inf, 2]] with dy = [nan, nan, 1]:
+TF_GLOBAL_MAX = [
+    ([[1, -inf, 2], [nan, -inf, 2]], [1, 1, 1], [nan, -inf, 2], [[nan, .5, .5], [nan, .5, .5]]),
+    ([[1, -inf, 2], [3, -inf, 2]], [nan, nan, 1], [3, -inf, 2], [[nan, nan, .5], [nan, nan, .5]]),
+]
+
+
+def _global_max(x, dy):
+    n, h, w, c = x.shape
+    y = np.empty((n, c), np.float32)
+    K.global_maxpool(x, y)
+    assert np.array_equal(run_row("global_maxpool", {"x0": x}, {"y": y.shape}, (n, h * w, c))["y"],
+                          y, equal_nan=True)
+    dx = np.empty_like(x)
+    K.global_maxpool_grad(x, dy, dx)
+    got = run_row("global_maxpool_backward", {"x0": x, "x1": dy}, {"y": x.shape}, (n, h * w, c))
+    assert np.array_equal(got["y"], dx, equal_nan=True)
+    return y, dx
+
+
+@pytest.mark.parametrize("case", range(len(TF_GLOBAL_MAX)))
+def test_global_pooling_nan_follows_tensorflow(case):
+    x, dy, y_tf, dx_tf = TF_GLOBAL_MAX[case]
+    y, dx = _global_max(np.array(x, np.float32).reshape(1, 2, 1, 3),
+                        np.array([dy], np.float32))
+    assert np.array_equal(y[0], y_tf, equal_nan=True)
+    assert np.array_equal(dx.reshape(2, 3), dx_tf, equal_nan=True)
+
+
+def test_global_pooling_nan_stays_in_its_image_and_channel():
+    """300 channels (two blocks of the backward), a NaN in one channel of image 1 of 3, at
+    the first pixel and later: max and average are NaN in that channel of that image only,
+    and so are their gradients (max: 0 / 0 over the channel; average: dy / hw never reads
+    x); a NaN dy stays in its (image, channel)."""
+    from reference import pooling as ref
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 5, 4, 300)).astype(np.float32)
+    x[1, 0, 0, 7] = nan                          # the first pixel: read by the initial copy
+    x[1, 3, 2, 280] = nan
+    dy = rng.standard_normal((3, 300)).astype(np.float32)
+    dy[2, 11] = nan
+    y, dx = _global_max(x, dy)
+    nan_x = np.zeros((3, 300), bool)
+    nan_x[1, [7, 280]] = True
+    assert np.array_equal(np.isnan(y), nan_x)
+    assert_nan_like(y, ref.global_pool(x, "max"), "global max")
+    assert_nan_like(dx, ref.global_pool_backward(x, dy, "max"), "global max dx")
+    assert np.array_equal(np.isnan(dx).any(axis=(1, 2)), nan_x | np.isnan(dy))
+    ya = np.empty((3, 300), np.float32)
+    K.global_avgpool(x, ya)
+    assert np.array_equal(np.isnan(ya), np.isnan(y))
+    dxa = np.empty_like(x)
+    K.global_avgpool_grad(dy, dxa)
+    assert np.array_equal(np.isnan(dxa).any(axis=(1, 2)), np.isnan(dy))
