@@ -485,3 +485,68 @@ def test_global_pooling_nan_stays_in_its_image_and_channel():
     dxa = np.empty_like(x)
     K.global_avgpool_grad(dy, dxa)
     assert np.array_equal(np.isnan(dxa).any(axis=(1, 2)), np.isnan(dy))
+
+
+# --- softmax -----------------------------------------------------------------------------------
+
+# TF's Softmax with TF_ENABLE_ONEDNN_OPTS=0 (its Eigen kernel, the one TF runs on aarch64):
+# a NaN or +inf logit, or a row of -inf only, makes the whole row NaN; a -inf among finite
+# logits is an exact 0.  (x86 TF's default oneDNN softmax gives NaN at the NaN / +inf
+# positions and 0 at the others of such a row: we follow the portable kernel.)
+TF_SOFTMAX = [
+    ([nan, 1, 2], [nan, nan, nan]), ([1, nan, 2], [nan, nan, nan]),
+    ([inf, 1, 2], [nan, nan, nan]), ([inf, -inf, 1], [nan, nan, nan]),
+    ([-inf, -inf, -inf], [nan, nan, nan]), ([5, -inf, 1], [0.98201376, 0.0, 0.01798621]),
+]
+# and its gradient (dy = [1, 2, 3]) at [5, -inf, 1]: [-0.035325348, 0, 0.035325415]; with a
+# NaN dy the row is NaN.
+TF_SOFTMAX_GRAD = [-0.035325348, 0.0, 0.035325415]
+
+
+def _softmax(x, dy):
+    y = np.empty_like(x)
+    K.softmax(x, y)
+    assert np.array_equal(run_row("softmax", {"x0": x}, {"y": x.shape}, x.shape)["y"], y,
+                          equal_nan=True)
+    dx = np.empty_like(x)
+    K.softmax_grad(dy, y, dx)
+    got = run_row("softmax_backward", {"x1": dy, "x2": y}, {"y": x.shape}, x.shape)
+    assert np.array_equal(got["y"], dx, equal_nan=True)
+    return y, dx
+
+
+def test_softmax_nan_follows_tensorflow():
+    x = np.array([row for row, _ in TF_SOFTMAX], np.float32)[:, :, None]
+    dy = np.tile(np.array([1, 2, 3], np.float32), (len(TF_SOFTMAX), 1))[:, :, None]
+    for inner in (1, 2):                 # the row path and the strided (lanes) path
+        xi = np.ascontiguousarray(np.repeat(x, inner, axis=2))
+        y, dx = _softmax(xi, np.ascontiguousarray(np.repeat(dy, inner, axis=2)))
+        for r, (_, want) in enumerate(TF_SOFTMAX):
+            assert_nan_like(y[r, :, inner - 1], want, f"softmax row {r} inner {inner}", 1e-6)
+            if r < 5:
+                assert np.isnan(dx[r]).all()
+        assert_nan_like(dx[5, :, 0], TF_SOFTMAX_GRAD, "softmax grad", 1e-5)
+
+
+@pytest.mark.parametrize("shape", [(7, 19, 1), (3, 7, 70)], ids=["rows", "lanes"])
+def test_softmax_nan_stays_in_its_slice(shape):
+    """A NaN x (at the first, a middle and a tail position) or a NaN dy makes its own
+    slice NaN and nothing else: other slices are bit for bit the NaN-free results."""
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y0, dx0 = _softmax(x, dy)
+    xn, dyn = x.copy(), dy.copy()
+    xn[1, 0, -1] = xn[2, 3, 0] = nan
+    xn[0, -1, 0] = inf
+    dyn[-1, 2, -1] = nan
+    y, dx = _softmax(xn, dyn)
+    slices = np.zeros((shape[0], shape[2]), bool)
+    slices[1, -1] = slices[2, 0] = slices[0, 0] = True
+    assert np.array_equal(np.isnan(y).all(axis=1), slices)
+    assert np.array_equal(np.isnan(y).any(axis=1), slices)
+    assert np.array_equal(np.where(slices[:, None, :], 0, y), np.where(slices[:, None, :], 0, y0))
+    slices[-1, -1] = True
+    assert np.array_equal(np.isnan(dx).all(axis=1), slices)
+    assert np.array_equal(np.isnan(dx).any(axis=1), slices)
+    assert np.array_equal(np.where(slices[:, None, :], 0, dx), np.where(slices[:, None, :], 0, dx0))
