@@ -550,3 +550,102 @@ def test_softmax_nan_stays_in_its_slice(shape):
     assert np.array_equal(np.isnan(dx).all(axis=1), slices)
     assert np.array_equal(np.isnan(dx).any(axis=1), slices)
     assert np.array_equal(np.where(slices[:, None, :], 0, dx), np.where(slices[:, None, :], 0, dx0))
+
+
+# --- elementwise: broadcasting binary ops, PReLU, affine; dropout ------------------------------
+
+# TF's Maximum / Minimum (tf.maximum, keras.layers.Maximum and Minimum alike) propagate a NaN
+# from either operand: a = [nan, 1, nan, inf, -inf, 2], b = [1, nan, nan, nan, nan, 3].
+TF_MAX_MIN = {"maximum": [nan, nan, nan, nan, nan, 3], "minimum": [nan, nan, nan, nan, nan, 2]}
+# Keras 3 PReLU(alpha=0.25) on [nan, inf, -inf, -1]: y, and dx with dy = 1.
+TF_PRELU = ([nan, inf, -inf, -0.25], [0, 1, 0.25, 0.25])
+_NUMPY_OPS = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply,
+              "divide": np.divide, "maximum": np.maximum, "minimum": np.minimum}
+
+
+def _binary(a, b, op, shape, sa, sb):
+    y = np.empty(int(np.prod(shape)), np.float32)
+    K.binary(a, b, y, K.BINARY_OPS[op], shape, sa, sb)
+    rank = len(shape)
+    got = run_row("binary", {"x0": a, "x1": b}, {"y": y.shape},
+                  (K.BINARY_OPS[op], rank, *shape, *sa, *sb))
+    assert np.array_equal(got["y"], y, equal_nan=True)
+    return y.reshape(shape)
+
+
+@pytest.mark.parametrize("op", list(TF_MAX_MIN))
+def test_maximum_minimum_nan_follow_tensorflow(op):
+    a = np.array([nan, 1, nan, inf, -inf, 2], np.float32)
+    b = np.array([1, nan, nan, nan, nan, 3], np.float32)
+    assert np.array_equal(_binary(a, b, op, (6,), (1,), (1,)), TF_MAX_MIN[op], equal_nan=True)
+
+
+# (layout, a's shape, b's shape): the row loops (vector-vector, vector-scalar and
+# scalar-vector) and the strided scalar loop (a transposed).
+LAYOUTS = [("vv", (3, 19), (3, 19)), ("vs", (3, 19), (3, 1)), ("sv", (3, 1), (3, 19)),
+           ("strided", (19, 3), (3, 19))]
+
+
+@pytest.mark.parametrize("layout, a_shape, b_shape", LAYOUTS, ids=[v[0] for v in LAYOUTS])
+@pytest.mark.parametrize("op", list(_NUMPY_OPS))
+def test_binary_nan_from_either_operand(op, layout, a_shape, b_shape):
+    rng = np.random.default_rng(13)
+    a = rng.standard_normal(a_shape).astype(np.float32)
+    b = rng.standard_normal(b_shape).astype(np.float32) + 3
+    a.flat[[0, a.size // 2, a.size - 1]] = nan
+    b.flat[[1, b.size - 1]] = nan
+    a_view = a.T if layout == "strided" else a
+    shape = (3, 19)
+    sa = tuple(s // 4 for s in np.broadcast_to(a_view, shape).strides)
+    sb = tuple(s // 4 for s in np.broadcast_to(b, shape).strides)
+    y = _binary(a.ravel(), b.ravel(), op, shape, sa, sb)
+    want = _NUMPY_OPS[op](a_view.astype(np.float64), b.astype(np.float64))
+    assert_nan_like(y, np.broadcast_to(want, shape), f"{op} {layout}", rtol=1e-6)
+
+
+def test_prelu_and_affine_nan():
+    x = np.array([nan, inf, -inf, -1], np.float32)
+    alpha = np.full(4, 0.25, np.float32)
+    y = np.empty_like(x)
+    K.prelu(x, alpha, y, (4,), (1,))
+    assert np.array_equal(y, TF_PRELU[0], equal_nan=True)
+    got = run_row("prelu", {"x0": x, "w": alpha}, {"y": x.shape}, (1, 4, 1, 4, 1))
+    assert np.array_equal(got["y"], y, equal_nan=True)
+    dx, dalpha = np.empty_like(x), np.empty_like(alpha)
+    K.prelu_grad(x, alpha, np.ones_like(x), dx, dalpha, (4,), (1,))
+    assert np.array_equal(dx, TF_PRELU[1])
+    # per-channel affine (BatchNorm that could not be folded) and scale: element by element
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((5, 19)).astype(np.float32)
+    x[2, 17] = nan
+    scale, shift = rng.standard_normal(19).astype(np.float32), rng.standard_normal(19).astype(np.float32)
+    y = np.empty_like(x)
+    K.channel_affine(x, scale, shift, y)
+    assert np.array_equal(np.isnan(y), np.isnan(x))
+    dy = x.copy()
+    K.channel_affine_grad(dy, scale, y)
+    assert np.array_equal(np.isnan(y), np.isnan(x))
+    K.scale(x.ravel(), y.ravel(), 0.0)                 # NaN * 0 is NaN, as TF's Mul
+    assert np.array_equal(np.isnan(y), np.isnan(x))
+
+
+def test_dropout_zeroes_nan_where_it_drops():
+    """TF's tf.nn.experimental.stateless_dropout (Keras 3's Dropout) on an all-NaN x gave
+    NaN where kept and 0 where dropped (where(keep, x * scale, 0)), and with dy = NaN its
+    gradient likewise: a dropped NaN must not leak through as NaN * 0."""
+    n = 203
+    x = np.full(n, nan, np.float32)
+    x[::10] = inf
+    y, mask = np.empty_like(x), np.empty_like(x)
+    K.dropout(x, y, mask, 0.5, np.array([42], np.uint64))
+    kept = mask != 0
+    assert 0 < kept.sum() < n
+    assert (y[~kept] == 0).all() and np.array_equal(y[kept], x[kept], equal_nan=True)
+    got = run_row("dropout_forward", {"x0": x}, {"y": (n,), "y2": (n,)}, (n, 42), (0.5,))
+    assert np.array_equal(got["y"], y, equal_nan=True) and np.array_equal(got["y2"], mask)
+    dy = np.full(n, nan, np.float32)
+    dx = np.empty_like(dy)
+    K.dropout_grad(dy, mask, dx)
+    assert (dx[~kept] == 0).all() and np.isnan(dx[kept]).all()
+    got = run_row("dropout_backward", {"x0": mask, "x1": dy}, {"y": (n,)}, (n,))
+    assert np.array_equal(got["y"], dx, equal_nan=True)
