@@ -31,8 +31,8 @@ cdef inline uint64_t _splitmix64(uint64_t z) noexcept nogil:
 cdef void dropout_forward(float* y, float* mask, const float* x, Py_ssize_t n, double rate,
                           uint64_t* rng_state) noexcept nogil:
     """mask[i] = 1 / (1 - rate) (float32) where kept, else 0; y = x * mask where kept, else
-    0 (NaN x included, as TF's where); OVERWRITES y and mask (y may be x).  0 <= rate < 1.  rng_state: the splitmix64 counter, advanced by n
-    draws (see the file comment)."""
+    0 (NaN x included, as TF's where); OVERWRITES y and mask (y may be x).  0 <= rate < 1.
+    rng_state: the splitmix64 counter, advanced by n draws (see the file comment)."""
     cdef uint64_t state = rng_state[0]
     cdef uint64_t threshold = <uint64_t>ceil(rate * 4294967296.0)
     cdef float scale = <float>(1.0 / (1.0 - rate))

@@ -649,3 +649,279 @@ def test_dropout_zeroes_nan_where_it_drops():
     assert (dx[~kept] == 0).all() and np.isnan(dx[kept]).all()
     got = run_row("dropout_backward", {"x0": mask, "x1": dy}, {"y": (n,)}, (n,))
     assert np.array_equal(got["y"], dx, equal_nan=True)
+
+
+# --- normalization: LayerNormalization, BatchNormalization (inference and training) -----------
+
+def _mask(a):
+    return "".join("N" if np.isnan(v) else "." for v in np.ravel(a))
+
+
+# TF / Keras 3 (layer(x) under tf.GradientTape, gamma and beta trainable) on x (3, 4) with x[1, 2]
+# = NaN and dy = 1, then on a finite x with dy[1, 2] = NaN: NaN masks of y, dx, dgamma, dbeta
+# (N: NaN), row-major.  LayerNormalization: the row; BatchNormalization in inference: the
+# element (dx = dy * inv_std * gamma never reads x); in training: the channel, whose moving
+# statistics also become NaN.
+TF_NORM = {
+    "layer": {"x": ("....NNNN....", "....NNNN....", "NNNN", "...."),
+              "dy": ("............", "....NNNN....", "..N.", "..N.")},
+    "layer_rms_scaling": {"x": ("....NNNN....", "....NNNN....", "NNNN", None),
+                          "dy": ("............", "....NNNN....", "..N.", None)},
+    "bn_inference": {"x": ("......N.....", "............", "..N.", "...."),
+                     "dy": ("............", "......N.....", "..N.", "..N.")},
+    "bn_train": {"x": ("..N...N...N.", "..N...N...N.", "..N.", "...."),
+                 "dy": ("............", "..N...N...N.", "..N.", "..N.")},
+}
+
+
+def _norm(kind, x, dy):
+    rows, c = x.shape
+    rng = np.random.default_rng(15)
+    gamma = rng.uniform(0.5, 2, c).astype(np.float32)
+    beta = rng.standard_normal(c).astype(np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    dgamma, dbeta = np.empty(c, np.float32), np.empty(c, np.float32)
+    moving = np.concatenate([rng.standard_normal(c), rng.uniform(0.5, 2, c)]).astype(np.float32)
+    if kind in ("layer", "layer_rms_scaling", "rms"):
+        mode = K.NORM_MODES[kind]
+        b = beta if kind == "layer" else None
+        K.layernorm(x, y, gamma, b, 1e-3, mode)
+        K.layernorm_grad(x, dy, gamma, dx, dgamma, dbeta if b is not None else None, 1e-3, mode)
+        return y, dx, dgamma, (dbeta if b is not None else None), None
+    if kind == "bn_inference":
+        K.batchnorm_inference(x, moving, gamma, beta, y, 1e-3)
+        K.batchnorm_inference_grad(x, dy, moving, gamma, dx, dgamma, dbeta, 1e-3)
+        return y, dx, dgamma, dbeta, None
+    saved = np.empty(2 * c, np.float32)
+    K.batchnorm_train(x, moving, gamma, beta, y, saved, 0.99, 1e-3)
+    K.batchnorm_train_grad(x, dy, saved, gamma, dx, dgamma, dbeta)
+    return y, dx, dgamma, dbeta, moving
+
+
+@pytest.mark.parametrize("kind", list(TF_NORM))
+def test_normalization_nan_follows_tensorflow(kind):
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    for case in ("x", "dy"):
+        xx, dy = x.copy(), np.ones_like(x)
+        (xx if case == "x" else dy)[1, 2] = nan
+        y, dx, dgamma, dbeta, moving = _norm(kind, xx, dy)
+        want = TF_NORM[kind][case]
+        assert (_mask(y), _mask(dx), _mask(dgamma)) == want[:3], (kind, case)
+        if want[3] is not None:
+            assert _mask(dbeta) == want[3], (kind, case)
+        if moving is not None:
+            assert _mask(moving) == ("..N." * 2 if case == "x" else "." * 8)
+
+
+@pytest.mark.parametrize("kind", ["layer", "layer_rms_scaling", "rms", "bn_inference", "bn_train"])
+def test_normalization_nan_stays_in_its_row_or_channel(kind):
+    """300 columns (more than one 256-column block: LayerNorm's backward then takes its
+    unfused path, BatchNorm two channel blocks): the NaN reaches its row (LayerNorm), its
+    element (BatchNorm inference) or its channel (training), and every other value is bit
+    for bit the NaN-free run's."""
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((5, 300)).astype(np.float32)
+    dy = rng.standard_normal((5, 300)).astype(np.float32)
+    clean = _norm(kind, x, dy)
+    xn = x.copy()
+    xn[3, 270] = nan
+    got = _norm(kind, xn, dy)
+    if kind.startswith("bn"):
+        touched = np.zeros((5, 300), bool)
+        if kind == "bn_train":
+            touched[:, 270] = True
+        else:
+            touched[3, 270] = True
+    else:
+        touched = np.zeros((5, 300), bool)
+        touched[3] = True
+    for name, g, c in zip(("y", "dx"), got[:2], clean[:2]):
+        t = touched if name == "y" or kind != "bn_inference" else np.zeros_like(touched)
+        assert np.array_equal(np.isnan(g), t), (kind, name)
+        assert np.array_equal(g[~t], c[~t]), (kind, name)
+
+
+# --- losses --------------------------------------------------------------------------------------
+
+# TF / Keras 3 losses with reduction=None on logits z (rows [nan, 1, 2], [1, 2, 3],
+# [inf, 1, 2], [-inf, 1, 2]), labels [1, 0, 1, 0] (one-hot for categorical), binary targets
+# [[1, 0, 1], [0, nan, 1], [1, 1, 0], [0, 0, 1]] (BCE, MSE), and for cce_nan_target logits
+# [1, 2, 3] on every row with the one-hot target's [1, 2] = NaN: (per-row loss, gradient of
+# their sum, row-major).  A NaN or +inf logit makes its softmax row's loss and gradient
+# NaN; a NaN target only its own gradient element and its row's loss.
+LOSS_Z = np.array([[nan, 1, 2], [1, 2, 3], [inf, 1, 2], [-inf, 1, 2]], np.float32)
+LOSS_LABELS = np.array([1, 0, 1, 0], np.int64)
+LOSS_BINARY = np.array([[1, 0, 1], [0, nan, 1], [1, 1, 0], [0, 0, 1]], np.float32)
+TF_LOSSES = {
+    "sparse": ([nan, 2.4076059, nan, inf],
+               [nan, nan, nan, -0.90996945, 0.24472848, 0.66524094, nan, nan, nan, -1.0,
+                0.26894143, 0.7310586]),
+    "cce": ([nan, 2.4076059, nan, inf],
+            [nan, nan, nan, -0.90996945, 0.24472848, 0.66524094, nan, nan, nan, -1.0,
+             0.26894143, 0.7310586]),
+    "cce_nan_target": ([1.4076059, nan, 1.4076059, 2.4076059],
+                       [0.090030573, -0.75527155, 0.66524094, -0.90996945, 0.24472848, nan,
+                        0.090030573, -0.75527155, 0.66524094, -0.90996945, 0.24472848,
+                        0.66524094]),
+    "bce": ([nan, nan, nan, nan],
+            [nan, 0.2436862, -0.039734304, 0.2436862, nan, -0.015808627, 0.0, -0.089647144,
+             0.29359904, 0.0, 0.2436862, -0.039734304]),
+    "mse": ([nan, nan, inf, inf],
+            [nan, 0.6666667, 0.6666667, 0.6666667, nan, 1.3333334, inf, -0.0, 1.3333334, -inf,
+             0.6666667, 0.6666667]),
+}
+
+
+@pytest.mark.parametrize("name", list(TF_LOSSES))
+def test_losses_nan_and_inf_follow_tensorflow(name):
+    loss, grad = np.empty(4, np.float32), np.empty((4, 3), np.float32)
+    if name == "sparse":
+        K.sparse_softmax_cross_entropy_loss(LOSS_Z, LOSS_LABELS, loss, grad)
+    elif name == "cce":
+        K.softmax_cross_entropy_loss(LOSS_Z, np.eye(3, dtype=np.float32)[LOSS_LABELS], loss, grad)
+    elif name == "cce_nan_target":
+        t = np.eye(3, dtype=np.float32)[LOSS_LABELS]
+        t[1, 2] = nan
+        K.softmax_cross_entropy_loss(np.repeat(LOSS_Z[1:2], 4, 0), t, loss, grad)
+    elif name == "bce":
+        K.sigmoid_binary_cross_entropy_loss(LOSS_Z, LOSS_BINARY, loss, grad)
+    else:
+        K.mean_squared_error_loss(LOSS_Z, LOSS_BINARY, loss, grad)
+    assert_nan_like(loss, TF_LOSSES[name][0], f"{name} loss", rtol=1e-6)
+    assert_nan_like(grad.ravel(), TF_LOSSES[name][1], f"{name} gradient", rtol=1e-6)
+
+
+def test_losses_with_label_smoothing_keep_nan():
+    t = np.eye(3, dtype=np.float32)[LOSS_LABELS]
+    t[1, 2] = nan
+    loss, grad = np.empty(4, np.float32), np.empty((4, 3), np.float32)
+    K.softmax_cross_entropy_loss(np.repeat(LOSS_Z[1:2], 4, 0), t, loss, grad, 0.1)
+    assert _mask(loss) == ".N.." and _mask(grad) == ".....N......"
+    K.sigmoid_binary_cross_entropy_loss(np.ones((4, 3), np.float32), LOSS_BINARY, loss, grad, 0.1)
+    assert _mask(loss) == ".N.." and _mask(grad) == "....N......."
+
+
+# --- data movement and dense backward -----------------------------------------------------------
+
+# TF (keras.layers.UpSampling2D((2, 3), interpolation="bilinear"), tf.GradientTape) on x
+# (1, 4, 5, 2) with x[0, 1, 2, 0] = x[0, 3, 4, 1] = NaN: the output NaN rectangles per channel
+# (rows, cols, inclusive); a NaN dy at [0, 3, 7, 0] gives dx NaN at (1, 2) and (2, 2) of
+# channel 0 only (weights of 0 included: TF's lerp is a + (b - a) * w, NaN for a NaN b).
+TF_BILINEAR_NAN = {0: ((1, 4), (5, 9)), 1: ((5, 7), (11, 14))}
+TF_BILINEAR_GRAD_NAN = [(1, 2), (2, 2)]
+
+
+def test_upsampling_nan_follows_tensorflow():
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((1, 4, 5, 2)).astype(np.float32)
+    x[0, 1, 2, 0] = x[0, 3, 4, 1] = nan
+    y = np.empty((1, 8, 15, 2), np.float32)
+    K.upsample_bilinear(x, y)
+    for ch, ((r0, r1), (c0, c1)) in TF_BILINEAR_NAN.items():
+        want = np.zeros((8, 15), bool)
+        want[r0:r1 + 1, c0:c1 + 1] = True
+        assert np.array_equal(np.isnan(y[0, :, :, ch]), want), ch
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dy[0, 3, 7, 0] = nan
+    dx = np.empty_like(x)
+    K.upsample_bilinear_grad(dy, dx)
+    assert [tuple(p) for p in np.argwhere(np.isnan(dx[0, :, :, 0]))] == TF_BILINEAR_GRAD_NAN
+    assert not np.isnan(dx[..., 1]).any()
+    # nearest: a copy each way (the backward sums each block)
+    yn = np.empty((1, 8, 15, 2), np.float32)
+    K.upsample_nearest(x, yn, 2, 3)
+    assert np.array_equal(np.isnan(yn), np.isnan(np.repeat(np.repeat(x, 2, 1), 3, 2)))
+    K.upsample_nearest_grad(dy, dx, 2, 3)
+    assert np.array_equal(np.argwhere(np.isnan(dx)), [[0, 1, 2, 0]])
+
+
+def test_copies_move_nan_exactly():
+    """ZeroPadding2D / Cropping2D, Concatenate (and its backward), Permute: NaN lands where
+    its value lands, padding stays 0."""
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
+    x[1, 4, 0, 2] = nan
+    y = np.empty((2, 8, 6, 3), np.float32)
+    K.window_copy(x, y, 2, 1)
+    want = np.pad(x, ((0, 0), (2, 1), (1, 1), (0, 0)))
+    assert np.array_equal(y, want, equal_nan=True)
+    yc = np.empty((2, 3, 2, 3), np.float32)
+    K.window_copy(x, yc, -2, -2)
+    assert np.array_equal(yc, x[:, 2:, 2:], equal_nan=True)
+    cat = np.zeros(2 * 5 * 4 * 5, np.float32)
+    K.concat(x.ravel(), cat, 2 * 5 * 4, 2)
+    assert np.array_equal(cat.reshape(2, 5, 4, 5)[..., 2:], x, equal_nan=True)
+    back = np.empty(x.size, np.float32)
+    K.concat_grad(cat, back, 2 * 5 * 4, 2)
+    assert np.array_equal(back.reshape(x.shape), x, equal_nan=True)
+    t = np.empty(x.size, np.float32)
+    K.transpose(x.ravel(), t, x.shape, (0, 3, 1, 2))
+    assert np.array_equal(t.reshape(2, 3, 5, 4), x.transpose(0, 3, 1, 2), equal_nan=True)
+
+
+def test_dense_grad_nan_stays_in_its_sample(gemm_isa):
+    """dx = dy @ w^T, dw = x^T @ dy, db = sums of dy on the GEMM micro-kernels: a NaN dy of
+    one sample makes that sample's dx row NaN, and dw / db NaN in its column only; a NaN x
+    makes only its row of dw NaN.  Everything else is bit for bit the NaN-free result."""
+    _, mr, nr = gemm_isa
+    m, k, n = 2 * mr + 1, 13, nr + 3
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    dy = rng.standard_normal((m, n)).astype(np.float32)
+    scratch = np.empty(max(K.dense_grad_scratch_size(m, k, n), 1), np.float32)
+
+    def grads(xx, dyy):
+        dx, dw, db = np.empty((m, k), np.float32), np.empty((k, n), np.float32), np.empty(n, np.float32)
+        K.dense_grad(xx, w, dyy, dx, dw, db, scratch)
+        return dx, dw, db
+
+    dx0, dw0, db0 = grads(x, dy)
+    dyn, xn = dy.copy(), x.copy()
+    dyn[m - 1, 5] = nan                      # the last row: a partial MR tile
+    xn[2, 7] = nan
+    dx, dw, db = grads(xn, dyn)
+    rows = np.arange(m) != m - 1
+    assert np.isnan(dx[m - 1]).all() and np.array_equal(dx[rows], dx0[rows])
+    assert np.array_equal(np.isnan(db), np.arange(n) == 5)
+    want = np.zeros((k, n), bool)
+    want[:, 5] = want[7, :] = True
+    assert np.array_equal(np.isnan(dw), want) and np.array_equal(dw[~want], dw0[~want])
+    assert np.array_equal(db[np.arange(n) != 5], db0[np.arange(n) != 5])
+
+
+# --- end to end: a Keras-written MobileNetV2 -------------------------------------------------------
+
+def _mobilenet():
+    import edgecore as ec
+    from fixtures import FIXTURES
+    return ec, ec.load(FIXTURES / "mobilenet_v2.k3.h5")        # input (96, 96, 3), 10 logits
+
+
+def test_mobilenet_v2_predicts_nan_for_a_nan_image_and_only_for_it():
+    """Keras 3.15.1 (TF 2.21, oneDNN on or off) predicts NaN for all 10 outputs of an all-NaN
+    image, and for a batch of 4 with one NaN pixel in image 2, NaN in row 2 only.  (Before
+    the NaN-keeping clamps, relu6 turned the NaN into 0 and this model answered finitely.)"""
+    _, model = _mobilenet()
+    assert np.isnan(model.predict(np.full((1, 96, 96, 3), nan, np.float32))).all()
+    rng = np.random.default_rng(21)
+    x = rng.uniform(-1, 1, (4, 96, 96, 3)).astype(np.float32)
+    clean = model.predict(x)
+    x[2, 40, 50, 1] = nan
+    got = model.predict(x)
+    assert np.isnan(got[2]).all() and not np.isnan(clean).any()
+    assert np.array_equal(got[[0, 1, 3]], clean[[0, 1, 3]])
+
+
+def test_training_on_a_nan_sample_gives_a_nan_loss():
+    """Keras 3.15.1's train_on_batch (SGD, mse) on this model with one NaN pixel in one of 4
+    samples returns loss NaN (and NaN weights after the step); so must we, not a finite loss
+    from a NaN clamped away."""
+    ec, model = _mobilenet()
+    model.compile(optimizer=ec.optimizers.SGD(learning_rate=0.01), loss="mse")
+    rng = np.random.default_rng(22)
+    x = rng.uniform(-1, 1, (4, 96, 96, 3)).astype(np.float32)
+    x[2, 10, 10, 0] = nan
+    loss = model.train_on_batch(x, rng.standard_normal((4, 10)).astype(np.float32))
+    assert np.isnan(np.asarray(loss, np.float64)).all()
