@@ -43,7 +43,7 @@ cdef void dropout_forward(float* y, float* mask, const float* x, Py_ssize_t n, d
         u = _splitmix64(state + <uint64_t>(i + 1) * _SPLITMIX_GOLDEN) >> 32
         keep = scale if u >= threshold else 0
         mask[i] = keep
-        y[i] = x[i] * keep if u >= threshold else 0
+        y[i] = (x[i] if u >= threshold else 0) * keep    # as dropout_backward
     rng_state[0] = state + <uint64_t>n * _SPLITMIX_GOLDEN
 
 
@@ -52,8 +52,13 @@ cdef void dropout_backward(float* dx, const float* dy, const float* mask,
     """dx = dy * mask where kept, else 0 (NaN dy included, as TF's where); mask: the
     matching dropout_forward's.  OVERWRITES dx, which may be dy."""
     cdef Py_ssize_t i
+    cdef float m, d
     for i in range(n):
-        dx[i] = dy[i] * mask[i] if mask[i] != 0 else 0
+        # Select, then multiply: a select between a product and 0 has GCC sink the product
+        # into the branch and give up vectorising (measured 9x slower).
+        m = mask[i]
+        d = dy[i]
+        dx[i] = (d if m != 0 else 0) * m
 
 
 # --- checked Python entry points ---------------------------------------------------------

@@ -49,7 +49,8 @@ cdef enum:
 
 cdef inline float _binop(int op, float a, float b) noexcept nogil:
     # Ternaries for max/min/prelu, as in the vector loops below, so every path agrees:
-    # `or a != a` makes a NaN a win (a NaN b already does), prelu's order keeps a NaN a.
+    # `| (a != a)` makes a NaN a win (a NaN b already does), prelu's order keeps a NaN a;
+    # `|`, not `or`: Cython's short-circuit `or` is a branch GCC does not vectorise.
     if op == BIN_ADD:
         return a + b
     elif op == BIN_SUB:
@@ -59,9 +60,9 @@ cdef inline float _binop(int op, float a, float b) noexcept nogil:
     elif op == BIN_DIV:
         return a / b
     elif op == BIN_MAX:
-        return a if a > b or a != a else b
+        return a if (a > b) | (a != a) else b
     elif op == BIN_MIN:
-        return a if a < b or a != a else b
+        return a if (a < b) | (a != a) else b
     return (0 if a < 0 else a) + b * (0 if a > 0 else a)
 
 
@@ -78,9 +79,9 @@ cdef void _binary_row_vv(float* y, const float* a, const float* b, Py_ssize_t n,
     elif op == BIN_DIV:
         for i in range(n): y[i] = a[i] / b[i]
     elif op == BIN_MAX:
-        for i in range(n): y[i] = a[i] if a[i] > b[i] or a[i] != a[i] else b[i]
+        for i in range(n): y[i] = a[i] if (a[i] > b[i]) | (a[i] != a[i]) else b[i]
     elif op == BIN_MIN:
-        for i in range(n): y[i] = a[i] if a[i] < b[i] or a[i] != a[i] else b[i]
+        for i in range(n): y[i] = a[i] if (a[i] < b[i]) | (a[i] != a[i]) else b[i]
     else:
         for i in range(n): y[i] = (0 if a[i] < 0 else a[i]) + b[i] * (0 if a[i] > 0 else a[i])
 
@@ -98,9 +99,9 @@ cdef void _binary_row_vs(float* y, const float* a, float s, Py_ssize_t n,
     elif op == BIN_DIV:
         for i in range(n): y[i] = a[i] / s
     elif op == BIN_MAX:
-        for i in range(n): y[i] = a[i] if a[i] > s or a[i] != a[i] else s
+        for i in range(n): y[i] = a[i] if (a[i] > s) | (a[i] != a[i]) else s
     elif op == BIN_MIN:
-        for i in range(n): y[i] = a[i] if a[i] < s or a[i] != a[i] else s
+        for i in range(n): y[i] = a[i] if (a[i] < s) | (a[i] != a[i]) else s
     else:
         for i in range(n): y[i] = (0 if a[i] < 0 else a[i]) + s * (0 if a[i] > 0 else a[i])
 

@@ -461,7 +461,7 @@ def test_global_pooling_nan_follows_tensorflow(case):
 
 
 def test_global_pooling_nan_stays_in_its_image_and_channel():
-    """300 channels (two blocks of the backward), a NaN in one channel of image 1 of 3, at
+    """300 channels (two blocks of the backward), NaN in three channels of image 1 of 3, at
     the first pixel and later: max and average are NaN in that channel of that image only,
     and so are their gradients (max: 0 / 0 over the channel; average: dy / hw never reads
     x); a NaN dy stays in its (image, channel)."""
@@ -469,12 +469,13 @@ def test_global_pooling_nan_stays_in_its_image_and_channel():
     rng = np.random.default_rng(9)
     x = rng.standard_normal((3, 5, 4, 300)).astype(np.float32)
     x[1, 0, 0, 7] = nan                          # the first pixel: read by the initial copy
-    x[1, 3, 2, 280] = nan
+    x[1, 3, 2, 280] = nan                        # pixel 14: inside a four-pixel pass
+    x[1, 4, 2, 100] = nan                        # pixel 18: past the last four-pixel pass
     dy = rng.standard_normal((3, 300)).astype(np.float32)
     dy[2, 11] = nan
     y, dx = _global_max(x, dy)
     nan_x = np.zeros((3, 300), bool)
-    nan_x[1, [7, 280]] = True
+    nan_x[1, [7, 100, 280]] = True
     assert np.array_equal(np.isnan(y), nan_x)
     assert_nan_like(y, ref.global_pool(x, "max"), "global max")
     assert_nan_like(dx, ref.global_pool_backward(x, dy, "max"), "global max dx")
