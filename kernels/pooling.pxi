@@ -56,24 +56,14 @@ cdef inline void _max_into(float* y_c, const float* x_c, Py_ssize_t c) noexcept 
         y_c[j] = b if b > a else a
 
 
-cdef inline void _max_init(float* y_c, const float* x_c, const float* x2_c,
-                           Py_ssize_t c) noexcept nogil:
-    # y = max(max(x, -FLT_MAX), x2) (x2 NULL: the first part only), a NaN never winning:
-    # TF's MaxPool starts from the lowest float, and this folds that start into the pass
-    # over a window's first two cells (in its own pass it cost 17% more instructions than
-    # the memcpy it replaced on 2x2 windows).
+cdef inline void _max_init(float* y_c, const float* x_c, Py_ssize_t c) noexcept nogil:
+    # y = max(x, -FLT_MAX), a NaN x giving -FLT_MAX: TF's MaxPool starts from the lowest
+    # float, and this folds that start into the first cell's pass.
     cdef Py_ssize_t j
-    cdef float a, b
-    if x2_c == NULL:
-        for j in range(c):
-            b = x_c[j]
-            y_c[j] = b if b > -FLT_MAX else -FLT_MAX
-        return
+    cdef float b
     for j in range(c):
-        a = x_c[j]
-        a = a if a > -FLT_MAX else -FLT_MAX
-        b = x2_c[j]
-        y_c[j] = b if b > a else a
+        b = x_c[j]
+        y_c[j] = b if b > -FLT_MAX else -FLT_MAX
 
 
 cdef void _global_max(float* mx, const float* x, Py_ssize_t hw, Py_ssize_t ld,
@@ -121,23 +111,21 @@ cdef void _pool_pixel(float* y_c, const float* x_b, const PoolGeom* g, Py_ssize_
                       Py_ssize_t ix, bint is_max) noexcept nogil:
     """One output pixel: y_c[:c] = max or mean over the valid cells of the window whose top
     left input cell is (iy, ix) (may lie in the padding); overwrites."""
-    cdef Py_ssize_t ky0, ky1, kx0, kx1, ky, kx, j, first_cells
+    cdef Py_ssize_t ky0, ky1, kx0, kx1, ky, kx, j
     cdef const float* xp
     cdef float inv
     _window_taps(iy, g.h, g.ph, 1, &ky0, &ky1)
     _window_taps(ix, g.w, g.pw, 1, &kx0, &kx1)
-    # The first valid cell initialises y (with the second when the first row has two): the
-    # window is never empty (see the wrapper).  Max pooling starts from the lowest float,
-    # as TF (a NaN then never wins: file comment).
-    first_cells = 2 if is_max and kx1 - kx0 >= 2 else 1
+    # The first valid cell initialises y: the window is never empty (see the wrapper).  Max
+    # pooling starts from the lowest float, as TF (a NaN then never wins: file comment).
     xp = x_b + ((iy + ky0) * g.w + ix + kx0) * g.c
     if is_max:
-        _max_init(y_c, xp, xp + g.c if first_cells == 2 else NULL, g.c)
+        _max_init(y_c, xp, g.c)
     else:
         memcpy(y_c, xp, g.c * sizeof(float))
     for ky in range(ky0, ky1):
         for kx in range(kx0, kx1):
-            if ky == ky0 and kx < kx0 + first_cells:
+            if ky == ky0 and kx == kx0:
                 continue
             xp = x_b + ((iy + ky) * g.w + ix + kx) * g.c
             if is_max:
