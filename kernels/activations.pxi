@@ -14,8 +14,19 @@
 # / 6 with x + 3 rounded in float32 (so hard_sigmoid'(2.9999998) = 0, as in TF); elu'(0) =
 # alpha, selu'(0) = scale.  Where TF's gradient reads the forward output (sigmoid, tanh,
 # exponential, elu, selu) so does this, from y when the caller has it.
+#
+# NaN, as TF 2.21 / Keras 3.15 (tests/test_kernels_nan.py records them): every forward
+# passes a NaN x through as NaN (relu, relu6, the clip of relu(max_value), hard_sigmoid
+# keep it: clamps compare `v < lo` then `v > hi`, both false for NaN, never fmin/fmax,
+# which drop it), except relu with a threshold and no slope, whose where(x > threshold,
+# x, 0) gives 0.  Backward, a NaN dy stays NaN where TF multiplies by a mask (ReluGrad,
+# Relu6Grad, hence relu, relu6 and hard_sigmoid everywhere, and every relu with a
+# negative slope) and becomes 0 where TF selects (tf.where, clip_by_value's gradient:
+# relu's threshold and max_value bounds, Keras 2 hard_sigmoid); a NaN x gets the mask's
+# 0 in the relu family, and the select's "else" branch in EluGrad / SeluGrad (their
+# activations < 0 test is false for NaN): elu'(NaN) = alpha, selu'(NaN) = scale.
 
-from libc.math cimport exp, expm1, log1p, tanh, erf, fabs, sqrt, fmin, fmax
+from libc.math cimport exp, expm1, log1p, tanh, erf, fabs, sqrt, fmax
 
 cdef double _SELU_ALPHA = 1.6732632423543772848170429916717
 cdef double _SELU_SCALE = 1.0507009873554804934193349852946
@@ -33,6 +44,13 @@ cdef inline double _sigmoid(double x) noexcept nogil:
     return e / (1.0 + e)
 
 
+cdef inline double _clip(double v, double lo, double hi) noexcept nogil:
+    # min(max(v, lo), hi) keeping NaN, as TF's Relu / Relu6 / clip_by_value do: both
+    # comparisons are false for NaN, so it passes (fmin / fmax would return the bound).
+    v = lo if v < lo else v
+    return hi if v > hi else v
+
+
 cdef inline double _softplus(double x) noexcept nogil:
     return fmax(x, 0.0) + log1p(exp(-fabs(x)))
 
@@ -40,15 +58,16 @@ cdef inline double _softplus(double x) noexcept nogil:
 cdef inline double _relu_general(double x, const Activation* a) noexcept nogil:
     # keras.activations.relu(x, negative_slope, max_value, threshold), same branch order
     # as Keras's ReLU.static_call: threshold gate (or relu), clip, minus the negative part.
+    # NaN: the where() gives 0, relu and the clip keep it, the negative part makes it NaN.
     cdef double v
     if a.threshold != 0:
         v = x if x > a.threshold else 0.0
     else:
-        v = fmax(x, 0.0)
+        v = _clip(x, 0.0, INFINITY)
     if a.max_value < INFINITY:
-        v = fmin(fmax(v, 0.0), a.max_value)
+        v = _clip(v, 0.0, a.max_value)
     if a.alpha != 0:
-        v -= a.alpha * fmax(a.threshold - x, 0.0)
+        v -= a.alpha * _clip(a.threshold - x, 0.0, INFINITY)
     return v
 
 
@@ -62,11 +81,11 @@ cdef inline float act_scalar(float xf, const Activation* a) noexcept nogil:
     elif code == ACT_SIGMOID:
         return <float>_sigmoid(x)
     elif code == ACT_HARD_SIGMOID:
-        return <float>(fmin(fmax(x + 3.0, 0.0), 6.0) / 6.0)
+        return <float>(_clip(x + 3.0, 0.0, 6.0) / 6.0)
     elif code == ACT_HARD_SIGMOID_K2:
-        return <float>fmin(fmax(0.2 * x + 0.5, 0.0), 1.0)
+        return <float>_clip(0.2 * x + 0.5, 0.0, 1.0)
     elif code == ACT_HARD_SWISH:
-        return <float>(x * fmin(fmax(x + 3.0, 0.0), 6.0) / 6.0)
+        return <float>(x * _clip(x + 3.0, 0.0, 6.0) / 6.0)
     elif code == ACT_SWISH:
         return <float>(x * _sigmoid(x))
     elif code == ACT_GELU:
@@ -108,35 +127,37 @@ cdef void activation_forward(float* y, const float* x, Py_ssize_t n,
     elif act_is_clamp(a):
         # The common case (relu, relu6).  Comparisons, not fminf/fmaxf: without
         # -ffast-math GCC keeps those as two libm calls per element (measured 30x slower).
+        # In this order (v < lo, then v > hi) a NaN fails both and passes, as through TF's
+        # Relu / Relu6; GCC still emits one maxps and one minps.
         act_clamp_bounds(a, &lo, &hi)
         for i in range(n):
             v = x[i]
-            v = v if v > lo else lo
-            y[i] = v if v < hi else hi
+            v = lo if v < lo else v
+            y[i] = hi if v > hi else v
     else:
         for i in range(n):
             y[i] = act_scalar(x[i], a)
 
 
-cdef inline double _relu_general_deriv(float x, const Activation* a) noexcept nogil:
-    # d/dx of _relu_general as TF differentiates Keras's ReLU.static_call, branch by branch.
-    cdef bint pos
-    cdef float v
+cdef inline float _relu_general_grad(float dy, float x, const Activation* a) noexcept nogil:
+    # dx of _relu_general as TF differentiates Keras's ReLU.static_call, op by op: where()
+    # and clip_by_value select (a NaN dy outside the branch gives 0), ReluGrad and
+    # Relu6Grad multiply by a 0/1 mask (a NaN dy stays NaN).  Exact: 0, dy or alpha * dy.
+    cdef float g
     if a.alpha != 0 and a.max_value == INFINITY and a.threshold == 0:
-        return 1.0 if x > 0 else a.alpha                  # tf.nn.leaky_relu
+        return dy if x > 0 else dy * a.alpha              # tf.nn.leaky_relu
     if a.threshold != 0:
-        pos = x > a.threshold                             # where(x > threshold, x, 0)
-        v = x if pos else 0
-        if a.max_value < INFINITY:                        # clip_by_value: bounds pass
-            pos = pos and 0 <= v <= a.max_value
+        # where(x > threshold, x, 0), then clip_by_value (bounds pass): both select.
+        g = dy if x > a.threshold and (a.max_value == INFINITY or 0 <= x <= a.max_value) else 0
     elif a.max_value == 6:
-        pos = 0 < x < 6                                   # tf.nn.relu6
+        g = dy * (<float>1 if 0 < x < 6 else <float>0)    # tf.nn.relu6
     else:
-        pos = x > 0                                       # tf.nn.relu
-        if a.max_value < INFINITY:
-            pos = pos and x <= a.max_value
-    # minus alpha * relu(threshold - x): its gradient is alpha where threshold - x > 0.
-    return (1.0 if pos else 0.0) + (a.alpha if a.alpha != 0 and x < a.threshold else 0.0)
+        g = dy if a.max_value == INFINITY or x <= a.max_value else 0   # clip (NaN x: 0)
+        g = g * (<float>1 if x > 0 else <float>0)         # tf.nn.relu
+    if a.alpha != 0:
+        # minus alpha * relu(threshold - x): ReluGrad's mask times alpha * dy.
+        g = g + (dy * a.alpha) * (<float>1 if x < a.threshold else <float>0)
+    return g
 
 
 cdef inline double _act_deriv(float xf, float yf, const Activation* a) noexcept nogil:
@@ -145,7 +166,7 @@ cdef inline double _act_deriv(float xf, float yf, const Activation* a) noexcept 
     cdef float xs
     cdef int code = a.code
     if code == ACT_RELU:
-        return _relu_general_deriv(xf, a)
+        return _relu_general_grad(1, xf, a)
     elif code == ACT_SIGMOID:
         return y * (1.0 - y)                              # SigmoidGrad reads y
     elif code == ACT_HARD_SIGMOID or code == ACT_HARD_SWISH:
@@ -153,7 +174,7 @@ cdef inline double _act_deriv(float xf, float yf, const Activation* a) noexcept 
         u = 1.0 / 6.0 if 0 < xs < 6 else 0.0
         if code == ACT_HARD_SIGMOID:
             return u
-        return fmin(fmax(<double>xs, 0.0), 6.0) / 6.0 + x * u     # x * hard_sigmoid(x)
+        return _clip(xs, 0.0, 6.0) / 6.0 + x * u          # x * hard_sigmoid(x)
     elif code == ACT_HARD_SIGMOID_K2:
         # TF passes the gradient where 0 <= (0.2f * x) + 0.5f <= 1, each op rounded to float
         # (clip_by_value: bounds pass).  Computing that here would let the compiler fuse it
@@ -170,9 +191,10 @@ cdef inline double _act_deriv(float xf, float yf, const Activation* a) noexcept 
         return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (
             1.0 + 3.0 * 0.044715 * x * x)
     elif code == ACT_ELU:
-        return 1.0 if x > 0 else y + a.alpha              # EluGrad: alpha * (elu(x) + 1)
+        # EluGrad: alpha * (elu(x) + 1) where elu(x) < 0, else alpha (x = NaN included)
+        return 1.0 if x > 0 else (y + a.alpha if x < 0 else a.alpha)
     elif code == ACT_SELU:
-        return _SELU_SCALE if y >= 0 else y + _SELU_SCALE * _SELU_ALPHA   # SeluGrad
+        return y + _SELU_SCALE * _SELU_ALPHA if y < 0 else _SELU_SCALE   # SeluGrad (NaN: scale)
     elif code == ACT_SOFTPLUS:
         return _sigmoid(x)
     elif code == ACT_SOFTSIGN:
@@ -209,22 +231,29 @@ cdef void activation_backward(float* dx, const float* dy, const float* x, const 
         if dx != dy:
             for i in range(n):
                 dx[i] = dy[i]
+    # ReluGrad, Relu6Grad and hard_sigmoid's multiply dy by the mask (a NaN dy stays NaN,
+    # as in TF), which also loads dy unconditionally so GCC vectorises the loop.
     elif plain_relu and a.max_value == INFINITY:
         for i in range(n):
-            dx[i] = dy[i] if x[i] > 0 else 0                  # ReluGrad
+            dx[i] = dy[i] * (<float>1 if x[i] > 0 else <float>0)           # ReluGrad
     elif plain_relu and a.max_value == 6:
         for i in range(n):
-            dx[i] = dy[i] if 0 < x[i] < 6 else 0              # Relu6Grad
+            dx[i] = dy[i] * (<float>1 if 0 < x[i] < 6 else <float>0)       # Relu6Grad
     elif a.code == ACT_LEAKY_RELU:
         for i in range(n):
             dx[i] = dy[i] if x[i] > 0 else dy[i] * a.alpha    # LeakyReluGrad
     elif a.code == ACT_RELU:
         for i in range(n):
-            dx[i] = dy[i] * <float>_relu_general_deriv(x[i], a)     # 0, 1 or alpha: exact
+            dx[i] = _relu_general_grad(dy[i], x[i], a)
     elif a.code == ACT_HARD_SIGMOID:
         for i in range(n):
             xv = x[i] + <float>3.0
-            dx[i] = dy[i] / <float>6.0 if 0 < xv < 6 else 0     # (dy / 6) through Relu6Grad
+            dx[i] = (dy[i] / <float>6.0) * (<float>1 if 0 < xv < 6 else <float>0)   # Relu6Grad
+    elif a.code == ACT_HARD_SIGMOID_K2:
+        for i in range(n):
+            # clip_by_value's gradient selects (a NaN dy outside the interval gives 0),
+            # then Mul's: dy * 0.2f.  The interval: see _act_deriv.
+            dx[i] = dy[i] * <float>0.2 if _K2_PASS_LO <= x[i] <= _K2_PASS_HI else 0
     elif a.code >= ACT_CELU:
         _activation_backward_k3(dx, dy, x, n, a)              # activations_k3.pxi
     else:

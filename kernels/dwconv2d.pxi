@@ -162,14 +162,15 @@ cdef void _dwconv2d_row(float* y_row, const float* x_b, const float* w_hwcm,
 
 
 cdef inline void _clamp_inplace(float* y, Py_ssize_t n, float lo, float hi) noexcept nogil:
-    """y = min(max(y, lo), hi).  Ternaries, not fminf/fmaxf: GCC vectorises these to
-    maxps/minps but calls libm for fminf/fmaxf (their NaN rules differ)."""
+    """y = min(max(y, lo), hi), a NaN kept (TF's Relu / Relu6 pass it): in this order
+    both comparisons are false for NaN.  Ternaries, not fminf/fmaxf: GCC vectorises these
+    to maxps/minps but calls libm for fminf/fmaxf (which would also drop the NaN)."""
     cdef Py_ssize_t i
     cdef float v
     for i in range(n):
         v = y[i]
-        v = v if v > lo else lo
-        y[i] = v if v < hi else hi
+        v = lo if v < lo else v
+        y[i] = hi if v > hi else v
 
 
 cdef void dwconv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_hwcm,

@@ -22,6 +22,9 @@
 # f32_column_sums does), so a squeeze-excite db of N*H*W terms loses nothing to a float
 # running sum.  The backward needs each operand's strides to be its compact broadcast
 # strides (0 on broadcast axes, C order elsewhere), which is what the planner writes.
+# NaN, as TF 2.21: maximum and minimum return NaN when either operand is NaN (TF's
+# Maximum / Minimum propagate it; a plain `a > b ? a : b` would drop a NaN a), PReLU keeps
+# a NaN x (Keras: relu(x) - alpha * relu(-x)); the rest propagate it by arithmetic.
 # Non-goals: integer dtypes, negative strides, rank > 6.
 
 from libc.string cimport memcpy
@@ -45,7 +48,9 @@ cdef enum:
 
 
 cdef inline float _binop(int op, float a, float b) noexcept nogil:
-    # Ternaries for max/min/prelu, as in the vector loops below, so every path agrees.
+    # Ternaries for max/min/prelu, as in the vector loops below, so every path agrees:
+    # `| (a != a)` makes a NaN a win (a NaN b already does), prelu's order keeps a NaN a;
+    # `|`, not `or`: Cython's short-circuit `or` is a branch GCC does not vectorise.
     if op == BIN_ADD:
         return a + b
     elif op == BIN_SUB:
@@ -55,10 +60,10 @@ cdef inline float _binop(int op, float a, float b) noexcept nogil:
     elif op == BIN_DIV:
         return a / b
     elif op == BIN_MAX:
-        return a if a > b else b
+        return a if (a > b) | (a != a) else b
     elif op == BIN_MIN:
-        return a if a < b else b
-    return (a if a > 0 else 0) + b * (a if a < 0 else 0)
+        return a if (a < b) | (a != a) else b
+    return (0 if a < 0 else a) + b * (0 if a > 0 else a)
 
 
 cdef void _binary_row_vv(float* y, const float* a, const float* b, Py_ssize_t n,
@@ -74,11 +79,11 @@ cdef void _binary_row_vv(float* y, const float* a, const float* b, Py_ssize_t n,
     elif op == BIN_DIV:
         for i in range(n): y[i] = a[i] / b[i]
     elif op == BIN_MAX:
-        for i in range(n): y[i] = a[i] if a[i] > b[i] else b[i]
+        for i in range(n): y[i] = a[i] if (a[i] > b[i]) | (a[i] != a[i]) else b[i]
     elif op == BIN_MIN:
-        for i in range(n): y[i] = a[i] if a[i] < b[i] else b[i]
+        for i in range(n): y[i] = a[i] if (a[i] < b[i]) | (a[i] != a[i]) else b[i]
     else:
-        for i in range(n): y[i] = (a[i] if a[i] > 0 else 0) + b[i] * (a[i] if a[i] < 0 else 0)
+        for i in range(n): y[i] = (0 if a[i] < 0 else a[i]) + b[i] * (0 if a[i] > 0 else a[i])
 
 
 cdef void _binary_row_vs(float* y, const float* a, float s, Py_ssize_t n,
@@ -94,11 +99,11 @@ cdef void _binary_row_vs(float* y, const float* a, float s, Py_ssize_t n,
     elif op == BIN_DIV:
         for i in range(n): y[i] = a[i] / s
     elif op == BIN_MAX:
-        for i in range(n): y[i] = a[i] if a[i] > s else s
+        for i in range(n): y[i] = a[i] if (a[i] > s) | (a[i] != a[i]) else s
     elif op == BIN_MIN:
-        for i in range(n): y[i] = a[i] if a[i] < s else s
+        for i in range(n): y[i] = a[i] if (a[i] < s) | (a[i] != a[i]) else s
     else:
-        for i in range(n): y[i] = (a[i] if a[i] > 0 else 0) + s * (a[i] if a[i] < 0 else 0)
+        for i in range(n): y[i] = (0 if a[i] < 0 else a[i]) + s * (0 if a[i] > 0 else a[i])
 
 
 cdef void _binary_row(float* y, const float* a, Py_ssize_t sa, const float* b, Py_ssize_t sb,

@@ -75,8 +75,10 @@ typedef struct {
  * Loads and stores go through `may_alias, aligned(4)` vector types rather than memcpy:
  * under target("avx2") GCC 12 split each 32-byte memcpy into two 16-byte halves through
  * the stack, which made the AVX2 variant slower than the SSE one (measured 4x).  The clamp
- * is a compare-and-select on integer masks (C has no vector ?:); full tiles are stored
- * straight to C, partial ones (nc < NR) through a small buffer. */
+ * is a compare-and-select on integer masks (C has no vector ?:), replacing only where
+ * acc < lo or acc > hi: both are false for NaN, so a NaN passes as through TF's Relu /
+ * Relu6 (selecting where acc > lo would map it to lo); full tiles are stored straight to
+ * C, partial ones (nc < NR) through a small buffer. */
 #define EC_F32_GEMM_BODY(VT, VI, VW, MR)                                                    \
     const float *ap[MR];                                                                    \
     VT acc0[MR], acc1[MR], b0, b1;                                                          \

@@ -18,6 +18,10 @@
 #   * sigmoid cross-entropy: TF's stable max(z, 0) - z t + log1p(exp(-|z|)) per element,
 #     averaged over the last axis; gradient (sigmoid(z) - t) / cols.
 # Losses and gradients are computed in double and rounded once.
+# NaN, as TF 2.21 (tests/test_kernels_nan.py): a NaN or +inf logit makes its row's
+# softmax cross-entropy loss and gradient NaN (a -inf one gives a 0 probability); a NaN
+# target, or any NaN element of the element-wise losses, makes its row's loss and its own
+# gradient element NaN.  No comparison or clamp here drops a NaN: exp, log and log1p keep it.
 # Non-goals: sample weights, ignore_class, probabilities input (from_logits=False on an
 # output that is not a softmax / sigmoid), reductions other than a scale.
 

@@ -21,6 +21,9 @@
 # x), from the same row statistics recomputed from x: no saved buffer.  Its per-column
 # sums (dgamma, dbeta) run in double over blocks of _NORM_BLOCK columns, as BatchNorm's do
 # (batchnorm.pxi, which also uses the shared argument checks at the end of this file).
+# NaN: a NaN in a row makes that row's statistics, y and dx NaN, and dgamma NaN (every
+# column sums that row); a NaN dy its row of dx and its column of dgamma and dbeta, as
+# TF's autodiff of Keras's formulas (tests/test_kernels_nan.py records it).
 # Non-goals: normalising over non-trailing axes; BatchNormalization is in batchnorm.pxi.
 
 from libc.math cimport sqrt

@@ -10,6 +10,14 @@
 # The wrapper requires every pad < window size, which guarantees a non-empty window
 # (Keras 'same' padding never exceeds k - 1 per side).
 #
+# NaN and -inf, as TF 2.21 (Eigen and oneDNN alike; tests/test_kernels_nan.py records it):
+# MaxPool starts each window from the lowest float and takes a cell only when it is
+# larger, so a NaN cell is skipped, a window of NaN and -inf gives -FLT_MAX (not -inf),
+# and the gradient follows the backward's argmax below (a NaN first cell keeps it).
+# GlobalMaxPooling2D is reduce_max, which propagates NaN: one NaN pixel makes its channel
+# NaN, and its gradient (x == max) / count * dy is then 0 / 0 = NaN over that channel.
+# Averages propagate NaN by arithmetic; their gradients never read x.
+#
 # Backward, as TensorFlow differentiates Keras's ops (all overwrite dx):
 #   max pooling (MaxPoolGrad)    each window's dy goes to ONE cell, the first maximum in
 #                                row-major window order (TF's CPU kernel keeps the first
@@ -20,6 +28,8 @@
 #                                _MinOrMaxGrad: (x == max) / count * dy), unlike max pooling.
 # Non-goals: dilated pooling, count_include_pad averaging.
 
+from libc.float cimport FLT_MAX
+from libc.math cimport NAN
 from libc.string cimport memcpy, memset
 
 cdef enum:
@@ -36,6 +46,7 @@ cdef struct PoolGeom:
 
 
 cdef inline void _max_into(float* y_c, const float* x_c, Py_ssize_t c) noexcept nogil:
+    # y = max(y, x) where a NaN x never wins (TF's MaxPool).
     cdef Py_ssize_t j
     cdef float a, b
     for j in range(c):
@@ -43,6 +54,57 @@ cdef inline void _max_into(float* y_c, const float* x_c, Py_ssize_t c) noexcept 
         a = y_c[j]
         b = x_c[j]
         y_c[j] = b if b > a else a
+
+
+cdef inline void _max_init(float* y_c, const float* x_c, Py_ssize_t c) noexcept nogil:
+    # y = max(x, -FLT_MAX), a NaN x giving -FLT_MAX: TF's MaxPool starts from the lowest
+    # float, and this folds that start into the first cell's pass.
+    cdef Py_ssize_t j
+    cdef float b
+    for j in range(c):
+        b = x_c[j]
+        y_c[j] = b if b > -FLT_MAX else -FLT_MAX
+
+
+cdef void _global_max(float* mx, const float* x, Py_ssize_t hw, Py_ssize_t ld,
+                      Py_ssize_t nc) noexcept nogil:
+    """mx[j] = max over the hw pixels (rows of stride ld) of x[p * ld + j], j < nc, NaN if
+    any of them is (TF's reduce_max); overwrites mx.  Four pixels per pass: their max
+    (three maxps, skipping NaN) joins mx's and one unordered test per pair makes a NaN
+    stick, about 2.5 vector ops per element and one read-modify-write of mx per four
+    pixels.  A per-element NaN-propagating select (six ops on SSE2) measured 1.5x slower
+    than the plain max this replaces; this measured 0.9x of it (32x7x7x1280)."""
+    cdef Py_ssize_t p = 1, j
+    cdef const float* x1
+    cdef const float* x2
+    cdef const float* x3
+    cdef const float* x4
+    cdef float a, v1, v2, v3, v4, m1, m2
+    memcpy(mx, x, nc * sizeof(float))         # a NaN here stays: nothing is > NaN
+    while p + 4 <= hw:
+        x1 = x + p * ld
+        x2 = x1 + ld
+        x3 = x2 + ld
+        x4 = x3 + ld
+        for j in range(nc):
+            a = mx[j]
+            v1 = x1[j]
+            v2 = x2[j]
+            v3 = x3[j]
+            v4 = x4[j]
+            m1 = v1 if v1 > v2 else v2
+            m2 = v3 if v3 > v4 else v4
+            m1 = m1 if m1 > m2 else m2
+            m1 = m1 if m1 > a else a
+            mx[j] = NAN if (v1 != v1) | (v2 != v2) | (v3 != v3) | (v4 != v4) else m1
+        p += 4
+    for p in range(p, hw):
+        x1 = x + p * ld
+        for j in range(nc):
+            a = mx[j]
+            v1 = x1[j]
+            m1 = v1 if v1 > a else a
+            mx[j] = v1 if v1 != v1 else m1
 
 
 cdef void _pool_pixel(float* y_c, const float* x_b, const PoolGeom* g, Py_ssize_t iy,
@@ -54,8 +116,13 @@ cdef void _pool_pixel(float* y_c, const float* x_b, const PoolGeom* g, Py_ssize_
     cdef float inv
     _window_taps(iy, g.h, g.ph, 1, &ky0, &ky1)
     _window_taps(ix, g.w, g.pw, 1, &kx0, &kx1)
-    # The first valid cell initialises y: the window is never empty (see the wrapper).
-    memcpy(y_c, x_b + ((iy + ky0) * g.w + ix + kx0) * g.c, g.c * sizeof(float))
+    # The first valid cell initialises y: the window is never empty (see the wrapper).  Max
+    # pooling starts from the lowest float, as TF (a NaN then never wins: file comment).
+    xp = x_b + ((iy + ky0) * g.w + ix + kx0) * g.c
+    if is_max:
+        _max_init(y_c, xp, g.c)
+    else:
+        memcpy(y_c, xp, g.c * sizeof(float))
     for ky in range(ky0, ky1):
         for kx in range(kx0, kx1):
             if ky == ky0 and kx == kx0:
@@ -84,8 +151,9 @@ cdef void _pool2d_forward(float* y_nhwc, const float* x_nhwc, const PoolGeom* g,
 
 
 cdef void maxpool2d_forward(float* y_nhwc, const float* x_nhwc, const PoolGeom* g) noexcept nogil:
-    """y = max over each window's valid cells (padding ignored); overwrites y.  y must not
-    overlap x; every window must hold a valid cell (pads < window size)."""
+    """y = max over each window's valid cells (padding ignored), NaN cells skipped and the
+    result at least -FLT_MAX, as TF's MaxPool; overwrites y.  y must not overlap x; every
+    window must hold a valid cell (pads < window size)."""
     _pool2d_forward(y_nhwc, x_nhwc, g, True)
 
 
@@ -135,18 +203,19 @@ cdef void global_avgpool_forward(float* y_nc, const float* x_nhwc, Py_ssize_t n,
 
 cdef void global_maxpool_forward(float* y_nc, const float* x_nhwc, Py_ssize_t n,
                                  Py_ssize_t hw, Py_ssize_t c) noexcept nogil:
-    """y[b, :] = max of x[b] over its hw pixels; overwrites y (n, c).  hw >= 1."""
-    cdef Py_ssize_t b, p
+    """y[b, :] = max of x[b] over its hw pixels, NaN if any is (TF's reduce_max);
+    overwrites y (n, c).  hw >= 1."""
+    cdef Py_ssize_t b
     for b in range(n):
-        memcpy(y_nc + b * c, x_nhwc + b * hw * c, c * sizeof(float))
-        for p in range(1, hw):
-            _max_into(y_nc + b * c, x_nhwc + (b * hw + p) * c, c)
+        _global_max(y_nc + b * c, x_nhwc + b * hw * c, hw, c, c)
 
 
 cdef void _maxpool_pixel_backward(float* dx_b, const float* dy_c, const float* x_b,
                                   const PoolGeom* g, Py_ssize_t iy, Py_ssize_t ix) noexcept nogil:
     """dx_b[argmax cell, j] += dy_c[j] for the window whose top-left input cell is (iy, ix);
-    the argmax is the first maximum in row-major window order (strict > while scanning)."""
+    the argmax is the first maximum in row-major window order (strict > while scanning,
+    from the first cell: a NaN there keeps the gradient, a later NaN never takes it, as
+    TF's MaxPoolGrad)."""
     cdef float best[_POOLB_BLOCK]
     cdef Py_ssize_t at[_POOLB_BLOCK]
     cdef Py_ssize_t ky0, ky1, kx0, kx1, ky, kx, j, blk, c0, nc, off
@@ -234,10 +303,12 @@ cdef void global_avgpool_backward(float* dx_nhwc, const float* dy_nc, Py_ssize_t
 cdef void global_maxpool_backward(float* dx_nhwc, const float* dy_nc, const float* x_nhwc,
                                   Py_ssize_t n, Py_ssize_t hw, Py_ssize_t c) noexcept nogil:
     """Gradient of global_maxpool_forward as TF's reduce_max: dy split equally among the
-    pixels tied at the maximum, dx = (1 / count) * dy there, 0 elsewhere.  OVERWRITES dx
-    (n, hw, c), which must not overlap dy or x."""
+    pixels tied at the maximum, dx = ((x == max) / count) * dy: (1 / count) * dy there,
+    0 * dy elsewhere (NaN where dy is), and 0 / 0 * dy = NaN over a channel whose maximum is
+    NaN.  OVERWRITES dx (n, hw, c), which must not overlap dy or x."""
     cdef float mx[_POOLB_BLOCK]
     cdef float share[_POOLB_BLOCK]
+    cdef float other[_POOLB_BLOCK]
     cdef Py_ssize_t b, p, j, blk, c0, nc
     cdef const float* xp
     cdef float* dxp
@@ -245,9 +316,7 @@ cdef void global_maxpool_backward(float* dx_nhwc, const float* dy_nc, const floa
         for blk in range((c + _POOLB_BLOCK - 1) // _POOLB_BLOCK):
             c0 = blk * _POOLB_BLOCK
             nc = min(<Py_ssize_t>_POOLB_BLOCK, c - c0)
-            memcpy(mx, x_nhwc + b * hw * c + c0, nc * sizeof(float))
-            for p in range(1, hw):
-                _max_into(mx, x_nhwc + (b * hw + p) * c + c0, nc)
+            _global_max(mx, x_nhwc + b * hw * c + c0, hw, c, nc)
             for j in range(nc):
                 share[j] = 0
             for p in range(hw):
@@ -255,12 +324,14 @@ cdef void global_maxpool_backward(float* dx_nhwc, const float* dy_nc, const floa
                 for j in range(nc):
                     share[j] += 1 if xp[j] == mx[j] else 0
             for j in range(nc):
+                # 0 * dy, or NaN when no pixel equals the maximum (a NaN one): 0 / 0.
+                other[j] = (<float>0 / share[j]) * dy_nc[b * c + c0 + j]
                 share[j] = (<float>1 / share[j]) * dy_nc[b * c + c0 + j]
             for p in range(hw):
                 xp = x_nhwc + (b * hw + p) * c + c0
                 dxp = dx_nhwc + (b * hw + p) * c + c0
                 for j in range(nc):
-                    dxp[j] = share[j] if xp[j] == mx[j] else 0
+                    dxp[j] = share[j] if xp[j] == mx[j] else other[j]
 
 
 # --- checked Python entry points -------------------------------------------------------

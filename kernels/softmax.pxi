@@ -9,9 +9,14 @@
 # y may alias x: each pass reads x[i] before it writes y[i], later passes read only y.
 # softmax_backward: dx = y * (dy - sum(dy * y)) along the same axis, TF's SoftmaxGrad
 # ((dy - sum) * y, the sum in double here), over the same two paths.
+# NaN: a NaN or +inf logit, or a slice of -inf only, makes its whole slice NaN (its term,
+# hence the sum, is NaN), and a NaN y or dy the whole slice of dx, as TF's Eigen kernels
+# compute them (TF 2.21 with TF_ENABLE_ONEDNN_OPTS=0, and on aarch64).  The x86 oneDNN
+# softmax TF uses by default gives NaN at the NaN logits and 0 elsewhere in the slice
+# instead; we follow the portable kernel.  The -88 clamp keeps a NaN (`v < -88` is false).
 # Non-goals: masking, log_softmax (add beside this when a loss needs it).
 
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, uint32_t
 
 cdef enum:
     _SM_LANES = 64      # inner positions per block of the strided path (stack arrays)
@@ -23,10 +28,12 @@ cdef union _F32Bits:
 
 
 cdef inline float _exp_nonpos(float x) noexcept nogil:
-    """e^x for -87 <= x <= 0 (callers clamp), within ~1 ulp: Cephes expf's range reduction
+    """e^x for -88 <= x <= 0 (callers clamp), within ~1 ulp above FLT_MIN, and exactly 0
+    below about -87.7 (as TF's float exp, which flushes there): Cephes expf's range reduction
     and polynomial as straight-line float arithmetic with no call and no branch, so loops
     of it vectorise.  glibc's expf is a call per element (measured 3.4 ns each on the
-    x86-64 runner, 3.6x slower than NumPy's SIMD exp over a 32x1000 softmax)."""
+    x86-64 runner, 3.6x slower than NumPy's SIMD exp over a 32x1000 softmax).  A NaN x
+    gives NaN: r and p are NaN whatever bits `scale` gets."""
     cdef _F32Bits t, scale
     cdef float n, r, p
     # Adding 1.5 * 2^23 rounds x*log2(e) to the nearest integer n, which then sits in the
@@ -40,8 +47,10 @@ cdef inline float _exp_nonpos(float x) noexcept nogil:
     p = p * r + <float>4.1665795894e-2
     p = p * r + <float>1.6666665459e-1
     p = p * r + <float>5.0000001201e-1
-    # 2^n from its exponent bits; n >= -126 because x >= -87, so 2^n is a normal float.
-    scale.i = (t.i - 0x4B400000 + 127) << 23
+    # 2^n from its exponent bits; n >= -127 because x >= -88: 2^n is a normal float, or
+    # for n = -127 the all-zero bits, 0.0, so e^x < ~FLT_MIN / 2 comes out as exactly 0.
+    # The shift is unsigned: for a NaN x the bits overflow (a signed shift would be UB).
+    scale.i = <int32_t>(<uint32_t>(t.i - 0x4B400000 + 127) << 23)
     return (p * r * r + r + <float>1.0) * scale.f
 
 
@@ -75,10 +84,11 @@ cdef void _softmax_row(float* y, const float* x, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     # Clamp and exponentiate in separate loops: with the clamp select feeding arithmetic in
     # one loop, GCC sinks the arithmetic into the branches and gives up vectorising.
-    # Terms below e^-87 (under FLT_MIN, after a max-subtraction) come out as e^-87 ~ 2e-38.
+    # Terms below ~e^-87.7 (under FLT_MIN, after a max-subtraction) come out as exactly 0,
+    # as in TF, whose float exp flushes them; so does a -inf logit among finite ones.
     for i in range(n):
         v = x[i] - m
-        y[i] = v if v > -87 else -87
+        y[i] = -88 if v < -88 else v
     for i in range(n):
         y[i] = _exp_nonpos(y[i])
     inv = <float>(1.0 / _sum4(y, n, 0.0, False))      # _sum4: normalization.pxi
@@ -109,7 +119,7 @@ cdef void _softmax_lanes(float* y, const float* x, Py_ssize_t n, Py_ssize_t inne
         yr = y + i * inner
         for j in range(lanes):
             v = xr[j] - m[j]
-            yr[j] = v if v > -87 else -87
+            yr[j] = -88 if v < -88 else v
         for j in range(lanes):
             yr[j] = _exp_nonpos(yr[j])
         for j in range(lanes):

@@ -12,9 +12,9 @@ GUARD = 16
 
 def run_row(name, inputs, outputs, ints, floats=(), scratch=0, act=None):
     """inputs: {column: array}, outputs: {column: shape}, operands absent from both are -1;
-    scratch: floats of scratch (NaN-filled, guarded); act: (activation code, {alpha,
-    max_value, threshold}) for the row's activation columns.  Returns {column: output
-    array}; checks the guards."""
+    scratch: floats of scratch (NaN-filled, guarded); act: the row's activation, as
+    (code, {alpha, max_value, threshold}) or (code, alpha, max_value, threshold), linear if
+    None.  Returns {column: output array}; checks the guards."""
     parts, refs, offset = [], {}, 0
     operands = [(c, a) for c, a in inputs.items()]
     operands += [(c, np.full(s, np.nan, np.float32)) for c, s in outputs.items()]
@@ -35,10 +35,13 @@ def run_row(name, inputs, outputs, ints, floats=(), scratch=0, act=None):
     fparams = np.zeros((1, K.ROW_FLOATS), np.float32)
     fparams[0, 1] = np.inf                       # activation max_value (unused here)
     if act is not None:
-        code, params = act
-        row[0, 9] = code
-        fparams[0, :3] = (params.get("alpha", 0.0), params.get("max_value", np.inf),
-                          params.get("threshold", 0.0))
+        row[0, 9] = act[0]
+        if isinstance(act[1], dict):
+            params = act[1]
+            fparams[0, :3] = (params.get("alpha", 0.0), params.get("max_value", np.inf),
+                              params.get("threshold", 0.0))
+        else:
+            fparams[0, :3] = act[1:]
     fparams[0, 3:3 + len(floats)] = floats
     K.run_plan(row, fparams, arena, np.zeros(1, np.float32), arena.size, K.gemm_isa()[2])
     for column, arr in operands:

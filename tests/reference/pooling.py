@@ -2,10 +2,15 @@
 cells are ignored by max and not counted by average ('same' AveragePooling2D divides by
 the number of valid cells).  Backward as TensorFlow differentiates them: max pooling sends
 each window's gradient to its first maximum in row-major order (MaxPoolGrad), global max
-splits it equally among tied maxima (reduce_max's gradient)."""
+splits it equally among tied maxima (reduce_max's gradient).  NaN as TF 2.21: max pooling
+skips NaN cells and never returns less than -FLT_MAX, its gradient's scan starts at the
+window's first cell (which keeps it when NaN); global max propagates NaN, and its gradient
+is 0 / 0 = NaN over a channel whose maximum is NaN."""
 import numpy as np
 
 from .conv2d import output_size
+
+LOWEST = float(np.finfo(np.float32).min)
 
 
 def pool2d(x_nhwc, pool, strides, pads, kind):
@@ -21,7 +26,11 @@ def pool2d(x_nhwc, pool, strides, pads, kind):
         for ox in range(ow):
             y0, x0 = oy * sh - top, ox * sw - left
             win = x[:, max(y0, 0):min(y0 + ph, h), max(x0, 0):min(x0 + pw, w), :]
-            y[:, oy, ox, :] = win.max(axis=(1, 2)) if kind == "max" else win.mean(axis=(1, 2))
+            if kind == "max":       # TF's MaxPool: from -FLT_MAX up, a NaN never wins
+                win = np.where(np.isnan(win), -np.inf, win)
+                y[:, oy, ox, :] = np.maximum(win.max(axis=(1, 2)), LOWEST)
+            else:
+                y[:, oy, ox, :] = win.mean(axis=(1, 2))
     return y
 
 
@@ -70,8 +79,12 @@ def pool2d_backward(x_nhwc, dy_nhwc, pool, strides, pads, kind):
             if kind == "avg":
                 dx[:, y0:y1, x0:x1, :] += g[:, None, None, :] / ((y1 - y0) * (x1 - x0))
                 continue
-            # np.argmax returns the first maximum in C (row-major) order of the window.
-            first = x[:, y0:y1, x0:x1, :].reshape(n, -1, c).argmax(axis=1)
+            # np.argmax returns the first maximum in C (row-major) order of the window;
+            # TF's scan (strict >) from the first cell never leaves a NaN first cell and
+            # never takes a later NaN.
+            win = x[:, y0:y1, x0:x1, :].reshape(n, -1, c)
+            first = np.where(np.isnan(win[:, 0]), 0,
+                             np.where(np.isnan(win), -np.inf, win).argmax(axis=1))
             np.add.at(dx, (b_idx, y0 + first // (x1 - x0), x0 + first % (x1 - x0), c_idx), g)
     return dx
 
