@@ -621,12 +621,64 @@ def load_model(path, memory_budget=None, input_shape=None, rewrites=None):
     # The loader (and with it h5py) is imported here, not at `import edgecore`.
     from .loader import file_reader, load_graph
 
+    from .train.checkpoint import read_delta
+
+    if _is_hdf5(path):
+        delta = read_delta(path)
+        if delta is not None:
+            return _load_delta(path, delta, memory_budget, input_shape, rewrites)
     model_file, ctx, graph = load_graph(path)
     try:
         return assemble(graph, ctx, model_file.spec.trainable, file_reader(model_file, graph),
                         memory_budget, input_shape, rewrites)
     finally:
         model_file.close()
+
+
+def _is_hdf5(path):
+    import os
+
+    from .formats import sniff
+
+    return os.path.isfile(path) and sniff(path) == "hdf5"
+
+
+def _load_delta(path, delta, memory_budget, input_shape, rewrites):
+    """A per-epoch checkpoint of fit (train/checkpoint.py): its config and the values that
+    training changed, the rest from the model file it refers to (checked unchanged)."""
+    from .formats.config import parse_model_config
+    from .formats.keras3_config import KERAS_VERSION
+    from .graph.graph import build_graph
+    from .layers.registry import layer_factory
+    from .loader import LoadContext, WeightStore, load_graph, record_weight_shapes
+    from .train.checkpoint import check_reference, layer_key
+
+    import json
+
+    import h5py
+
+    meta, values = delta
+    source = check_reference(meta, path)
+    with h5py.File(path, "r") as f:
+        config = json.loads(f.attrs["model_config"])
+    ctx = LoadContext(str(path), 3, KERAS_VERSION, "edgecore-delta-checkpoint", config)
+    graph = build_graph(parse_model_config(config, 3, str(path)), ctx, layer_factory(ctx))
+    record_weight_shapes(graph, ctx)
+    source_file, _, source_graph = load_graph(source)
+    source_file.close()
+    by_key = {layer_key(scope, layer): layer for scope, layer in walk_layers(source_graph)}
+    mapping, memory = {}, {}
+    for scope, layer in walk_layers(graph):
+        key = layer_key(scope, layer)
+        if key in values:
+            memory[layer] = values[key]
+        elif key in by_key:
+            mapping[layer] = by_key[key]
+    ctx.store = WeightStore(source, source_graph, mapping, memory,
+                            fingerprint=tuple(meta["identity"]))
+    with ctx.store.open() as read:
+        return assemble(graph, ctx, config.get("config", {}).get("trainable", True), read,
+                        memory_budget, input_shape, rewrites)
 
 
 def assemble(graph, ctx, trainable, read, memory_budget=None, input_shape=None,

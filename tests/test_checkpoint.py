@@ -8,6 +8,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 import edgecore as ec
 from fixtures import FIXTURES
@@ -36,7 +37,7 @@ def test_the_checkpoint_is_a_loadable_model_of_the_last_epoch(tmp_path):
     model, _ = run(2, checkpoint=path)
     x, _ = data()
     np.testing.assert_array_equal(ec.load(path).predict(x), model.predict(x))
-    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+    assert not [p for p in os.listdir(tmp_path) if "tmp" in p]
 
 
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
@@ -96,3 +97,87 @@ def test_kill_9_in_the_middle_of_an_epoch_loses_at_most_that_epoch(tmp_path):
     y = rng.integers(0, 4, 48)
     history = model.fit(x, y, batch_size=4, epochs=3, verbose=0, checkpoint=path, resume=True)
     assert len(history.history["loss"]) == 3
+
+
+def test_per_epoch_checkpoints_hold_what_changed_and_the_end_is_a_full_keras_file(tmp_path,
+                                                                                 monkeypatch):
+    import h5py
+
+    from edgecore.train import checkpoint as checkpoints
+
+    path = tmp_path / "run.h5"
+    sizes = []
+    real = checkpoints.save
+
+    def spy(model, p, epochs_done, history, full=False):
+        real(model, p, epochs_done, history, full)
+        sizes.append((full, os.path.getsize(p), checkpoints.read_delta(p) is None))
+
+    monkeypatch.setattr(checkpoints, "save", spy)
+    model, _ = run(3, checkpoint=path)
+    assert [full for full, _, _ in sizes] == [False, False, False, True]
+    full_size = sizes[-1][1]
+    # the head, Adam's slots and the config, not the frozen base
+    assert all(size < full_size / 5 for full, size, _ in sizes[:-1]), sizes
+    assert sizes[-1][2]  # the last one is a plain Keras .h5
+    with h5py.File(path, "r") as f:
+        assert "model_weights" in f and "edgecore_training_state" in f.attrs
+
+
+def test_a_delta_checkpoint_loads_and_resumes_from_its_source(tmp_path):
+    source = tmp_path / "model.h5"
+    source.write_bytes(TRANSFER.read_bytes())
+    path = tmp_path / "run.h5"
+
+    def fit(epochs, resume=False, stop_after=None):
+        ec.utils.set_random_seed(3)
+        model = ec.load(source)
+        model.compile(optimizer=ec.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+        x, y = data()
+
+        class Stop(ec.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if stop_after is not None and epoch == stop_after:
+                    raise KeyboardInterrupt  # a run cut short: the delta is what is left
+
+        try:
+            model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, checkpoint=path,
+                      resume=resume, callbacks=[Stop()])
+        except KeyboardInterrupt:
+            pass
+        return model
+
+    straight = ec.load(source)
+    straight.compile(optimizer=ec.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    ec.utils.set_random_seed(3)
+    straight.fit(*data(), batch_size=16, epochs=4, verbose=0)
+    interrupted = fit(4, stop_after=2)
+    from edgecore.train.checkpoint import read_delta
+    assert read_delta(path) is not None  # cut short: the per-epoch checkpoint
+    x, _ = data()
+    np.testing.assert_array_equal(ec.load(path).predict(x), interrupted.predict(x))
+    resumed = fit(4, resume=True)
+    np.testing.assert_array_equal(resumed.predict(x), straight.predict(x))
+    assert read_delta(path) is None  # finished: a full file
+
+
+def test_a_delta_checkpoint_whose_source_changed_is_refused(tmp_path):
+    source = tmp_path / "model.h5"
+    source.write_bytes(TRANSFER.read_bytes())
+    path = tmp_path / "run.h5"
+    model = ec.load(source)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+
+    class Stop(ec.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    try:
+        model.fit(*data(), epochs=3, verbose=0, checkpoint=path, callbacks=[Stop()])
+    except KeyboardInterrupt:
+        pass
+    with open(source, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ec.ModelFormatError, match="refers for the rest to"):
+        ec.load(path)

@@ -275,7 +275,8 @@ def test_compiled_model_layout(tmp_path):
 
 # --- atomicity and paths ------------------------------------------------------------
 def leftovers(directory):
-    return sorted(p.name for p in directory.iterdir() if ".tmp-" in p.name)
+    """Every file but the ones a test made itself (a failed save must leave none)."""
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".edgecore-tmp"))
 
 
 @pytest.mark.parametrize("error", [RuntimeError("disk full"), KeyboardInterrupt()])
@@ -371,3 +372,27 @@ def test_long_name_lists_are_split_like_keras(tmp_path):
             i += 1
         assert i > 1 and [text(c) for c in chunks] == [text(n) for n in names]
         assert [text(n) for n in f.attrs["layer_names"]] == [text(n) for n in names[:3]]
+
+
+def test_a_name_of_the_longest_legal_length_saves(tmp_path):
+    """The temporary file must not be longer than the name (255 bytes is the usual limit;
+    `<name>.tmp-<pid>` made a 253-character name fail)."""
+    model = ec.load(FIXTURES / "graph_functional.k3.h5")
+    target = tmp_path / ("m" * 252 + ".h5")  # 255 characters
+    model.save(target)
+    assert ec.load(target).count_params() == model.count_params()
+    assert leftovers(tmp_path) == []
+
+
+def test_the_temporary_file_is_visible_while_writing_and_gone_after(tmp_path, monkeypatch):
+    # guards `leftovers` itself: a write in progress does show up under its name
+    seen = []
+    real = save_module._write_subset
+
+    def spy(group, weights):
+        seen.extend(leftovers(tmp_path))
+        return real(group, weights)
+
+    monkeypatch.setattr(save_module, "_write_subset", spy)
+    ec.load(FIXTURES / "graph_functional.k3.h5").save(tmp_path / "model.h5")
+    assert seen and leftovers(tmp_path) == []

@@ -18,12 +18,14 @@ every trainable variable before every frozen one; that order depends on the trai
 flags this file's config carries, so it is computed from the same flags.  Weight names
 follow Keras 3: `<layer>/<var>`, prefixed `<sequential>/` inside a Sequential.
 
-Atomic: written to `<path>.tmp-<pid>` in the same directory, fsynced, closed, then
-renamed over `path` (os.replace), so a crash or an exception mid-save leaves any existing
+Atomic: written to a hidden temporary file in the same directory (temporary_path), fsynced,
+closed, then renamed over `path` (os.replace), so a crash or an exception mid-save leaves any existing
 file at `path` untouched and no temporary file behind.
 
 Non-goal: the `.keras` zip format (Keras 3 loads this .h5 format; see Model.save).
 """
+import contextlib
+import hashlib
 import json
 import os
 
@@ -70,23 +72,50 @@ def save_hdf5(model, path, weights_of, training_config=None, optimizer_weights=N
     path = os.fspath(path)
     raw_config = _raw_model_config(model)
     model_config, top_layers = keras3_model_config(model, raw_config)
+    with atomic_h5(path) as f:
+        f.attrs["keras_version"] = KERAS_VERSION
+        f.attrs["backend"] = BACKEND
+        f.attrs["model_config"] = json.dumps(model_config).encode("utf8")
+        if training_config is not None:
+            f.attrs["training_config"] = json.dumps(
+                training_config, default=_json_default).encode("utf8")
+        _write_model_weights(f.create_group("model_weights"), model, top_layers, weights_of)
+        if optimizer_weights:
+            _write_optimizer_weights(f, optimizer_weights)
+        for name, value in (extra_attrs or {}).items():
+            f.attrs[name] = str(value).encode("utf8")
+
+
+def temporary_path(path):
+    """Where an atomic write of `path` goes first: beside it (a rename within one file
+    system), hidden, and short whatever the name's length (`<path>.tmp-<pid>` made a legal
+    253-character name too long to save).  The hash ties it to `path` for cleanup."""
+    directory, name = os.path.split(os.path.abspath(path))
+    digest = hashlib.sha1(name.encode("utf8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(directory, f".{digest}.{os.getpid()}.edgecore-tmp")
+
+
+def stale_temporaries(path):
+    """Temporary files of earlier writes of `path` that a killed process left behind."""
+    import glob
+
+    directory, name = os.path.split(os.path.abspath(path))
+    digest = hashlib.sha1(name.encode("utf8", "surrogateescape")).hexdigest()[:16]
+    return glob.glob(os.path.join(glob.escape(directory), f".{digest}.*.edgecore-tmp"))
+
+
+@contextlib.contextmanager
+def atomic_h5(path):
+    """An h5py.File to fill; on success it is flushed, fsynced and renamed over `path`
+    (os.replace), so a crash or an exception mid-write leaves any existing file at `path`
+    untouched and no temporary file behind."""
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)  # as Keras's save does
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temporary_path(path)
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs["keras_version"] = KERAS_VERSION
-            f.attrs["backend"] = BACKEND
-            f.attrs["model_config"] = json.dumps(model_config).encode("utf8")
-            if training_config is not None:
-                f.attrs["training_config"] = json.dumps(
-                    training_config, default=_json_default).encode("utf8")
-            _write_model_weights(f.create_group("model_weights"), model, top_layers,
-                                 weights_of)
-            if optimizer_weights:
-                _write_optimizer_weights(f, optimizer_weights)
-            for name, value in (extra_attrs or {}).items():
-                f.attrs[name] = str(value).encode("utf8")
+            yield f
             f.flush()
         _fsync(tmp)
         os.replace(tmp, path)

@@ -320,6 +320,7 @@ def _fit_loop(model, epochs_source, epochs, verbose, callbacks, validation, init
     model.stop_training = False
     for callback in [history, progress] + callbacks:
         callback.on_train_begin()
+    done = initial_epoch
     for epoch in range(initial_epoch, epochs):
         logs = epochs_source.run_epoch(epoch, [progress] + callbacks)
         if logs is None:  # a one-shot generator ran dry, as Keras warns
@@ -331,12 +332,15 @@ def _fit_loop(model, epochs_source, epochs, verbose, callbacks, validation, init
             logs.update({f"val_{name}": value for name, value in validation().items()})
         for callback in [history, progress] + callbacks:
             callback.on_epoch_end(epoch, logs)
-        if checkpoint is not None:
-            checkpoints.save(model, checkpoint, epoch + 1, history)
+        done = epoch + 1
+        if checkpoint is not None:  # what changed, each epoch
+            checkpoints.save(model, checkpoint, done, history)
         if model.stop_training:
             break
     for callback in [history, progress] + callbacks:
         callback.on_train_end()
+    if checkpoint is not None and done > initial_epoch:  # the whole model, once, at the end
+        checkpoints.save(model, checkpoint, done, history, full=True)
     return history
 
 
