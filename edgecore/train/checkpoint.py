@@ -140,15 +140,29 @@ def _save_delta(model, path, state):
 
 def read_delta(path):
     """(reference {"source", "identity"}, {layer key: arrays}) of a delta checkpoint, or
-    None for a full one."""
-    with h5py.File(path, "r") as f:
-        if DELTA_ATTR not in f.attrs:
+    None for anything else (a full checkpoint, any model file: the loader reports what is
+    wrong with a damaged one).  Opened only after h5guard's check, as every HDF5 file."""
+    from ..formats.h5guard import check_file_global_heaps
+    from ..formats.weights import HDF5_ERRORS, hdf5_errors
+
+    with open(path, "rb") as raw:
+        check_file_global_heaps(raw, path)
+    try:
+        f = h5py.File(path, "r")
+    except HDF5_ERRORS:
+        return None
+    with f:
+        try:
+            if DELTA_ATTR not in f.attrs:
+                return None
+        except HDF5_ERRORS:
             return None
-        meta = json.loads(f.attrs[DELTA_ATTR])
-        group = f[DELTA_GROUP]
-        counts = json.loads(group.attrs["layers"])
-        values = {key: [np.asarray(group[f"{key}/{i}"]) for i in range(n)]
-                  for key, n in counts.items()}
+        with hdf5_errors(path, "cannot read the checkpoint's changed weights"):
+            meta = json.loads(f.attrs[DELTA_ATTR])
+            group = f[DELTA_GROUP]
+            counts = json.loads(group.attrs["layers"])
+            values = {key: [np.asarray(group[f"{key}/{i}"]) for i in range(n)]
+                      for key, n in counts.items()}
     return meta, values
 
 

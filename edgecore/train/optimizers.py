@@ -13,11 +13,24 @@ t = iterations + 1.
 Weight decay (AdamW, or weight_decay= on any optimizer) applies w -= w * wd * lr before
 the update, to every trainable variable, as Keras's _apply_weight_decay does.
 """
+import math
+import numbers
+
 import numpy as np
 
 from .. import _kernels
 
 F32 = np.float32
+
+
+def _finite(value, name, note=""):
+    """A finite, non-negative float from a user's hyper-parameter, or a ValueError naming it
+    (NaN would reach every weight through the first update)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 {note}, got {value!r}".replace(
+            "  ", " ").replace(" ,", ","))
+    return float(value)
 
 
 class Optimizer:
@@ -31,11 +44,10 @@ class Optimizer:
         if clipnorm or clipvalue or global_clipnorm or use_ema:
             raise ValueError(f"{type(self).__name__}: gradient clipping and EMA are not "
                              "supported")
-        if not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
-            raise ValueError(f"learning_rate must be a positive number (schedules are not "
-                             f"supported), got {learning_rate!r}")
-        self.learning_rate = float(learning_rate)
-        self.weight_decay = None if weight_decay in (None, 0, 0.0) else float(weight_decay)
+        self.learning_rate = _finite(learning_rate, "learning_rate", "(schedules are not "
+                                     "supported); 0 is allowed, as in Keras")
+        weight_decay = None if weight_decay is None else _finite(weight_decay, "weight_decay")
+        self.weight_decay = None if not weight_decay else weight_decay
         self.iterations = 0
         self.slots = {}  # name -> float32 array, same layout as the trainable params
 
@@ -82,7 +94,7 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
         super().__init__(learning_rate, **kwargs)
-        if not 0.0 <= momentum <= 1.0:
+        if not 0.0 <= _finite(momentum, "momentum") <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
@@ -105,7 +117,8 @@ class Adam(Optimizer):
         super().__init__(learning_rate, **kwargs)
         if amsgrad:
             raise ValueError("Adam(amsgrad=True) is not supported")
-        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.beta_1, self.beta_2 = _finite(beta_1, "beta_1"), _finite(beta_2, "beta_2")
+        self.epsilon = _finite(epsilon, "epsilon")
 
     def _update(self, params, grads, lr):
         alpha = _kernels.adam_step_size(lr, self.beta_1, self.beta_2, self.iterations + 1)
@@ -136,7 +149,8 @@ class RMSprop(Optimizer):
         super().__init__(learning_rate, **kwargs)
         if centered:
             raise ValueError("RMSprop(centered=True) is not supported")
-        self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
+        self.rho, self.momentum = _finite(rho, "rho"), _finite(momentum, "momentum")
+        self.epsilon = _finite(epsilon, "epsilon")
         self.slot_names = ("velocity", "momentum") if self.momentum > 0 else ("velocity",)
 
     def _update(self, params, grads, lr):
