@@ -1,6 +1,7 @@
 """Command line: `python -m edgecore <command>` (also installed as `edgecore`).
 
     info MODEL     the file's flavour and Keras version, then model.summary()
+    bench MODEL    inference time (median of repeats); --profile: per op, as model.profile
     demo           a real transfer-learning run: the bundled ImageNet MobileNetV2 gets a new
                    head and learns Fashion-MNIST on this machine, then saves a Keras file
 
@@ -21,6 +22,37 @@ def _info(args):
     print(f"format: {model.ctx.flavour} (written by Keras {model.ctx.keras_version})")
     print(f"inputs: {model.input_shape}   outputs: {model.output_shape}")
     model.summary()
+    return 0
+
+
+def _bench(args):
+    import time
+
+    import numpy as np
+
+    from . import load
+
+    model = load(args.model)
+    shape = tuple(int(d) for d in args.input_shape.split(",")) if args.input_shape else None
+    declared = model.input_shape if not isinstance(model.input_shape, list) else model.input_shape[0]
+    shape = shape or tuple(declared[1:])
+    if any(d is None for d in shape):
+        print(f"edgecore: error: the model's input {declared} has open dimensions; pass "
+              f"--input-shape H,W,C", file=sys.stderr)
+        return 2
+    x = np.random.default_rng(0).uniform(0, 1, (args.batch,) + shape).astype(np.float32)
+    if args.profile:
+        model.profile(x, repeats=args.repeats, top=args.top)
+        return 0
+    model.predict(x, batch_size=args.batch)
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        model.predict(x, batch_size=args.batch)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    print(f"{args.model}: batch {args.batch} of {shape}, {args.repeats} runs: median "
+          f"{times[len(times) // 2] * 1e3:.3f} ms, min {times[0] * 1e3:.3f} ms")
     return 0
 
 
@@ -83,6 +115,15 @@ def build_parser():
     info = commands.add_parser("info", help="describe a Keras model file")
     info.add_argument("model", help="a .h5 (Keras 2 or 3) or .keras (Keras 3) file")
     info.set_defaults(run=_info)
+    bench = commands.add_parser("bench", help="time a model's inference (or profile it per op)")
+    bench.add_argument("model", help="a .h5 (Keras 2 or 3) or .keras (Keras 3) file")
+    bench.add_argument("--input-shape", help="H,W,C when the model's input size is open")
+    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--repeats", type=int, default=20)
+    bench.add_argument("--profile", action="store_true",
+                       help="per op: kind, layer, output shape, time, share, GFLOP/s")
+    bench.add_argument("--top", type=int, default=None, help="with --profile: the N slowest ops")
+    bench.set_defaults(run=_bench)
     demo = commands.add_parser("demo", help="a real transfer-learning run on bundled data")
     demo.add_argument("--model", default="weights/pretrained/mobilenet_v2_imagenet.h5")
     demo.add_argument("--data", default="weights/datasets/fashion_mnist_small.npz")

@@ -301,6 +301,32 @@ class Model:
                 start = stop
         return outputs[0] if len(outputs) == 1 else outputs
 
+    @serialized
+    def profile(self, x, repeats=20, warmup=2, print_fn=None, top=None):
+        """Run the batch x (its plan: inputs of x's shape) repeats times and report, per op,
+        its kind, layer, output shape, median time, share of the total and GFLOP/s, and a
+        summary by op kind (print_fn(text), print by default, False: only return it; top=N
+        lists the N slowest ops).  Returns a plan/profile.Profile."""
+        from . import _kernels
+        from .plan.profile import profile_plan
+
+        inputs = self._standardize_inputs(x, convert=False)
+        shapes = [a.shape for a in inputs]
+        plan = self._plan_for(shapes)
+        executor = self.executor
+        executor.bind(plan, inputs)
+
+        def run_timed(seconds):
+            _kernels.run_plan_timed(plan.ops, plan.fparams, executor.arena, executor.weights,
+                                    plan.arena_floats, plan.gemm_isa[2], seconds,
+                                    executor.params, executor.grads)
+
+        result = profile_plan(plan, run_timed, _positive_int(repeats, "repeats"), int(warmup),
+                              shapes, 1)
+        if print_fn is not False:
+            (print if print_fn is None else print_fn)(result.format(top))
+        return result
+
     def __call__(self, x, training=False):
         """Keras's model(x): the outputs for the batch x (run in batches of 32 inside:
         every op is per sample at inference, so the numbers are the same)."""

@@ -21,6 +21,7 @@
 
 from libc.string cimport memcpy
 from libc.stdint cimport uint64_t
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 DEF REF_SHIFT = 40
 DEF ROW_INTS_ = 36
@@ -384,3 +385,37 @@ def run_plan(const int64_t[:, ::1] ops, const float[:, ::1] fparams, float[::1] 
     with nogil:
         for i in range(ops.shape[0]):
             _run_op(&ops[i, 0], &fparams[i, 0], bases)
+
+
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec + 1e-9 * t.tv_nsec
+
+
+def run_plan_timed(const int64_t[:, ::1] ops, const float[:, ::1] fparams, float[::1] arena,
+                   float[::1] weights, Py_ssize_t arena_floats, int gemm_nr,
+                   double[::1] seconds, float[::1] params=None, float[::1] grads=None):
+    """run_plan, also adding each op's wall time (seconds) into seconds[i]: the per-op
+    profiler's runner (Model.profile).  The clock is read between ops, outside them."""
+    cdef float* bases[N_BASES]
+    cdef Py_ssize_t i
+    cdef double start, stop
+    _require(seconds.shape[0] == ops.shape[0], "run_plan_timed: one time slot per op")
+    # run_plan's checks (arena size, GEMM variant) on an empty table: nothing runs.
+    run_plan(ops[:0], fparams[:0], arena, weights, arena_floats, gemm_nr, params, grads)
+    if ops.shape[0] == 0:
+        return
+    _require(ops.shape[1] == ROW_INTS_ and fparams.shape[1] == ROW_FLOATS_
+             and fparams.shape[0] == ops.shape[0], "run_plan_timed: op table has the wrong layout")
+    bases[0] = &arena[0] if arena.shape[0] else NULL
+    bases[1] = &weights[0] if weights.shape[0] else NULL
+    bases[2] = &params[0] if params is not None and params.shape[0] else NULL
+    bases[3] = &grads[0] if grads is not None and grads.shape[0] else NULL
+    with nogil:
+        for i in range(ops.shape[0]):
+            start = _now()
+            _run_op(&ops[i, 0], &fparams[i, 0], bases)
+            stop = _now()
+            seconds[i] += stop - start

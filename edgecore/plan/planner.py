@@ -17,13 +17,14 @@ from .. import _kernels
 from ..errors import EdgecoreError, ShapeError
 from .arena import Buffer, align, live_lower_bound, place
 from .builder import PlanBuilder, Region
+from .cost import op_flops, op_shape
 
 REF_BASE_SHIFT = _kernels.REF_BASE_SHIFT  # operand ref = (base << shift) | float offset
 ROW_INTS = _kernels.ROW_INTS
 ROW_FLOATS = _kernels.ROW_FLOATS
 
 
-@dataclass
+@dataclass(eq=False)
 class Plan:
     input_shapes: list
     output_shapes: list
@@ -37,6 +38,8 @@ class Plan:
     gemm_isa: tuple
     lower_bound_floats: int
     naive_floats: int
+    op_flops: list = None  # per row: floating-point operations (plan/cost.py)
+    op_shapes: list = None  # per row: the output shape
 
 
 def concrete_shapes(flat, input_shapes, path=None):
@@ -161,4 +164,6 @@ def finish_plan(b, inputs, outputs, input_shapes):
         output_offsets=[where[b.root(t)].offset for t in outputs],
         buffers=buffers, op_names=names, gemm_isa=_kernels.gemm_isa(),
         lower_bound_floats=live_lower_bound(buffers, len(b.ops)),
-        naive_floats=sum(buf.size for buf in buffers))
+        naive_floats=sum(buf.size for buf in buffers),
+        op_flops=[op_flops(op, b.shape) for op in b.ops],
+        op_shapes=[op_shape(op, b.shape) for op in b.ops])
