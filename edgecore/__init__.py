@@ -28,14 +28,17 @@ from .errors import (EdgecoreError, MemoryBudgetError, MissingDependencyError, M
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "Model", "EdgecoreError", "ModelFormatError", "UnsupportedLayerError",
+__all__ = ["load", "build_info", "Model", "EdgecoreError", "ModelFormatError", "UnsupportedLayerError",
            "ShapeError", "MemoryBudgetError", "MissingDependencyError", "NonFiniteLossError", "optimizers", "losses",
            "callbacks", "utils",
            "transfer", "__version__"]
 
 
-def load(path, memory_budget=None, input_shape=None, _rewrites=None):
+def load(path, memory_budget=None, input_shape=None, _rewrites=None, num_threads=None):
     """Load a Keras model file (.h5 written by Keras 2 or 3, or a Keras 3 .keras).
+
+    num_threads: threads the model's kernels use within each call (None: the CPUs this
+    process may run on; 1: no thread is started).  model.num_threads changes it later.
 
     memory_budget: bytes (int) or a size like "48MB" / "64MiB".  The weights and, when
     the input shape is known (declared by the model or given as input_shape, without the
@@ -50,7 +53,17 @@ def load(path, memory_budget=None, input_shape=None, _rewrites=None):
     """
     from .model import load_model
 
-    return load_model(path, memory_budget, input_shape, _rewrites)
+    return load_model(path, memory_budget, input_shape, _rewrites, num_threads)
+
+
+def build_info():
+    """How the kernels were built and what they use here: {"openmp": bool, "openmp_version",
+    "openmp_linked" (the runtime and link flags, None without OpenMP), "compiler",
+    "gemm_isa" and "gemm_tile" (the GEMM micro-kernel chosen for this CPU), "cpu_count"
+    (the CPUs this process may use: the default num_threads)}."""
+    from .plan.threads import build_info as _build_info
+
+    return _build_info()
 
 
 def __getattr__(name):
