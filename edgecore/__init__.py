@@ -8,11 +8,18 @@
 Run-time dependencies are numpy and h5py; the numerics are Cython kernels compiled at
 install time (edgecore._kernels).
 """
+import os as _os
+
+# Idle OpenMP threads sleep rather than spin (unless the user chose otherwise): the
+# runtime reads this when it loads, with _kernels.  GCC's libgomp spins ~300k iterations
+# by default, and when another process holds a core that spinning starves our own
+# threads: MobileNetV2 at 224 with 2 threads measured 416 ms instead of 13-19 ms with a
+# busy neighbour on the 2-core runner (passive: 13.5 ms).  See README, Threads.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 try:
     from . import _kernels  # noqa: F401  (compiled at install time)
 except ImportError as _exc:  # pragma: no cover - depends on how Python was started
-    import os as _os
-
     _here = _os.path.dirname(_os.path.abspath(__file__))
     if _os.path.exists(_os.path.join(_here, _os.pardir, "kernels", "_kernels.pyx")):
         raise ImportError(

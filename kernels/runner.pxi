@@ -188,45 +188,45 @@ cdef void _run_op(const int64_t* r, const float* f, float** bases, int nthreads)
         dwconv2d_forward(y, x0, w, b, &dg, &act, nthreads)
     elif code == OP_MAXPOOL2D:
         _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
-        maxpool2d_forward(y, x0, &pg)
+        maxpool2d_forward(y, x0, &pg, nthreads)
     elif code == OP_AVGPOOL2D:
         _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
-        avgpool2d_forward(y, x0, &pg)
+        avgpool2d_forward(y, x0, &pg, nthreads)
     elif code == OP_GLOBAL_AVGPOOL:
-        global_avgpool_forward(y, x0, p[0], p[1], p[2])
+        global_avgpool_forward(y, x0, p[0], p[1], p[2], nthreads)
     elif code == OP_GLOBAL_MAXPOOL:
-        global_maxpool_forward(y, x0, p[0], p[1], p[2])
+        global_maxpool_forward(y, x0, p[0], p[1], p[2], nthreads)
     elif code == OP_ACTIVATION:
         activation_forward(y, x0, p[0], &act, nthreads)
     elif code == OP_SOFTMAX:
-        softmax_forward(y, x0, p[0], p[1], p[2])
+        softmax_forward(y, x0, p[0], p[1], p[2], nthreads)
     elif code == OP_BINARY:
         rank = <int>p[1]
         for i in range(rank):
             shape[i] = p[2 + i]
             sa[i] = p[2 + rank + i]
             sb[i] = p[2 + 2 * rank + i]
-        binary_forward(y, x0, x1, <int>p[0], rank, shape, sa, sb)
+        binary_forward(y, x0, x1, <int>p[0], rank, shape, sa, sb, nthreads)
     elif code == OP_SCALE:
-        scale_forward(y, x0, p[0], f[FP])
+        scale_forward(y, x0, p[0], f[FP], nthreads)
     elif code == OP_CHANNEL_AFFINE:
-        channel_affine_forward(y, x0, p[0], p[1], w, b)
+        channel_affine_forward(y, x0, p[0], p[1], w, b, nthreads)
     elif code == OP_PRELU:
         rank = <int>p[2]
         for i in range(rank):
             shape[i] = p[3 + i]
             sa[i] = p[3 + rank + i]
-        prelu_forward(y, x0, w, p[0], p[1], rank, shape, sa)
+        prelu_forward(y, x0, w, p[0], p[1], rank, shape, sa, nthreads)
     elif code == OP_LAYERNORM:
-        layernorm_forward(y, x0, p[0], p[1], w, b, f[FP], <int>p[2])
+        layernorm_forward(y, x0, p[0], p[1], w, b, f[FP], <int>p[2], nthreads)
     elif code == OP_WINDOW_COPY:
-        window_copy_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7])
+        window_copy_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], nthreads)
     elif code == OP_CONCAT:
-        concat_forward(y, x0, p[0], p[1], p[2], p[3])
+        concat_forward(y, x0, p[0], p[1], p[2], p[3], nthreads)
     elif code == OP_UPSAMPLE_NEAREST:
-        upsample_nearest_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5])
+        upsample_nearest_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5], nthreads)
     elif code == OP_UPSAMPLE_BILINEAR:
-        upsample_bilinear_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5])
+        upsample_bilinear_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5], nthreads)
     elif code == OP_TRANSPOSE:
         rank = <int>p[0]
         for i in range(rank):
@@ -258,7 +258,7 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
         for grp in range(groups):
             f32_gemm_pack_bias(y + grp * gemm_packed_bias_floats(p[0]), x0 + grp * p[0], p[0])
     elif code == OP_BATCHNORM_FORWARD:
-        batchnorm_inference_forward(y, x0, p[0], p[1], w, b, x2, f[FP])
+        batchnorm_inference_forward(y, x0, p[0], p[1], w, b, x2, f[FP], nthreads)
     elif code == OP_DROPOUT_FORWARD:
         counter = <uint64_t>p[1]  # a fresh seed per step, written by the trainer
         dropout_forward(y, y2, x0, p[0], f[FP], &counter)
@@ -273,23 +273,23 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
     elif code == OP_ACTIVATION_BACKWARD:
         activation_backward(y, x1, x0, x2, p[0], act)
     elif code == OP_SOFTMAX_BACKWARD:
-        softmax_backward(y, x1, x2, p[0], p[1], p[2])
+        softmax_backward(y, x1, x2, p[0], p[1], p[2], nthreads)
     elif code == OP_MAXPOOL2D_BACKWARD:
         _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
-        maxpool2d_backward(y, x1, x0, &pg)
+        maxpool2d_backward(y, x1, x0, &pg, nthreads)
     elif code == OP_AVGPOOL2D_BACKWARD:
         _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
-        avgpool2d_backward(y, x1, &pg)
+        avgpool2d_backward(y, x1, &pg, nthreads)
     elif code == OP_GLOBAL_AVGPOOL_BACKWARD:
-        global_avgpool_backward(y, x1, p[0], p[1], p[2])
+        global_avgpool_backward(y, x1, p[0], p[1], p[2], nthreads)
     elif code == OP_GLOBAL_MAXPOOL_BACKWARD:
-        global_maxpool_backward(y, x1, x0, p[0], p[1], p[2])
+        global_maxpool_backward(y, x1, x0, p[0], p[1], p[2], nthreads)
     elif code == OP_BATCHNORM_BACKWARD:
-        batchnorm_inference_backward(y, y2, b, x0, x1, p[0], p[1], w, x2, f[FP])
+        batchnorm_inference_backward(y, y2, b, x0, x1, p[0], p[1], w, x2, f[FP], nthreads)
     elif code == OP_DROPOUT_BACKWARD:
         dropout_backward(y, x1, x0, p[0])
     elif code == OP_CONCAT_BACKWARD:
-        concat_backward(y, x1, p[0], p[1], p[2], p[3])
+        concat_backward(y, x1, p[0], p[1], p[2], p[3], nthreads)
     elif code == OP_SPARSE_SOFTMAX_CE:
         sparse_softmax_cross_entropy(y2, y, x0, <const int64_t*>x1, p[0], p[1], f[FP + 1])
     elif code == OP_SOFTMAX_CE:
@@ -302,15 +302,15 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
         # f: float32(momentum), epsilon, float32(1 - momentum) with the difference taken in
         # double by the planner, as Keras takes it from its Python float.
         batchnorm_train_forward(y, y2, x0, p[0], p[1], w, b, x2, f[FP], f[FP + 2], f[FP + 1],
-                                <int>p[2])
+                                <int>p[2], nthreads)
     elif code == OP_BATCHNORM_TRAIN_BACKWARD:
-        batchnorm_train_backward(y, y2, b, x0, x1, p[0], p[1], w, x2)
+        batchnorm_train_backward(y, y2, b, x0, x1, p[0], p[1], w, x2, nthreads)
     elif code == OP_LAYERNORM_BACKWARD:
-        layernorm_backward(y, y2, b, x0, x1, p[0], p[1], w, f[FP], <int>p[2])
+        layernorm_backward(y, y2, b, x0, x1, p[0], p[1], w, f[FP], <int>p[2], nthreads)
     elif code == OP_BINARY_BACKWARD or code == OP_PRELU_BACKWARD:
         _run_broadcast_backward(code, y, y2, x0, x1, x2, w, p, nthreads)
     elif code == OP_UPSAMPLE_NEAREST_BACKWARD:
-        upsample_nearest_backward(y, x1, p[0], p[1], p[2], p[3], p[4], p[5])
+        upsample_nearest_backward(y, x1, p[0], p[1], p[2], p[3], p[4], p[5], nthreads)
     elif code == OP_UPSAMPLE_BILINEAR_BACKWARD:
         upsample_bilinear_backward(y, x1, p[0], p[1], p[2], p[3], p[4], p[5])
 
@@ -346,13 +346,13 @@ cdef void _run_broadcast_backward(int code, float* y, float* y2, const float* x0
             shape[i] = p[2 + i]
             sa[i] = p[2 + rank + i]
             sb[i] = p[2 + 2 * rank + i]
-        binary_backward(y, y2, x1, x0, x2, <int>p[0], rank, shape, sa, sb)
+        binary_backward(y, y2, x1, x0, x2, <int>p[0], rank, shape, sa, sb, nthreads)
     else:
         rank = <int>p[2]
         for i in range(rank):
             shape[i] = p[3 + i]
             sa[i] = p[3 + rank + i]
-        prelu_backward(y, y2, x1, x0, w, p[0], p[1], rank, shape, sa)
+        prelu_backward(y, y2, x1, x0, w, p[0], p[1], rank, shape, sa, nthreads)
 
 
 cdef inline void _fill(void* geom, const int64_t* p, int count) noexcept nogil:
