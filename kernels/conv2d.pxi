@@ -58,22 +58,28 @@ cdef inline Py_ssize_t _conv2d_block(const ConvGeom* g, int nthreads) noexcept n
     return block
 
 
+cdef inline int _conv2d_max_threads(const ConvGeom* g, int nthreads) noexcept nogil:
+    """The most threads conv2d_forward may use: one per block, at most nthreads."""
+    cdef Py_ssize_t m = g.n * g.oh * g.ow, block = _conv2d_block(g, nthreads)
+    cdef Py_ssize_t blocks = g.groups * ((m + block - 1) // block)
+    return <int>blocks if blocks < nthreads else (nthreads if nthreads > 1 else 1)
+
+
 cdef inline int _conv2d_threads(const ConvGeom* g, int nthreads) noexcept nogil:
-    """Threads conv2d_forward uses (each with its own im2col block): at most one per
-    block, none beyond the first when the GEMM work is small (_gemm_threads' rule)."""
-    cdef Py_ssize_t k = conv2d_k(g), m = g.n * g.oh * g.ow
-    cdef Py_ssize_t blocks = g.groups * ((m + _conv2d_block(g, nthreads) - 1)
-                                         // _conv2d_block(g, nthreads))
-    cdef int t = _gemm_threads(m, g.co, k, nthreads)
-    return <int>blocks if blocks < t else t
+    """Threads conv2d_forward uses (each with its own im2col block): _conv2d_max_threads,
+    none beyond the first when the GEMM work is small (_gemm_threads' rule)."""
+    cdef int t = _gemm_threads(g.n * g.oh * g.ow, g.co, conv2d_k(g), nthreads)
+    cdef int most = _conv2d_max_threads(g, nthreads)
+    return most if most < t else t
 
 
 cdef inline Py_ssize_t conv2d_scratch_floats(const ConvGeom* g, int nthreads) noexcept nogil:
     """Arena scratch one conv2d_forward call needs with nthreads threads: one im2col
-    block per thread it uses (0 for pointwise)."""
+    block for each thread it may use (0 for pointwise).  Sized by the block count alone,
+    not by the small-work rule, so no tuning of that rule can outgrow it."""
     if conv2d_is_pointwise(g):
         return 0
-    return _conv2d_threads(g, nthreads) * _conv2d_block(g, nthreads) * conv2d_k(g)
+    return _conv2d_max_threads(g, nthreads) * _conv2d_block(g, nthreads) * conv2d_k(g)
 
 
 cdef inline Py_ssize_t conv2d_packed_weight_floats(const ConvGeom* g) noexcept nogil:

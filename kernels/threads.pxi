@@ -33,11 +33,29 @@ cdef enum:
     PAR_MIN_FLOATS = 16384
 
 
+# Divides every minimum above: 1 in use; tests raise it so that small, awkward shapes take
+# the parallel paths too (_set_parallel_grain).  A thread count never changes a result,
+# so neither does this.
+cdef Py_ssize_t _grain_divisor = 1
+
+
+def _set_parallel_grain(Py_ssize_t divisor):
+    """Testing: divide the work a thread must get by `divisor` (1: as shipped); returns
+    the previous divisor."""
+    global _grain_divisor
+    previous = _grain_divisor
+    _grain_divisor = divisor if divisor > 1 else 1
+    return previous
+
+
 cdef inline int par_threads(Py_ssize_t work, Py_ssize_t min_per_thread,
                             int nthreads) noexcept nogil:
     """Threads worth using for `work` units when each should get at least min_per_thread:
     1 (serial) up to nthreads."""
     cdef Py_ssize_t t
+    min_per_thread = min_per_thread // _grain_divisor
+    if min_per_thread < 1:
+        min_per_thread = 1
     if nthreads <= 1 or work < 2 * min_per_thread:
         return 1
     t = work // min_per_thread
