@@ -261,7 +261,7 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
         batchnorm_inference_forward(y, x0, p[0], p[1], w, b, x2, f[FP], nthreads)
     elif code == OP_DROPOUT_FORWARD:
         counter = <uint64_t>p[1]  # a fresh seed per step, written by the trainer
-        dropout_forward(y, y2, x0, p[0], f[FP], &counter)
+        dropout_forward(y, y2, x0, p[0], f[FP], &counter, nthreads)
     elif code == OP_DENSE_BACKWARD:
         dense_backward(y, y2, b, x0, w, x1, p[0], p[1], p[2], scratch, nthreads)
     elif code == OP_CONV2D_BACKWARD:
@@ -287,7 +287,7 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
     elif code == OP_BATCHNORM_BACKWARD:
         batchnorm_inference_backward(y, y2, b, x0, x1, p[0], p[1], w, x2, f[FP], nthreads)
     elif code == OP_DROPOUT_BACKWARD:
-        dropout_backward(y, x1, x0, p[0])
+        dropout_backward(y, x1, x0, p[0], nthreads)
     elif code == OP_CONCAT_BACKWARD:
         concat_backward(y, x1, p[0], p[1], p[2], p[3], nthreads)
     elif code == OP_SPARSE_SOFTMAX_CE:
@@ -319,17 +319,17 @@ cdef void _run_row_activation_op(int code, float* y, const float* x0, const floa
                                  const float* x2, float* scratch, const int64_t* p,
                                  int nthreads) noexcept nogil:
     if code == OP_LOG_SOFTMAX:
-        log_softmax_forward(y, x0, p[0], p[1])
+        log_softmax_forward(y, x0, p[0], p[1], nthreads)
     elif code == OP_SPARSEMAX:
         sparsemax_forward(y, x0, p[0], p[1], <int>p[2], scratch)
     elif code == OP_GLU:
-        glu_forward(y, x0, p[0], p[1])
+        glu_forward(y, x0, p[0], p[1], nthreads)
     elif code == OP_LOG_SOFTMAX_BACKWARD:
-        log_softmax_backward(y, x1, x2, p[0], p[1])
+        log_softmax_backward(y, x1, x2, p[0], p[1], nthreads)
     elif code == OP_SPARSEMAX_BACKWARD:
         sparsemax_backward(y, x1, x0, p[0], p[1], <int>p[2], scratch)
     elif code == OP_GLU_BACKWARD:
-        glu_backward(y, x1, x0, p[0], p[1])
+        glu_backward(y, x1, x0, p[0], p[1], nthreads)
 
 
 cdef void _run_broadcast_backward(int code, float* y, float* y2, const float* x0,

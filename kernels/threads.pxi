@@ -112,4 +112,4 @@ cdef void par_zero(float* y, Py_ssize_t n, int nthreads) noexcept nogil:
 def openmp_info():
     """(OpenMP version as yyyymm or 0 without it, the link flags the build used, the
     compiler that built the kernels)."""
-    return (ec_openmp_version, ec_openmp_link.decode(), ec_compiler.decode())
+    return (ec_openmp_version, ec_openmp_link.decode(), ec_compiler.decode().strip())

@@ -25,6 +25,10 @@ from reference.layout import (upsample_bilinear as ref_bilinear,
                               window_copy as ref_window_copy)
 from reference.pooling import (global_pool, global_pool_backward, pool2d,
                                pool2d_backward)
+from reference.dropout import dropout_mask
+from reference.rowact import (glu as ref_glu, glu_backward as ref_glu_backward,
+                              log_softmax as ref_log_softmax,
+                              log_softmax_backward as ref_log_softmax_backward)
 from reference.softmax import softmax as ref_softmax, softmax_backward as ref_softmax_backward
 
 THREADS = (1, 2, 3, 4)
@@ -405,6 +409,46 @@ def test_layernorm(rows, cols):
     assert np.array_equal(dx_only, dx)
     for name, g, r, m in zip(("dx", "dgamma", "dbeta"), (dx, dgamma, dbeta), refs, mags):
         assert_close(g, r, m, rtol=1e-5, atol=1e-6, what=f"layernorm grad {name}")
+
+
+@pytest.mark.parametrize("rows, n", [(1, 1), (1, 1000), (37, 10), (9, 130)])
+def test_log_softmax_and_glu(rows, n):
+    rng = _rng(43)
+    x, dy = 3 * _f32(rng, rows, 2 * n), _f32(rng, rows, 2 * n)
+
+    def run(t):
+        y, dx = np.empty_like(x), np.empty_like(x)
+        K.log_softmax(x, y, nthreads=t)
+        K.log_softmax_grad(dy, y, dx, nthreads=t)
+        g, dg = np.empty((rows, n), np.float32), np.empty_like(x)
+        K.glu(x, g, nthreads=t)
+        K.glu_grad(dy[:, :n].copy(), x, dg, nthreads=t)
+        return y, dx, g, dg
+
+    y, dx, g, dg = across_threads(run, f"log_softmax/glu {rows}x{n}")
+    assert_close(y, ref_log_softmax(x), rtol=1e-6, atol=1e-5, what="log_softmax")
+    assert_close(dx, ref_log_softmax_backward(dy, y), rtol=1e-5, atol=1e-5,
+                 what="log_softmax grad")
+    assert_close(g, ref_glu(x), rtol=1e-6, atol=1e-7, what="glu")
+    assert_close(dg, ref_glu_backward(dy[:, :n], x), rtol=1e-6, atol=1e-7, what="glu grad")
+
+
+@pytest.mark.parametrize("n", [1, 33, 5000])
+def test_dropout(n):
+    rng = _rng(44)
+    x, dy = _f32(rng, n), _f32(rng, n)
+
+    def run(t):
+        y, mask, dx = np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.float32)
+        state = np.array([12345], np.uint64)
+        K.dropout(x, y, mask, 0.3, state, nthreads=t)
+        K.dropout_grad(dy, mask, dx, nthreads=t)
+        return y, mask, dx, state.view(np.float32)
+
+    y, mask, dx, state = across_threads(run, f"dropout {n}")
+    want, new_state = dropout_mask(n, 0.3, 12345)
+    assert np.array_equal(mask, want) and int(state.view(np.uint64)[0]) == new_state
+    assert np.array_equal(y, x * want) and np.array_equal(dx, dy * want)
 
 
 # --- batch normalization ------------------------------------------------------------------
