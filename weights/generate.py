@@ -1283,6 +1283,125 @@ def _finetune_cases():
              "finalize_state() on the reloaded layer gives the saved model's outputs exactly)",))
 
 
+# Layers keras.applications defines in its own modules (ConvNeXt's LayerScale and StochasticDepth,
+# InceptionResNetV2's CustomScaleLayer): small cases of each, small models built from the
+# application code itself, and a training case through them.
+
+def app_layer(K, module, cls):
+    """A layer class of a keras.applications module (not exported in keras.layers)."""
+    import importlib
+    package = "keras.src.applications" if is_k3(K) else "tf_keras.src.applications"
+    return getattr(importlib.import_module(f"{package}.{module}"), cls)
+
+
+def layer_scale(init_values, dim, **kw):
+    return lambda K: app_layer(K, "convnext", "LayerScale")(init_values, dim, **kw)
+
+
+def stochastic_depth(rate, **kw):
+    return lambda K: app_layer(K, "convnext", "StochasticDepth")(rate, **kw)
+
+
+def custom_scale(scale, **kw):
+    return lambda K: app_layer(K, "inception_resnet_v2", "CustomScaleLayer")(scale, **kw)
+
+
+def app_training_hook(spec):
+    """training_hook, with the application layers known to tf_keras's model_from_json (it has no
+    module to import them from; Keras 3 finds them through the config's module)."""
+    inner = training_hook(spec)
+
+    def hook(K, model, xs, ys, rng):
+        known = {cls: app_layer(K, module, cls) for module, cls in (
+            ("convnext", "LayerScale"), ("convnext", "StochasticDepth"),
+            ("inception_resnet_v2", "CustomScaleLayer"))}
+        with K.utils.custom_object_scope(known):
+            return inner(K, model, xs, ys, rng)
+    return hook
+
+
+APP_LAYER_NOTES = (
+    "LayerScale, StochasticDepth and CustomScaleLayer are classes of the application modules, not "
+    "keras.layers: Keras 3 cannot reload its own .k3.h5 of them (Unknown layer; the .keras file "
+    "names the module and reloads), nor tf_keras its .k2.h5 (LayerScale, StochasticDepth)",
+    "LayerScale's variable is unnamed in Keras 3 ('variable' in the .k3.h5) and 'gamma' in tf_keras; "
+    "tf_keras writes CustomScaleLayer as 'Custom>CustomScaleLayer'",
+)
+
+
+def _application_layer_cases():
+    notes = APP_LAYER_NOTES
+    add_chain("layer_scale", S, [L("Conv2D", 4, 3, padding="same"), layer_scale(1e-6, 4)],
+              "ConvNeXt's LayerScale(1e-6, 4) after a Conv2D: x * gamma over the last axis (gamma drawn)",
+              notes=notes)
+    add_chain("layer_scale_2d", (12,), [L("Dense", 6), layer_scale(0.1, 6)],
+              "LayerScale(0.1, 6) on a 2-D Dense output", notes=notes)
+    add_chain("stochastic_depth", S, [L("Conv2D", 4, 3, padding="same"), stochastic_depth(0.3)],
+              "ConvNeXt's StochasticDepth(0.3) after a Conv2D (identity at inference)", notes=notes)
+    add("custom_scale", merge("custom_scale", ((6, 5, 4), (6, 5, 4)), custom_scale(0.17)),
+        "InceptionResNetV2's CustomScaleLayer(0.17)([a, r]) = a + r * 0.17", notes=notes)
+    add("custom_scale_broadcast", merge("custom_scale_broadcast", ((6, 5, 4), (1, 1, 4)), custom_scale(-1.5)),
+        "CustomScaleLayer(-1.5)([a, r]) with r of shape (1, 1, 4) broadcast over a (6, 5, 4)", notes=notes)
+
+    def convnext_mini(K):
+        fn = app_layer(K, "convnext", "ConvNeXt")
+        name = {"name" if is_k3(K) else "model_name": "convnext_mini"}
+        return fn(depths=[1, 1, 2, 1], projection_dims=[8, 12, 16, 24], drop_path_rate=0.1,
+                  input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None, **name)
+    add("convnext_mini", convnext_mini,
+        "ConvNeXt from keras.applications' own builder (the function behind ConvNeXtTiny...) at small "
+        "scale: depths [1, 1, 2, 1], projection_dims [8, 12, 16, 24], drop_path_rate 0.1 (StochasticDepth "
+        "in four blocks, the first an Activation('linear')), LayerScale, Normalization pre-stem, 32x32, "
+        "classes=10, logits", tags=("application",), inputs="pixels", calibrate=True, notes=notes)
+
+    def inception_resnet_mini(K):
+        from importlib import import_module
+        module = import_module(("keras.src" if is_k3(K) else "tf_keras.src") + ".applications.inception_resnet_v2")
+        if not is_k3(K) and module.layers is None:  # tf_keras's constructor sets this global
+            module.layers = K.layers
+        block = module.inception_resnet_block
+        inp = K.Input((9, 9, 16), name="image")
+        x = block(inp, scale=0.17, block_type="block35", block_idx=1)
+        x = block(x, scale=1.0, block_type="block35", block_idx=2, activation=None)
+        x = K.layers.GlobalAveragePooling2D(name="gap")(x)
+        return K.Model(inp, K.layers.Dense(10, name="logits")(x), name="inception_resnet_mini")
+    add("inception_resnet_mini", inception_resnet_mini,
+        "Two Inception-ResNet-A blocks from keras.applications' inception_resnet_block on 9x9x16 (scale 0.17 "
+        "with relu, then scale 1.0 without activation, as InceptionResNetV2's last block): Conv2D-BN "
+        "branches, Concatenate, 1x1 up-projection, CustomScaleLayer; GAP, Dense(10)",
+        tags=("application",), inputs=0.5, calibrate=True, notes=notes)
+
+    def train_app_layers(K):
+        l = K.layers
+        inp = K.Input((8, 8, 3), name="image")
+        x = l.Conv2D(8, 3, padding="same", name="stem")(inp)
+        r = l.Conv2D(8, 7, padding="same", groups=8, name="dw")(x)
+        r = l.LayerNormalization(epsilon=1e-6, name="ln")(r)
+        r = l.Activation("gelu", name="gelu")(l.Dense(16, name="pw1")(r))
+        r = layer_scale(0.5, 8, name="layer_scale")(K)(l.Dense(8, name="pw2")(r))
+        if is_k3(K):  # tf_keras's cannot train (see the notes)
+            r = stochastic_depth(0.0, name="stochastic_depth")(K)(r)
+        x = l.Add(name="add")([x, r])
+        b = l.Conv2D(8, 1, activation="relu", name="branch")(x)
+        x = custom_scale(0.3, name="custom_scale")(K)([x, b])
+        x = l.GlobalAveragePooling2D(name="gap")(x)
+        return K.Model(inp, l.Dense(3, activation="softmax", name="head")(x), name="train_layer_scale")
+    sce = (SCE, {})
+    add("train_layer_scale", train_app_layers,
+        "Training through the application layers: Conv2D stem -> ConvNeXt block (grouped 7x7 Conv2D, "
+        "LayerNormalization, Dense(16), gelu, Dense(8), LayerScale(0.5, 8), StochasticDepth(0.0)) -> Add "
+        "-> Conv2D 1x1 relu branch -> CustomScaleLayer(0.3)([x, branch]) -> GAP -> Dense(3, softmax); "
+        "everything trains (LayerScale's gamma included)",
+        tags=("training",), notes=notes + (
+            "StochasticDepth(0.0) is the identity in training too: Keras multiplies by "
+            "floor(1 + U[0, 1)) = 1 (edgecore refuses to train through a rate > 0)",
+            "the tf_keras model has no StochasticDepth: tf_keras 2.21's cannot train at any rate (its call "
+            "takes len(tf.shape(x)), which fails inside train_on_batch's tf.function: 'len is not well "
+            "defined for a symbolic Tensor'); its ConvNeXt constructors never build one (drop_path_rate 0)"),
+        hooks=(app_training_hook(TrainSpec("classes", 3, (Variant("adam", ADAM, sce), Variant("sgd", SGD01, sce)),
+                                       k2_traces=True, nested_paths=True)),))
+
+
 _layer_cases()
 _graph_cases()
 _app_cases()
@@ -1290,6 +1409,7 @@ _bad_cases()
 _training_cases()
 _trainable_rule_case()
 _finetune_cases()
+_application_layer_cases()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1326,7 +1446,9 @@ def randomize_layer(layer, rng):
     vals = []
     for w, c in zip(ws, cur):
         n, s = short_name(w), c.shape
-        if n in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+        if cls == "LayerScale":  # its gamma is unnamed in Keras 3 ("variable")
+            v = rng.uniform(0.1, 0.6, s)
+        elif n in ("kernel", "depthwise_kernel", "pointwise_kernel"):
             depthwise = n == "depthwise_kernel" or cls == "DepthwiseConv2D"
             fan_in = int(np.prod(s[:2] if depthwise else s[:-1]))
             v = rng.normal(0.0, math.sqrt((2.0 if act == "relu" else 1.0) / fan_in), s)
@@ -1411,10 +1533,18 @@ def calibrate(K, model, xs, rng):
         set_weights(layer, cur)
 
 
+def record_name(layer, w):
+    """A weight's name as both frameworks can agree on it (for copy_weights)."""
+    cls = type(layer).__name__
+    if cls == "DepthwiseConv2D":
+        return short_name(w).replace("depthwise_kernel", "kernel")
+    if cls == "LayerScale":  # Keras 3 leaves it unnamed ("variable"), tf_keras calls it gamma
+        return "gamma"
+    return short_name(w)
+
+
 def weight_records(K, model):
-    return [(type(l).__name__, l.name, [(short_name(w).replace("depthwise_kernel", "kernel")
-                                         if type(l).__name__ == "DepthwiseConv2D" else short_name(w),
-                                         tuple(w.shape)) for w in l.weights], l)
+    return [(type(l).__name__, l.name, [(record_name(l, w), tuple(w.shape)) for w in l.weights], l)
             for l in leaves(K, model) if l.weights]
 
 
