@@ -1402,6 +1402,71 @@ def _application_layer_cases():
                                        k2_traces=True, nested_paths=True)),))
 
 
+# The keras.applications sweep (tags "application", "large", "sweep"; --large only, never
+# committed): every model constructor keras.applications (Keras 3) and tf_keras.applications
+# export, found by listing the packages, each at the smallest input it accepts, include_top=True,
+# classes=SWEEP_CLASSES, logits, weights drawn and BN statistics calibrated. Case "app_<name lower>".
+
+SWEEP_CLASSES = 10
+# Input scale by the constructor's module: what its preprocess_input produces (caffe: BGR pixels
+# minus the mean, torch: standardised), or pixels where the model preprocesses inside; else [-1, 1].
+SWEEP_INPUTS = {"resnet": 30.0, "vgg16": 30.0, "vgg19": 30.0, "densenet": 1.0,
+                **{m: "pixels" for m in ("efficientnet", "efficientnet_v2", "convnext", "mobilenet_v3",
+                                         "regnet", "resnet_rs")}}
+
+
+def application_constructors():
+    """{constructor name: (module, frameworks)} for every model constructor of
+    keras.applications (Keras 3, "k3") and tf_keras.applications ("k2")."""
+    import keras
+    import tf_keras
+    found = {}
+    for tag, K in (("k3", keras), ("k2", tf_keras)):
+        for name in dir(K.applications):
+            fn = getattr(K.applications, name)
+            if name[:1].isupper() and callable(fn) and not isinstance(fn, type):
+                module, tags = found.get(name, (fn.__module__.rsplit(".", 1)[-1], ()))
+                found[name] = (module, tags + (tag,))
+    return dict(sorted(found.items()))
+
+
+def smallest_input(fn):
+    """(rows, cols): the smallest input the constructor accepts, from its own refusal of 1x1
+    (imagenet_utils.obtain_input_shape: "Input size must be at least NxN")."""
+    try:
+        fn(weights=None, include_top=True, input_shape=(1, 1, 3), classes=SWEEP_CLASSES)
+    except ValueError as e:
+        m = re.search(r"at least (\d+)x(\d+)", str(e))
+        if m:
+            return int(m.group(1)), int(m.group(2))
+        raise
+    return 1, 1
+
+
+def _application_sweep_cases():
+    def build_of(ctor, seed):
+        def build(K):
+            import inspect
+            fn = getattr(K.applications, ctor)
+            rows, cols = smallest_input(fn)
+            K.backend.clear_session()  # as run_framework left it: the refused 1x1 call may count names
+            K.utils.set_random_seed(seed)
+            kw = {"classifier_activation": None} if "classifier_activation" in inspect.signature(fn).parameters \
+                else {}
+            return fn(weights=None, include_top=True, input_shape=(rows, cols, 3), classes=SWEEP_CLASSES, **kw)
+        return build
+
+    for ctor, (module, frameworks) in application_constructors().items():
+        name = f"app_{ctor.lower()}"
+        where = {("k3", "k2"): "keras.applications and tf_keras.applications", ("k3",): "Keras 3 only",
+                 ("k2",): "tf_keras only"}[frameworks]
+        add(name, build_of(ctor, zlib.crc32(name.encode()) & 0x7FFFFFFF),
+            f"{'tf_keras' if frameworks == ('k2',) else 'keras'}.applications.{ctor} ({where}) at its smallest input, include_top=True, "
+            f"classes={SWEEP_CLASSES}, logits (the sweep: --large only, not committed)",
+            tags=("application", "large", "sweep"), versions=frameworks, inputs=SWEEP_INPUTS.get(module, 0.5),
+            calibrate=True, large=True)
+
+
 _layer_cases()
 _graph_cases()
 _app_cases()
@@ -1410,6 +1475,7 @@ _training_cases()
 _trainable_rule_case()
 _finetune_cases()
 _application_layer_cases()
+_application_sweep_cases()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -2132,7 +2198,8 @@ def run_case(case, mods, out, log):
     state = {}
     for tag in ("k3", "k2"):
         if tag not in case.versions:
-            entry["skipped"][tag] = "case is Keras-3-only (API missing in tf_keras)"
+            entry["skipped"][tag] = "case is Keras-3-only (API missing in tf_keras)" if tag == "k2" else \
+                "case is tf_keras-only (API missing in Keras 3)"
             continue
         try:
             entry["frameworks"][tag] = run_framework(case, tag, mods[tag], out, state, log)
