@@ -246,12 +246,12 @@ print(before, one, tasks())
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
-def test_one_thread_starts_no_thread():
+def test_one_thread_starts_no_thread(tmp_path):
     """num_threads=1 enters no OpenMP region: the process has as many threads after a
     predict and a training step as before (the OpenMP runtime starts its team on the first
     parallel region, and keeps it); with 2, the team appears."""
     out = subprocess.run([sys.executable, "-c", _COUNT_TASKS, str(MOBILENET)], check=True,
-                         capture_output=True, text=True, env={**os.environ,
+                         capture_output=True, text=True, cwd=tmp_path, env={**os.environ,
                                                               "OPENBLAS_NUM_THREADS": "1"})
     before, one, two = map(int, out.stdout.split())
     assert one == before, f"num_threads=1 started {one - before} thread(s)"
