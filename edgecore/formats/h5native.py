@@ -149,7 +149,7 @@ class _ForeignType(Exception):
 
 def _parse_space(raw, path, pos, what):
     """(shape or None for a null dataspace)."""
-    if len(raw) < 8:
+    if len(raw) < 4 or (raw[0] == 1 and len(raw) < 8):
         _fail(f"{what}: dataspace message too short", path, pos)
     version, rank, flags = raw[0], raw[1], raw[2]
     if version == 1:
@@ -373,9 +373,9 @@ class _Reader:
                 raise IndexError
             p += length
             name = name_bytes.decode("utf-8", "surrogateescape")
-            if kind != 0:
+            if kind != 0:  # listed; opening it raises (Group._child)
                 feature = {1: "soft link", 64: "external link"}.get(kind, f"link type {kind}")
-                _fail(f"{where}: {name!r} is a {feature} (unsupported feature)", self.path, pos)
+                return name, (feature, pos)
             if len(raw) < p + 8:
                 raise IndexError
             return name, self.addr(raw, p)
@@ -823,6 +823,9 @@ class Group(_Node):
         addr = self._links().get(part)
         if addr is None:
             return None
+        if isinstance(addr, tuple):
+            _fail(f"group {self.name!r}: {part!r} is a {addr[0]} (unsupported feature)",
+                  self._reader.path, addr[1])
         header = self._reader.header(addr)
         name = self._child_name(part)
         if header.first(_STAB) is not None or header.first(_LINFO) is not None or \
@@ -1140,11 +1143,13 @@ class File(Group):
         if hasattr(path, "fileno"):
             fileobj, path = path, getattr(path, "name", "<file object>")
             path = path if isinstance(path, str) else "<file object>"
-        path = path if label is None else label
         self.filename = os.fspath(path)
         self.mode = mode
         if mode == "r":
-            reader = _Reader(self.filename, fileobj)
+            if fileobj is None and label is not None:
+                fileobj = open(self.filename, "rb")
+                self._opened = fileobj
+            reader = _Reader(self.filename if label is None else label, fileobj)
             super().__init__(reader, reader.root_addr, "/")
         elif mode == "w":
             super().__init__(None, None, "/", writer=True)
@@ -1163,6 +1168,8 @@ class File(Group):
         self._closed = True
         if self.mode == "r":
             self._reader.close()
+            if getattr(self, "_opened", None) is not None:
+                self._opened.close()
             return
         with self._out as f:
             writer = _Writer(f)
