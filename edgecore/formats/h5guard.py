@@ -1,5 +1,11 @@
 """Checks made on the raw bytes of an HDF5 file before the HDF5 library reads it.
 
+Since issue 15 edgecore reads HDF5 with its own reader (h5native.py), which walks every
+global heap collection it uses with the same bounds as `check_global_heaps` and decodes
+only integer, float and string datatypes; the file-wide pre-scan is no longer run on
+load.  `read_attr` and `is_weight_type` remain the datatype gate; `check_global_heaps`
+stays for anyone handing a file to the HDF5 C library (h5py) and for its tests.
+
 The HDF5 C library trusts some on-disk structures, and two kinds of damage take the
 process down instead of raising (found by tests/test_fuzz.py; both still in HDF5 2.0):
 

@@ -71,6 +71,29 @@ class _Buffer:
                   f"({self.size} bytes): truncated or corrupt", self.path)
         return self.data[pos:pos + n]
 
+    def read_into(self, pos, dest, what):
+        """Copy file bytes [pos, pos + len(dest)) into the writable buffer dest with
+        pread, not through the mapping: the weights' pages then stay in the page cache
+        and are not counted again in the process's resident size."""
+        dest = memoryview(dest).cast("B")
+        n = len(dest)
+        self.get(pos, 0, what)
+        if pos + n > self.size:
+            _fail(f"{what} at byte {pos}, {n} bytes, lies past the end of the file "
+                  f"({self.size} bytes): truncated or corrupt", self.path)
+        done = 0
+        fd = self._file.fileno()
+        while done < n:
+            got = os.preadv(fd, [dest[done:]], pos + done) if hasattr(os, "preadv") else \
+                self._seek_read(pos + done, dest[done:])
+            if got <= 0:
+                _fail(f"{what}: the file ended while reading", self.path, pos + done)
+            done += got
+
+    def _seek_read(self, pos, dest):
+        self._file.seek(pos)
+        return self._file.readinto(dest)
+
     def uint(self, pos, n, what):
         return int.from_bytes(self.get(pos, n, what), "little")
 
@@ -702,8 +725,14 @@ class Dataset(_Node):
                 return
             if size < count * itemsize:
                 _fail(f"{where}: stores {size} bytes for {count} values", path, pos)
-            reader.buf.get(addr, count * itemsize, f"{where}: data")  # bounds check
-            flat[...] = np.frombuffer(reader.buf.data, stored, count, addr)
+            if flat.dtype == stored and flat.flags.c_contiguous:  # straight into place
+                reader.buf.read_into(addr, flat, f"{where}: data")
+                return
+            step = max(1, (1 << 20) // itemsize)  # else converted 1 MiB at a time
+            for start in range(0, count, step):
+                part = np.empty(min(step, count - start), stored)
+                reader.buf.read_into(addr + start * itemsize, part, f"{where}: data")
+                flat[start:start + part.size] = part
         elif cls == 0:  # compact
             size = int.from_bytes(raw[2:4], "little")
             if size < count * itemsize or len(raw) < 4 + count * itemsize:

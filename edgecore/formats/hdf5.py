@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ModelFormatError
 from . import h5native
-from .h5guard import check_file_global_heaps, read_attr
+from .h5guard import read_attr
 from .weights import HDF5_ERRORS, WeightRef, assign_by_name, hdf5_errors, read_dataset
 
 
@@ -165,10 +165,10 @@ def _assign_nested(leaves, refs, path):
 
 
 def open_hdf5(path):
-    with open(path, "rb") as f:
-        check_file_global_heaps(f, path)
     try:
         h5file = h5native.File(path, "r")
+    except ModelFormatError:
+        raise
     except HDF5_ERRORS as exc:
         raise ModelFormatError(f"cannot open as HDF5 (truncated or corrupt?): {exc}",
                                path=path) from None

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ModelFormatError
 from . import h5native
-from .h5guard import check_file_global_heaps, read_attr
+from .h5guard import read_attr
 from .weights import HDF5_ERRORS, WeightRef, hdf5_errors, read_dataset
 
 # Bytes of JSON we accept: MobileNetV2's config is 166 KB; a 64 MB config is hostile.
@@ -83,16 +83,12 @@ class KerasZipModel:
         self.weights = KerasZipWeightSource(self.path, self.h5)
 
     def _open_weights(self):
-        """model.weights.h5 as a file h5py can open, after h5guard's check of its bytes,
-        copied once, front to back, to an anonymous temporary file: by the kernel when
-        stored (as Keras writes it; copy_file_range), else decompressed.  h5py then reads
-        it with its native driver.  Reading the member inside the archive instead goes
-        through a Python file object for every one of HDF5's small reads (zipfile's
-        member object even restarts, re-checksumming, on each backward seek): that made
-        EfficientNetB0's .keras load 6x slower than its .h5, and a window on the archive
-        still 1.4x; the copy costs ~7 ms for its 20 MB."""
+        """model.weights.h5 copied once, front to back, to an anonymous temporary file:
+        by the kernel when stored (as Keras writes it; copy_file_range), else
+        decompressed.  h5native then maps it.  (With h5py, reading the member inside the
+        archive through a Python file object made EfficientNetB0's .keras load 6x slower
+        than its .h5; the copy costs ~7 ms for its 20 MB.)"""
         info = self.zip.getinfo("model.weights.h5")
-        what = "model.weights.h5"
         if info.compress_type == zipfile.ZIP_STORED:
             self.zip.open(info).close()  # checks the local header's signature and name
             extracted = tempfile.TemporaryFile()
@@ -102,7 +98,6 @@ class KerasZipModel:
                     name_len, extra_len = struct.unpack("<HH", f.read(4))
                     start = info.header_offset + 30 + name_len + extra_len
                     _copy_range(f, extracted, start, info.compress_size, self.path)
-                check_file_global_heaps(extracted, self.path, what=what)
             except BaseException:
                 extracted.close()
                 raise
@@ -114,7 +109,6 @@ class KerasZipModel:
         try:
             with self.zip.open(info) as member:
                 shutil.copyfileobj(member, extracted, 1 << 20)
-            check_file_global_heaps(extracted, self.path, what=what)
         except BaseException:
             extracted.close()
             raise

@@ -141,12 +141,9 @@ def _save_delta(model, path, state):
 def read_delta(path):
     """(reference {"source", "identity"}, {layer key: arrays}) of a delta checkpoint, or
     None for anything else (a full checkpoint, any model file: the loader reports what is
-    wrong with a damaged one).  Opened only after h5guard's check, as every HDF5 file."""
-    from ..formats.h5guard import check_file_global_heaps
+    wrong with a damaged one)."""
     from ..formats.weights import HDF5_ERRORS, hdf5_errors
 
-    with open(path, "rb") as raw:
-        check_file_global_heaps(raw, path)
     try:
         f = h5native.File(path, "r")
     except HDF5_ERRORS:
