@@ -214,6 +214,7 @@ class _Reader:
         self.buf = _Buffer(self.path, fileobj)
         self._headers = {}
         self._gcols = {}
+        self._links = {}
         try:
             self._superblock()
         except BaseException:
@@ -351,6 +352,13 @@ class _Reader:
         return _Header(messages)
 
     # groups
+    def group_links(self, addr, where):
+        """{name: address} of a group, in h5py's order; parsed once per file."""
+        links = self._links.get(addr)
+        if links is None:
+            links = self._links[addr] = dict(self.links(addr, where))
+        return links
+
     def links(self, addr, where):
         """[(name, object address)] of a group, in h5py's order (by name)."""
         header = self.header(addr)
@@ -804,7 +812,7 @@ class Group(_Node):
         if self._writer is not None:
             return {n: c for n, c in self._children.items()}
         if self._links_cache is None:
-            self._links_cache = dict(self._reader.links(self._addr, f"group {self.name!r}"))
+            self._links_cache = self._reader.group_links(self._addr, f"group {self.name!r}")
         return self._links_cache
 
     def keys(self):
