@@ -913,9 +913,10 @@ class _NewDataset:
         self.dtype = np.dtype(dtype if dtype is not None else np.float32)
         if self.dtype.kind not in "iuf":
             raise TypeError(f"dataset {name!r}: dtype {self.dtype} (only numbers are written)")
-        self.data = np.zeros(self.shape, self.dtype)
-        if data is not None:
-            self[()] = data
+        if data is not None:  # one copy, in the dtype written (not zeros, then a copy)
+            self.data = np.array(np.broadcast_to(data, self.shape), dtype=self.dtype, order="C")
+        else:
+            self.data = np.zeros(self.shape, self.dtype)
         self.attrs = AttributeManager(self)
         self._reader = None
 
