@@ -680,9 +680,6 @@ class Dataset(_Node):
             _fail(f"dataset {self.name!r} has datatype class {self._type.cls} "
                   f"({self._type.name})", self._reader.path)
 
-    def _chunks(self):
-        """Yield (file offset, element offset per dim) of every stored chunk; chunk dims."""
-
     def read_direct(self, out):
         """Read the whole dataset into `out` (C-contiguous, same shape), converting the
         stored type to out's on the way; no other full copy is made."""
@@ -986,7 +983,6 @@ class _Writer:
     def __init__(self, f):
         self.f = f
         self.pos = 0
-        self.heap_objects = []  # (bytes) for the global heap
 
     def alloc(self, n):
         at = self.pos
@@ -996,11 +992,6 @@ class _Writer:
     def write_at(self, at, data):
         self.f.seek(at)
         self.f.write(data)
-
-    # attribute values -> vlen references in one global heap collection per file
-    def gheap_ref(self, value):
-        self.heap_objects.append(value)
-        return len(self.heap_objects)  # object index (collections are assigned later)
 
     def write(self, root):
         self.pos = 96  # superblock
