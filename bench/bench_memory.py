@@ -4,13 +4,13 @@ Every row is a new Python process that imports the runtime, loads MobileNetV2-1.
 runs 10 batch-1 predictions, then reports its peak resident size (VmHWM; see
 bench/measure.py for why not a child's ru_maxrss), the
 time its import took and the time from the import to the first prediction's result
-(`import edgecore` defers numpy and h5py to the first load, so the second number is the
-fair comparison of start-up cost).  The baseline process only imports numpy and h5py (edgecore's
-run-time dependencies).  The table is printed at the end of the run (bench/conftest.py).
+(`import edgecore` defers numpy to the first load, so the second number is the
+fair comparison of start-up cost).  The baseline process only imports numpy (edgecore's
+run-time dependency; h5py is no longer one).  The table is printed at the end of the run (bench/conftest.py).
 
 Claims checked here (issue: one preallocated memory arena):
   * edgecore's peak RSS is below LiteRT's and ONNX Runtime's on the same model;
-  * it is at most 15 MB above the numpy+h5py baseline plus the packed weight bytes;
+  * it is at most 15 MB above the numpy baseline plus the packed weight bytes;
   * `import edgecore` is faster than importing LiteRT's interpreter.
 
     pytest bench/bench_memory.py            (LiteRT/ONNX rows need the runtimes and
@@ -46,7 +46,7 @@ print(json.dumps({{"peak_mb": peak_rss_mb(), "import_ms": import_ms,
 """
 
 SCRIPTS = {
-    "numpy+h5py (baseline)": ("import numpy, h5py", "extra = {}; first_ms = 0.0"),
+    "numpy (baseline)": ("import numpy", "extra = {}; first_ms = 0.0"),
     "edgecore": ("import edgecore", f"""
 model = edgecore.load({str(MODEL_H5)!r})
 model.predict(x)
@@ -100,7 +100,7 @@ def measure(results, name, repeats=3):
 
 @pytest.fixture(scope="module")
 def baseline(memory_results):
-    return measure(memory_results, "numpy+h5py (baseline)")
+    return measure(memory_results, "numpy (baseline)")
 
 
 @pytest.fixture(scope="module")

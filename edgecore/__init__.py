@@ -5,8 +5,9 @@
     model.summary()
     probs = model.predict(x)                # float32 NHWC
 
-Run-time dependencies are numpy and h5py; the numerics are Cython kernels compiled at
-install time (edgecore._kernels).
+The only run-time dependency is numpy (Keras's HDF5 files are read and written by
+edgecore.formats.h5native); the numerics are Cython kernels compiled at install time
+(edgecore._kernels).
 """
 import os as _os
 
@@ -74,7 +75,7 @@ def build_info():
 
 
 def __getattr__(name):
-    # Heavy parts (numpy, h5py, the planner) load on first use, so `import edgecore` is
+    # Heavy parts (numpy, the file readers, the planner) load on first use, so `import edgecore` is
     # cheap on a phone; `edgecore.load` pulls them in.
     if name == "Model":
         from .model import Model

@@ -667,7 +667,7 @@ class Model:
 def load_model(path, memory_budget=None, input_shape=None, rewrites=None, num_threads=None):
     """The whole of `edgecore.load`: read the config, plan, check the budget, and only then
     read and pack the weights (see edgecore.load for the arguments)."""
-    # The loader (and with it h5py) is imported here, not at `import edgecore`.
+    # The loader (and with it the HDF5 reader) is imported here, not at `import edgecore`.
     from .loader import file_reader, load_graph
 
     from .train.checkpoint import read_delta
@@ -704,11 +704,11 @@ def _load_delta(path, delta, memory_budget, input_shape, rewrites, num_threads=N
 
     import json
 
-    import h5py
+    from .formats import h5native
 
     meta, values = delta
     source = check_reference(meta, path)
-    with h5py.File(path, "r") as f:
+    with h5native.File(path, "r") as f:
         config = json.loads(f.attrs["model_config"])
     ctx = LoadContext(str(path), 3, KERAS_VERSION, "edgecore-delta-checkpoint", config)
     graph = build_graph(parse_model_config(config, 3, str(path)), ctx, layer_factory(ctx))

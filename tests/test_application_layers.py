@@ -8,9 +8,10 @@ show: the refusals, the config checks, and what a save writes for Keras 3.
 """
 import json
 
-import h5py
 import numpy as np
 import pytest
+
+h5py = pytest.importorskip("h5py")  # test-only: crafts or cross-checks files
 
 import edgecore as ec
 from badfiles import copy_fixture, edit_config, expect_error, layer_entry, reference_input

@@ -46,15 +46,16 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path):
 BLOCK_H5PY = "import sys; sys.modules['h5py'] = None; sys.argv[0] = 'edgecore'; "
 
 
-def test_without_h5py_load_and_the_cli_say_what_to_install(tmp_path):
+def test_without_h5py_load_and_the_cli_work(tmp_path):
+    """h5py is not a run-time dependency (issue 15): with it unimportable, load and the
+    CLI read the file through edgecore's own HDF5 reader."""
     code = (BLOCK_H5PY + "import edgecore as ec\n"
-            "try:\n    ec.load(sys.argv[1])\n"
-            "except ec.MissingDependencyError as e:\n    print(e)\n")
+            "print(ec.load(sys.argv[1]).count_params())\n")
     proc = subprocess.run([sys.executable, "-c", code, str(FIXTURES / "mobilenet_v2.k3.h5")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert "pip install h5py" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and int(proc.stdout.split()[-1]) > 0, proc.stderr
     cli = BLOCK_H5PY + "from edgecore.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.run([sys.executable, "-c", cli, "info", str(FIXTURES / "mobilenet_v2.k3.h5")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "pip install h5py" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr

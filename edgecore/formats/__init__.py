@@ -7,18 +7,10 @@ plus `close()`.  Nothing here knows what a layer computes.
 """
 import os
 
-from ..errors import MissingDependencyError, ModelFormatError
+from ..errors import ModelFormatError
 
-try:
-    import h5py  # noqa: F401  (every flavour is HDF5 inside)
-except ImportError as _exc:
-    raise MissingDependencyError(
-        "reading and writing Keras files needs the h5py package, which is not installed: "
-        "pip install h5py (it builds against libhdf5; on Termux first `pkg install hdf5`)"
-    ) from _exc
-
-from .config import parse_model_config  # noqa: E402
-from .hdf5 import open_hdf5  # noqa: E402
+from .config import parse_model_config
+from .hdf5 import open_hdf5
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"

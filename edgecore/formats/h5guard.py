@@ -1,5 +1,11 @@
 """Checks made on the raw bytes of an HDF5 file before the HDF5 library reads it.
 
+Since issue 15 edgecore reads HDF5 with its own reader (h5native.py), which walks every
+global heap collection it uses with the same bounds as `check_global_heaps` and decodes
+only integer, float and string datatypes; the file-wide pre-scan is no longer run on
+load.  `read_attr` and `is_weight_type` remain the datatype gate; `check_global_heaps`
+stays for anyone handing a file to the HDF5 C library (h5py) and for its tests.
+
 The HDF5 C library trusts some on-disk structures, and two kinds of damage take the
 process down instead of raising (found by tests/test_fuzz.py; both still in HDF5 2.0):
 
@@ -26,17 +32,11 @@ Non-goal: validating anything the library checks on its own.
 """
 import mmap
 
-from h5py import h5t
-
 from ..errors import ModelFormatError
 
-# Datatypes a Keras weight is stored as; H5Tequal also compares precision, offset and
-# padding, which a damaged float type gets wrong ("insufficient precision" or worse).
-_WEIGHT_TYPES = tuple(getattr(h5t, f"{kind}{bits}{order}")
-                      for kind, sizes in (("IEEE_F", (16, 32, 64)), ("STD_I", (8, 16, 32, 64)),
-                                          ("STD_U", (8, 16, 32, 64)))
-                      for bits in sizes for order in ("LE", "BE"))
-ATTR_CLASSES = (h5t.STRING, h5t.INTEGER, h5t.FLOAT)
+# HDF5 datatype classes of the attributes a Keras file has: integer, float, string, and
+# variable-length (strings; h5native decodes no other variable-length type).
+ATTR_CLASSES = (0, 1, 3, 9)
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _GCOL = b"GCOL"
@@ -138,7 +138,7 @@ def read_attr(obj, name, path, layer=None):
     number, the only kinds of attribute a Keras file has."""
     if name not in obj.attrs:
         return None
-    type_class = obj.attrs.get_id(name).get_type().get_class()
+    type_class = obj.attrs.type_class(name)
     if type_class not in ATTR_CLASSES:
         raise ModelFormatError(f"attribute {name!r} of {obj.name!r} has a damaged or foreign "
                                f"datatype (HDF5 class {type_class})", path=path, layer=layer)
@@ -147,5 +147,4 @@ def read_attr(obj, name, path, layer=None):
 
 def is_weight_type(dataset):
     """Whether the dataset's stored datatype is a standard integer or IEEE float."""
-    stored = dataset.id.get_type()
-    return any(stored == standard for standard in _WEIGHT_TYPES)
+    return dataset.is_weight_type()

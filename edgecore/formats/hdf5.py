@@ -10,11 +10,11 @@ version writes no layer name (Keras 2 Normalization: `mean:0`), by order.
 """
 import json
 
-import h5py
 import numpy as np
 
 from ..errors import ModelFormatError
-from .h5guard import check_file_global_heaps, read_attr
+from . import h5native
+from .h5guard import read_attr
 from .weights import HDF5_ERRORS, WeightRef, assign_by_name, hdf5_errors, read_dataset
 
 
@@ -77,7 +77,7 @@ class HDF5WeightSource:
         self.path = path
         self.file = h5file
         self.root = h5file.get("model_weights")
-        if not isinstance(self.root, h5py.Group):
+        if not isinstance(self.root, h5native.Group):
             raise ModelFormatError("file has a model config but no 'model_weights' group",
                                    path=path)
 
@@ -101,7 +101,7 @@ class HDF5WeightSource:
     def _group_refs(self, group_name, leaves):
         expected = sum(len(s.variables) for s in leaves)
         group = self.root.get(group_name)
-        if not isinstance(group, h5py.Group):
+        if not isinstance(group, h5native.Group):
             if expected == 0:
                 return []
             raise ModelFormatError(
@@ -165,10 +165,10 @@ def _assign_nested(leaves, refs, path):
 
 
 def open_hdf5(path):
-    with open(path, "rb") as f:
-        check_file_global_heaps(f, path)
     try:
-        h5file = h5py.File(path, "r")
+        h5file = h5native.File(path, "r")
+    except ModelFormatError:
+        raise
     except HDF5_ERRORS as exc:
         raise ModelFormatError(f"cannot open as HDF5 (truncated or corrupt?): {exc}",
                                path=path) from None

@@ -16,11 +16,11 @@ import tempfile
 import zipfile
 import zlib
 
-import h5py
 import numpy as np
 
 from ..errors import ModelFormatError
-from .h5guard import ATTR_CLASSES, check_file_global_heaps
+from . import h5native
+from .h5guard import read_attr
 from .weights import HDF5_ERRORS, WeightRef, hdf5_errors, read_dataset
 
 # Bytes of JSON we accept: MobileNetV2's config is 166 KB; a 64 MB config is hostile.
@@ -71,11 +71,11 @@ class KerasZipModel:
         self.training_config = compile_config
         try:
             self._weights_member = self._open_weights()
-            if isinstance(self._weights_member, _NamedCopy):
-                self.h5 = self._weights_member.open_hdf5()
-            else:
-                self.h5 = h5py.File(self._weights_member, "r")
-        except ModelFormatError:  # from the heap check; a ValueError, so let it through here
+            self.h5 = h5native.File(self._weights_member, "r", label=self.path)
+        except ModelFormatError as exc:  # a ValueError, so let it through here
+            if "model.weights.h5" not in str(exc.reason):
+                exc.reason = f"model.weights.h5 inside the archive: {exc.reason}"
+                exc.args = (exc._message(),)
             raise
         except HDF5_ERRORS + ZIP_ERRORS as exc:
             raise ModelFormatError(f"model.weights.h5 inside the archive is not readable "
@@ -83,26 +83,21 @@ class KerasZipModel:
         self.weights = KerasZipWeightSource(self.path, self.h5)
 
     def _open_weights(self):
-        """model.weights.h5 as a file h5py can open, after h5guard's check of its bytes,
-        copied once, front to back, to an anonymous temporary file: by the kernel when
-        stored (as Keras writes it; copy_file_range), else decompressed.  h5py then reads
-        it with its native driver.  Reading the member inside the archive instead goes
-        through a Python file object for every one of HDF5's small reads (zipfile's
-        member object even restarts, re-checksumming, on each backward seek): that made
-        EfficientNetB0's .keras load 6x slower than its .h5, and a window on the archive
-        still 1.4x; the copy costs ~7 ms for its 20 MB."""
+        """model.weights.h5 copied once, front to back, to an anonymous temporary file:
+        by the kernel when stored (as Keras writes it; copy_file_range), else
+        decompressed.  h5native then maps it.  (With h5py, reading the member inside the
+        archive through a Python file object made EfficientNetB0's .keras load 6x slower
+        than its .h5; the copy costs ~7 ms for its 20 MB.)"""
         info = self.zip.getinfo("model.weights.h5")
-        what = "model.weights.h5"
         if info.compress_type == zipfile.ZIP_STORED:
             self.zip.open(info).close()  # checks the local header's signature and name
-            extracted = _NamedCopy()
+            extracted = tempfile.TemporaryFile()
             try:
                 with open(self.path, "rb") as f:  # local header: 30 bytes, name, extra field
                     f.seek(info.header_offset + 26)
                     name_len, extra_len = struct.unpack("<HH", f.read(4))
                     start = info.header_offset + 30 + name_len + extra_len
                     _copy_range(f, extracted, start, info.compress_size, self.path)
-                check_file_global_heaps(extracted, self.path, what=what)
             except BaseException:
                 extracted.close()
                 raise
@@ -114,7 +109,6 @@ class KerasZipModel:
         try:
             with self.zip.open(info) as member:
                 shutil.copyfileobj(member, extracted, 1 << 20)
-            check_file_global_heaps(extracted, self.path, what=what)
         except BaseException:
             extracted.close()
             raise
@@ -171,37 +165,6 @@ def _copy_range(src, dst, start, size, path):
     dst.flush()
 
 
-class _NamedCopy:
-    """A temporary file with a name for as long as it takes the HDF5 library to open it
-    (its native driver opens by path): `open_hdf5` unlinks the name right after, so a
-    killed process leaves nothing behind past that moment."""
-
-    def __init__(self):
-        fd, self.name = tempfile.mkstemp(suffix=".weights.h5")
-        self.file = os.fdopen(fd, "w+b")
-
-    def __getattr__(self, attr):  # read, write, seek, fileno, flush... of the file
-        return getattr(self.file, attr)
-
-    def open_hdf5(self):
-        try:
-            return h5py.File(self.name, "r")
-        finally:
-            self.unlink()
-
-    def unlink(self):
-        if self.name is not None:
-            try:
-                os.unlink(self.name)
-            except OSError:
-                pass
-            self.name = None
-
-    def close(self):
-        self.unlink()
-        self.file.close()
-
-
 class KerasZipWeightSource:
     def __init__(self, path, h5file):
         self.path = path
@@ -211,43 +174,34 @@ class KerasZipWeightSource:
             self._walk(h5file, "", ())
 
     def _walk(self, group, prefix, names):
-        """Map each layer's path of names to its vars group.  Low-level h5py calls (object
-        ids, no high-level wrapper per child): a Keras application has hundreds of layer
-        groups, and h5py's Group.get/__getitem__ cost ~0.1 ms each, which made a .keras
-        load 1.4x its .h5."""
-        if b"layers" not in group.id:
-            return
-        layers = h5py.h5o.open(group.id, b"layers")
-        if not isinstance(layers, h5py.h5g.GroupID):
+        """Map each layer's path of names to its vars group."""
+        layers = group.get("layers")
+        if not isinstance(layers, h5native.Group):
             return
         if len(names) >= MAX_NESTING:
             raise ModelFormatError(f"model.weights.h5 nests layers more than {MAX_NESTING} "
                                    f"deep at {prefix!r} (a cycle?)", path=self.path)
         for auto in layers:
-            child = h5py.h5o.open(layers, auto)
-            if not isinstance(child, h5py.h5g.GroupID):
+            child = layers.get(auto)
+            if not isinstance(child, h5native.Group):
                 continue
-            auto = auto.decode("utf-8", "replace")
             name = None
-            if b"vars" in child:
-                vars_id = h5py.h5o.open(child, b"vars")
-                if isinstance(vars_id, h5py.h5g.GroupID) and h5py.h5a.exists(vars_id, b"name"):
-                    name = self._name_attr(vars_id, f"{prefix}layers/{auto}/vars")
+            vars_group = child.get("vars")
+            if isinstance(vars_group, h5native.Group) and "name" in vars_group.attrs:
+                name = self._name_attr(vars_group, f"{prefix}layers/{auto}/vars")
             name = auto if name is None else (name.decode() if isinstance(name, bytes) else str(name))
             child_path = f"{prefix}layers/{auto}"
             self._vars[names + (name,)] = f"{child_path}/vars"
-            self._walk(h5py.Group(child), child_path + "/", names + (name,))
+            self._walk(child, child_path + "/", names + (name,))
 
-    def _name_attr(self, object_id, where):
-        """The `name` attribute of a vars group, read through its id (h5guard's datatype
-        check first: only a string or a number is read)."""
-        attr = h5py.h5a.open(object_id, b"name")
-        if attr.get_type().get_class() not in ATTR_CLASSES or attr.shape != ():
+    def _name_attr(self, group, where):
+        """The `name` attribute of a vars group (h5guard's datatype check first: only a
+        string or a number is read)."""
+        value = read_attr(group, "name", self.path)
+        if np.shape(value) != ():
             raise ModelFormatError(f"attribute 'name' of {where!r} has a damaged or foreign "
                                    f"datatype or shape", path=self.path)
-        value = np.empty((), attr.dtype)
-        attr.read(value)
-        return value[()]
+        return value.item() if isinstance(value, np.generic) else value
 
     def index(self, leaves):
         result = {}
@@ -258,7 +212,7 @@ class KerasZipWeightSource:
             with hdf5_errors(self.path, "cannot list the layer's variables",
                              layer="/".join(slots.path), layer_class=slots.class_name):
                 vars_group = None if vars_path is None else self.file.get(vars_path)
-                if isinstance(vars_group, h5py.Group):
+                if isinstance(vars_group, h5native.Group):
                     count = sum(1 for key in vars_group if key.isdigit())
             if count != expected:
                 raise ModelFormatError(

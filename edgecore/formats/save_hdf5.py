@@ -29,10 +29,10 @@ import hashlib
 import json
 import os
 
-import h5py
 import numpy as np
 
 from ..errors import ModelFormatError
+from . import h5native
 from .keras3_config import KERAS_VERSION, keras3_model_config, keras3_name
 
 BACKEND = "tensorflow"  # what Keras writes under its default backend; readers ignore it
@@ -114,7 +114,7 @@ def atomic_h5(path):
     os.makedirs(directory, exist_ok=True)  # as Keras's save does
     tmp = temporary_path(path)
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5native.File(tmp, "w") as f:
             yield f
             f.flush()
         _fsync(tmp)
@@ -166,11 +166,7 @@ def _write_subset(group, weights):
     """weights: [(name, array)]; one dataset per name (a `/` makes nested groups)."""
     _save_attributes(group, "weight_names", [name.encode("utf8") for name, _ in weights])
     for name, value in weights:
-        dataset = group.create_dataset(name, value.shape, dtype=value.dtype)
-        if value.shape:
-            dataset[:] = value
-        else:
-            dataset[()] = value
+        group.create_dataset(name, data=value)
 
 
 def _save_attributes(group, name, data):
@@ -281,12 +277,7 @@ def _write_optimizer_weights(f, optimizer_weights):
     group = f.create_group("optimizer_weights")
     _save_attributes(group, "weight_names", [str(n).encode("utf8") for n, _ in items])
     for name, value in items:
-        value = np.asarray(value)
-        dataset = group.create_dataset(str(name), value.shape, dtype=value.dtype)
-        if value.shape:
-            dataset[:] = value
-        else:
-            dataset[()] = value
+        group.create_dataset(str(name), data=np.asarray(value))
 
 
 def _json_default(value):

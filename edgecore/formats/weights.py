@@ -9,10 +9,10 @@ never holds more than one layer's raw weights beside the packed model.
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import h5py
 import numpy as np
 
 from ..errors import EdgecoreError, ModelFormatError
+from . import h5native
 from .h5guard import is_weight_type
 
 # What h5py raises when the HDF5 library meets a damaged file: OSError/RuntimeError (bad
@@ -72,7 +72,7 @@ def read_dataset(h5file, ref, expected_shape, path, slots, out=None):
     context = dict(path=path, layer=slots.name, layer_class=slots.class_name)
     with hdf5_errors(what=f"cannot open weight {ref.var_name!r} at {ref.dataset!r}", **context):
         dataset = h5file.get(ref.dataset)
-        if not isinstance(dataset, h5py.Dataset):
+        if not isinstance(dataset, h5native.Dataset):
             found = "does not exist" if dataset is None else f"is a {type(dataset).__name__}"
             raise ModelFormatError(f"weight {ref.var_name!r}: {ref.dataset!r} {found} in the "
                                    f"file", **context)
@@ -101,7 +101,7 @@ def read_dataset(h5file, ref, expected_shape, path, slots, out=None):
 
 def _type_name(dataset):
     try:
-        return str(dataset.dtype)
+        return dataset.type_description()
     except HDF5_ERRORS:  # the datatype is too damaged to describe
         return "undecodable"
 

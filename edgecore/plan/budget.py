@@ -2,7 +2,7 @@
 
 What counts: the buffers edgecore allocates for the model — the packed weights, the
 activation arena (sized by the plan), and for training the gradient and optimizer-state
-arenas and the feature cache.  The Python interpreter, numpy and h5py themselves are not
+arenas and the feature cache.  The Python interpreter and numpy themselves are not
 counted (bench/bench_memory.py measures the whole process).  Units: B, KB/MB/GB are
 powers of 1000, KiB/MiB/GiB powers of 1024; a bare number is bytes.
 """

@@ -20,10 +20,10 @@ interrupted run loses at most the epoch in progress.
 import json
 import os
 
-import h5py
 import numpy as np
 
 from ..errors import ModelFormatError
+from ..formats import h5native
 
 STATE_ATTR = "edgecore_training_state"
 DELTA_ATTR = "edgecore_checkpoint"  # JSON {"kind": "delta", "source": ..., "identity": ...}
@@ -141,14 +141,11 @@ def _save_delta(model, path, state):
 def read_delta(path):
     """(reference {"source", "identity"}, {layer key: arrays}) of a delta checkpoint, or
     None for anything else (a full checkpoint, any model file: the loader reports what is
-    wrong with a damaged one).  Opened only after h5guard's check, as every HDF5 file."""
-    from ..formats.h5guard import check_file_global_heaps
+    wrong with a damaged one)."""
     from ..formats.weights import HDF5_ERRORS, hdf5_errors
 
-    with open(path, "rb") as raw:
-        check_file_global_heaps(raw, path)
     try:
-        f = h5py.File(path, "r")
+        f = h5native.File(path, "r")
     except HDF5_ERRORS:
         return None
     with f:
@@ -191,7 +188,7 @@ def restore(model, path, history):
     from ..loader import file_reader
 
     trainer = model.trainer
-    with h5py.File(path, "r") as f:
+    with h5native.File(path, "r") as f:
         if STATE_ATTR not in f.attrs:
             raise ModelFormatError("not an edgecore training checkpoint (no training state)",
                                    path=path)
