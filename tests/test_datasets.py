@@ -345,6 +345,7 @@ CASES = {
     "split_train": dict(seed=11, validation_split=0.4, subset="training", image_size=(8, 8)),
     "grey": dict(shuffle=False, color_mode="grayscale", image_size=(16, 16)),
     "rgba": dict(shuffle=False, color_mode="rgba", image_size=(9, 9)),
+    "grey_jpeg": dict(shuffle=False, color_mode="grayscale", image_size=(16, 16)),
 }
 
 
@@ -355,7 +356,8 @@ def test_against_keras(keras_py, tmp_path):
     levels for JPEG (TF asks libjpeg for its fast integer DCT, Pillow for the accurate one;
     measured at most 5.0 of 255 here, so the bound is 8)."""
     rgb = tmp_path / "rgb"
-    png = tmp_path / "png"  # TF cannot decode GIF or JPEG to 1 or 4 channels
+    png = tmp_path / "png"  # TF cannot decode GIF or BMP to 1 channel, nor GIF or JPEG to 4
+    jpg = tmp_path / "jpg"
     photos = [p for p in (REPO / "weights" / "pretrained").glob("*.npz")]
     source = np.load(photos[0])["x"] if photos else None
     exts = ["png", "jpg", "bmp", "gif", "JPEG", "png"]
@@ -368,7 +370,10 @@ def test_against_keras(keras_py, tmp_path):
         img.save(where / f"img_{k:02d}.{exts[k % 6]}")
         (png / cls).mkdir(parents=True, exist_ok=True)
         (img.convert("RGBA") if k % 2 else img).save(png / cls / f"p{k:02d}.png")
-    dirs = {name: str(png if name in ("grey", "rgba") else rgb) for name in CASES}
+        (jpg / cls).mkdir(parents=True, exist_ok=True)
+        img.save(jpg / cls / f"j{k:02d}.jpg", quality=90)
+    dirs = {name: str(png if name in ("grey", "rgba") else jpg if name == "grey_jpeg" else rgb)
+            for name in CASES}
     one = str(rgb / "cats" / "img_00.png")
     proc = subprocess.run([keras_py, "-c", KERAS_SCRIPT, json.dumps(
         {"cases": CASES, "dirs": dirs, "out": str(tmp_path / "k.npz"), "one": one})],
