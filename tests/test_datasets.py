@@ -246,21 +246,22 @@ def _model(classes=3):
 
 
 def test_fit_on_a_dataset_equals_fit_on_its_arrays(fashion):
-    """Unshuffled: the dataset with its cache filled during epoch 1, the dataset without a
-    cache, and the same photos as arrays train the same weights."""
+    """Unshuffled: the dataset with its cache filled during epoch 1 (in memory or spilled
+    to a temporary file), the dataset without a cache, and the same photos as arrays
+    train the same weights."""
     ds = ec.utils.image_dataset_from_directory(fashion, shuffle=False, image_size=(32, 32),
                                                batch_size=16, verbose=False)
     x = np.concatenate([b[0] for b in ds])
     y = ds.labels
     results = []
-    for kind in ("cached", "streamed", "arrays"):
+    for kind in ("cached", "streamed", "spilled", "arrays"):
         ec.utils.set_random_seed(0)
         model = _model()
         if kind == "arrays":
             history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
         else:
-            history = model.fit(ds, epochs=2, verbose=0,
-                                feature_cache="auto" if kind == "cached" else False)
+            history = model.fit(ds, epochs=2, verbose=0, feature_cache={
+                "cached": "auto", "streamed": False, "spilled": "disk"}[kind])
         results.append((model.get_weights()[-2:], history.history["loss"]))
     for weights, losses in results[1:]:
         np.testing.assert_allclose(losses, results[0][1], rtol=1e-6)
@@ -403,3 +404,25 @@ def test_against_keras(keras_py, tmp_path):
     if "load_img" in ref:
         np.testing.assert_array_equal(ours, ref["load_img"])
     print("largest difference from Keras: png/bmp/gif", worst.get(False), "jpeg", worst.get(True))
+
+
+def test_a_budget_without_room_for_the_cache_spills_it_to_disk(fashion, capsys):
+    ds = ec.utils.image_dataset_from_directory(fashion, image_size=(32, 32), batch_size=16,
+                                               verbose=False)
+    model = _model()
+
+    def total(cache):
+        plan = model.memory_plan((32, 32, 3), batch_size=16, training=True, samples=120,
+                                 feature_cache=cache, print_fn=False)
+        return plan.total_bytes
+
+    in_memory, on_disk = total(True), total("disk")
+    assert in_memory - on_disk == 120 * 1280 * 4  # the cache is what differs
+    budget = on_disk + ds.memory_bytes() + 100_000  # no room for 614 KB of features
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  memory_budget=budget)
+    model.fit(ds, epochs=2, verbose=1)
+    out = capsys.readouterr().out
+    assert "Caching the frozen layers' output for 120 photos in a temporary file" in out
+    with pytest.raises(ec.MemoryBudgetError):
+        model.fit(ds, epochs=1, verbose=0, feature_cache=True)  # in memory: refused
