@@ -31,6 +31,9 @@ import tempfile
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels"))
+from build_check import missing_build_tools  # noqa: E402  (kernels/build_check.py)
+
 try:
     from Cython.Build import cythonize
 except ImportError:  # pragma: no cover - Cython is a build requirement in pyproject.toml
@@ -86,6 +89,11 @@ class BuildExt(build_ext):
     """build_ext that decides, for the compiler it is about to use, how to get OpenMP."""
 
     def build_extensions(self):
+        cmd = getattr(self.compiler, "compiler_so", None)
+        if cmd is not None:  # unix compilers; MSVC finds itself
+            problem = missing_build_tools(cmd)
+            if problem:
+                sys.exit(problem)
         flags = self._openmp_flags()
         for ext in self.extensions:
             if flags is not None:

@@ -302,7 +302,16 @@ class Model:
         Memory is that of one batch whatever len(x): the output shapes come from shape
         inference, and at most two plans run (batch_size, and a partial last batch),
         cached per input shape (the MAX_CACHED_PLANS most recent).  With a memory budget,
-        the plans and the result arrays are checked before the first batch runs."""
+        the plans and the result arrays are checked before the first batch runs.
+
+        x may also be a dataset or generator yielding batches (x, or (x, y) whose y is
+        ignored, as Keras does): each batch is predicted as it comes, with the batch size
+        it has; a dataset of edgecore.utils.image_dataset_from_directory fills one result
+        array made up front, in the dataset's order (its file_paths when not shuffled)."""
+        from .train.loops import is_batch_iterable
+
+        if is_batch_iterable(x):
+            return self._predict_batches(x)
         inputs = self._standardize_inputs(x, convert=False)
         n = inputs[0].shape[0]
         batch_size = DEFAULT_BATCH_SIZE if batch_size is None else _positive_int(
@@ -321,6 +330,35 @@ class Model:
                 self.executor(plans[size], [a[start:stop] for a in inputs],
                               [o[start:stop] for o in outputs])
                 start = stop
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def _predict_batches(self, batches):
+        samples = getattr(batches, "samples", None)
+        outputs, parts, start = None, [], 0
+        for batch in batches:
+            if isinstance(batch, tuple) and len(batch) in (2, 3):
+                batch = batch[0]  # (x, y[, sample_weight]): y is not used by predict
+            inputs = self._standardize_inputs(batch, convert=False)
+            n = inputs[0].shape[0]
+            if samples is not None:
+                if outputs is None:
+                    shapes = self.output_shapes_for([a.shape[1:] for a in inputs])
+                    outputs = [np.empty((samples,) + tuple(s), np.float32) for s in shapes]
+                if start + n > samples:
+                    raise ShapeError(f"the dataset yielded more than its {samples} samples",
+                                     path=self.path)
+                self.predict(inputs, batch_size=n, out=[o[start:start + n] for o in outputs])
+            else:
+                result = self.predict(inputs, batch_size=n)
+                parts.append(result if isinstance(result, list) else [result])
+            start += n
+        if samples is None:
+            if not parts:
+                raise ValueError("predict got no batches")
+            outputs = [np.concatenate(p) for p in zip(*parts)]
+        elif start != samples:
+            raise ShapeError(f"the dataset yielded {start} samples, expected {samples}",
+                             path=self.path)
         return outputs[0] if len(outputs) == 1 else outputs
 
     @serialized

@@ -1,5 +1,7 @@
-"""edgecore.utils: set_random_seed (like keras.utils.set_random_seed), resize_images and
-decode_predictions (like keras.applications.imagenet_utils.decode_predictions).
+"""edgecore.utils: set_random_seed (like keras.utils.set_random_seed), resize_images,
+decode_predictions (like keras.applications.imagenet_utils.decode_predictions), and for
+photos (Pillow, the extra `edgecore[images]`) Keras's image_dataset_from_directory,
+load_img and img_to_array (edgecore/datasets.py, edgecore/images.py).
 
 The seed drives what is random in edgecore's training: the per-epoch shuffle in fit and
 the Dropout masks (a counter-based generator, kernels/elementwise.pxi).  Keras's own
@@ -7,6 +9,9 @@ random streams cannot be reproduced, so runs are repeatable within edgecore, not
 identical to a Keras run with the same seed.
 """
 import secrets
+
+from .datasets import image_dataset_from_directory  # noqa: F401  (Keras's names)
+from .images import img_to_array, load_img  # noqa: F401
 
 _SEED = None
 _GENERATION = 0  # how many times set_random_seed was called

@@ -1,6 +1,6 @@
 """Imports flow one way: the tree is the data path (STYLE.md item 1).
 
-    errors/utils -> formats -> layers -> graph -> plan -> loader -> train -> summary/model
+    errors -> images -> datasets -> utils -> formats -> layers -> graph -> plan -> loader -> train -> summary/model
     -> the package's public API (__init__: load, optimizers, losses...) -> cli
 
 A package may import itself and anything to its left (and the compiled _kernels), never
@@ -13,7 +13,7 @@ from pathlib import Path
 import edgecore
 
 PACKAGE = Path(edgecore.__file__).resolve().parent
-ORDER = ["errors", "utils", "_kernels", "formats", "layers", "graph", "plan", "loader",
+ORDER = ["errors", "images", "datasets", "utils", "_kernels", "formats", "layers", "graph", "plan", "loader",
          "train", "summary", "model", "transfer", "optimizers", "losses", "callbacks",
          "__init__", "cli", "__main__"]
 

@@ -22,8 +22,9 @@ import warnings
 
 import numpy as np
 
+from ..datasets import ImageDataset
 from ..errors import MemoryBudgetError, NonFiniteLossError, ShapeError
-from .cache import BatchSource, build_caches, cache_directory
+from .cache import BatchSource, MemoryCache, SpilledCache, build_caches, cache_directory
 from .callbacks import History, ProgressBar
 from .memory import RunShape, batch_lengths, run_parts
 
@@ -140,6 +141,17 @@ def fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_data, sh
     trainer.reseed()
     if feature_cache not in ("auto", True, False, "disk"):
         raise ValueError("feature_cache must be 'auto', True, False or 'disk'")
+    if isinstance(x, ImageDataset):
+        if y is not None:
+            raise ValueError("y must not be given when x is a dataset (its batches carry "
+                             "the labels), as in Keras")
+        if validation_split:
+            raise ValueError("validation_split is not supported when x is a dataset (as in "
+                             "Keras); make the validation subset with "
+                             "image_dataset_from_directory(..., validation_split=, subset=)")
+        return _fit_dataset(model, x, epochs, verbose, callbacks, validation_data,
+                            initial_epoch, augment, feature_cache, feature_cache_dir,
+                            checkpoint, resume, steps_per_epoch)
     if is_batch_iterable(x):
         if y is not None:
             raise ValueError("y must not be given when x yields (x, y) batches (a dataset "
@@ -218,14 +230,14 @@ def _run_shapes(run, batch_size):
     """The input shapes of every batch a run uses (full, last partial, validation's)."""
     lengths = set(batch_lengths(run.n, batch_size))
     if run.val_n:
-        lengths |= set(batch_lengths(run.val_n, batch_size))
+        lengths |= set(batch_lengths(run.val_n, run.val_batch or batch_size))
     return [[(length,) + tuple(s) for s in run.samples] for length in sorted(lengths)]
 
 
 def _with_lengths(run, batch_size, cache):
     run.cache = cache
     run.lengths = batch_lengths(run.n, batch_size)
-    run.val_lengths = batch_lengths(run.val_n, batch_size) if run.val_n else []
+    run.val_lengths = batch_lengths(run.val_n, run.val_batch or batch_size) if run.val_n else []
     return run
 
 
@@ -494,3 +506,148 @@ def _verbosity(verbose):
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
     return verbose
+
+
+# --- streaming photo datasets (edgecore.utils.image_dataset_from_directory) -------------
+
+def _labelled_dataset(model, ds, what):
+    if not isinstance(ds, ImageDataset):
+        return
+    if ds.label_mode is None:
+        raise ValueError(f"{what} needs labels: the dataset was made with label_mode=None (or "
+                         f"labels=None)")
+    if ds.batch_size is None:
+        raise ValueError(f"{what} needs a batched dataset: it was made with batch_size=None")
+
+
+def _fit_dataset(model, ds, epochs, verbose, callbacks, validation_data, initial_epoch,
+                 augment, feature_cache, feature_cache_dir, checkpoint, resume,
+                 steps_per_epoch):
+    """fit on a streaming dataset: every batch shape of the run (training and validation,
+    full and last) is planned and the run's memory, the decoded batches included, checked
+    before any photo is decoded.  With the frozen-prefix cache, the first epoch decodes
+    each batch, runs the prefix on it, writes the features into the cache and trains on
+    them; later epochs read only the cache (in a new order each epoch when the dataset
+    shuffles).  The validation dataset is cached the same way on its first pass."""
+    trainer = model.trainer
+    _labelled_dataset(model, ds, "fit")
+    val = validation_data if isinstance(validation_data, ImageDataset) else None
+    _labelled_dataset(model, val, "validation_data")
+    shape = ds.element_shape
+    one = trainer.labels_array(ds.encode_labels(ds.labels[:1]), 1, [shape])
+    run = RunShape(samples=[shape], itemsizes=[4], n=ds.samples,
+                   val_n=val.samples if val is not None else 0,
+                   label_bytes=one.nbytes, augment=augment is not None,
+                   val_batch=val.batch_size if val is not None else 0,
+                   stream_bytes=ds.memory_bytes() + (val.memory_bytes() if val else 0))
+    if steps_per_epoch is not None and int(steps_per_epoch) < len(ds):
+        feature_cache = False  # epochs that see part of the data cannot fill a cache
+    cacheable = trainer.setup.cacheable and augment is None and feature_cache is not False
+    _plan_run(trainer, run, ds.batch_size, cacheable, feature_cache)
+    spill_dir = cache_directory(feature_cache_dir) if run.cache == "disk" else None
+    streams = []
+    try:
+        if run.cache == "none":
+            source = _BatchStream(trainer, ds, augment, steps_per_epoch)
+            validation = (_validation(model, validation_data, ds.batch_size)
+                          if val is None else (lambda: evaluate_batches(trainer, val)))
+        else:
+            if _verbosity(verbose):
+                where = f"a temporary file in {spill_dir}" if spill_dir else "memory"
+                print(f"Caching the frozen layers' output for {ds.samples} photos in {where} "
+                      f"during the first epoch (then epochs train only the trainable layers)")
+            source = _CachedStream(trainer, ds, spill_dir)
+            streams.append(source)
+            if val is not None:
+                val_stream = _CachedStream(trainer, val, spill_dir)
+                streams.append(val_stream)
+                validation = val_stream.evaluate
+            else:
+                validation = _validation(model, validation_data, ds.batch_size)
+        return _fit_loop(model, source, epochs, verbose, callbacks, validation,
+                         initial_epoch, checkpoint, resume)
+    finally:
+        for stream in streams:
+            stream.close()
+        trainer.run_parts = {}
+
+
+class _CachedStream:
+    """Epochs over a dataset through the frozen-prefix cache: the first pass decodes,
+    runs the prefix and fills the cache (rows in the order that pass met the photos, with
+    their labels); later passes gather cached rows in the dataset's order for that pass."""
+
+    def __init__(self, trainer, ds, spill_dir):
+        self.trainer, self.ds = trainer, ds
+        self.steps = len(ds)
+        n, shape = ds.samples, ds.element_shape
+        boundary = trainer.boundary_shapes([(1,) + shape])
+        self.caches = [SpilledCache((n,) + tuple(s[1:]), spill_dir) if spill_dir is not None
+                       else MemoryCache((n,) + tuple(s[1:])) for s in boundary]
+        self.labels = None  # made at the first batch, in the trainer's label layout
+        self.filled = 0
+        self.gather_buffers = {}
+
+    def close(self):
+        for cache in self.caches:
+            cache.close()
+
+    def _fill_batches(self, epoch):
+        trainer, model = self.trainer, self.trainer.model
+        for x, y in self.ds.iterate(epoch):
+            inputs = _as_inputs(model, x)
+            n = inputs[0].shape[0]
+            labels = trainer.labels_array(y, n, _samples(inputs))
+            if self.labels is None:
+                self.labels = np.empty((self.ds.samples,) + labels.shape[1:], labels.dtype)
+            features = trainer.boundary_of(inputs)
+            for cache, rows in zip(self.caches, features):
+                cache.write(self.filled, rows)
+            self.labels[self.filled:self.filled + n] = labels
+            self.filled += n
+            yield features, labels
+        if self.filled != self.ds.samples:  # a photo vanished or was added mid-run
+            raise ShapeError(f"the dataset yielded {self.filled} samples, expected "
+                             f"{self.ds.samples}", path=model.path)
+
+    def _cached_batches(self, epoch):
+        order = self.ds.order(epoch)
+        gather = _LabelGather(self.labels)
+        for start in range(0, len(order), self.ds.batch_size):
+            index = order[start:start + self.ds.batch_size]
+            buffers = self.gather_buffers.get(len(index))
+            if buffers is None:
+                buffers = self.gather_buffers[len(index)] = [
+                    np.empty((len(index),) + c.shape[1:], np.float32) for c in self.caches]
+            for cache, out in zip(self.caches, buffers):
+                cache.gather(index, out)
+            yield buffers, gather(index)
+
+    def batches(self, epoch):
+        if self.filled < self.ds.samples:
+            if self.filled:  # an earlier pass stopped part way: start the cache again
+                self.filled = 0
+            return self._fill_batches(epoch)
+        return self._cached_batches(epoch)
+
+    def run_epoch(self, epoch, callbacks):
+        trainer, model = self.trainer, self.trainer.model
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch)
+        logs = _Logs()
+        for step, (features, labels) in enumerate(self.batches(epoch)):
+            losses, output = trainer.step(features, labels, train=True)
+            _check_finite(model, losses, callbacks, epoch, step)
+            current = logs.add(trainer, losses, output, labels)
+            for callback in callbacks:
+                callback.on_batch_end(step, current)
+            if model.stop_training:
+                break
+        return logs.logs()
+
+    def evaluate(self):
+        logs = _Logs()
+        for features, labels in self.batches(0):
+            losses, output = self.trainer.step(features, labels, train=False)
+            logs.add(self.trainer, losses, output, labels)
+        return logs.logs()

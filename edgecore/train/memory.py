@@ -12,6 +12,9 @@ lengths it will use (a full batch, the last partial one, and validation's):
     staging           the frozen prefix's output for one batch, per batch length
     augmentation      a float32 copy of a batch and the augmented batch, per length
     step outputs      per-sample losses and model outputs, per step plan
+    decoded batches   a streaming dataset's (edgecore.utils.image_dataset_from_directory)
+                      decoded float32 batches: the prefetch queue, the batch being
+                      decoded and the one in use, for training and validation
 
 memory_budget is checked against the sum before any work (fit, batch_size="auto") and
 memory_plan(training=True, samples=...) prints the same parts.
@@ -38,6 +41,8 @@ class RunShape:
     augment: bool = False
     lengths: list = field(default_factory=list)  # batch lengths of training steps
     val_lengths: list = field(default_factory=list)
+    val_batch: int = 0  # validation's batch size when it differs (a dataset's); 0: the same
+    stream_bytes: int = 0  # what streaming datasets hold while decoding ahead
 
 
 def batch_lengths(n, batch_size):
@@ -66,4 +71,6 @@ def run_parts(trainer, run):
     if run.augment:
         parts["augmentation"] = 2 * 4 * input_floats * sum(set(run.lengths))
     parts["step outputs"] = 2 * 4 * (1 + out_floats) * sum(lengths)
+    if run.stream_bytes:
+        parts["decoded batches"] = run.stream_bytes
     return parts
