@@ -1,13 +1,13 @@
 """Keras's image augmentation and resizing layers (the transfer-learning guide's pattern:
 RandomFlip, RandomRotation, ... before the base; Resizing, CenterCrop).
 
-At inference the random layers are the identity, as in Keras.  Resizing, CenterCrop and
+At inference the random layers are the identity, as in Keras; in fit, those the model
+starts with augment each batch (train/augment.py).  Resizing, CenterCrop and
 tf_keras's RandomCrop (at inference a centre crop to the target aspect ratio, then a
 resize; Keras 3.15's is the identity) are a window copy (the kernel of Cropping2D) and a bilinear resize (the kernel of
 UpSampling2D, exactly tf.image.resize(method="bilinear", antialias=False)).
-Not yet: the random layers' training-time transforms (they are refused in fit, naming
-fit(augment=fn) as the way to augment) and the other interpolations (nearest, bicubic,
-area, lanczos are refused at load).
+Not yet: random layers after another layer in fit (refused at compile), RandomCrop in
+fit, and Resizing's other interpolations (nearest, bicubic, area, lanczos: refused at load).
 """
 from .base import Layer, check_channels_last
 from .core import Identity
@@ -41,10 +41,10 @@ class RandomAugmentation(Identity):
 
     def check_trainable(self, node):
         if self.active_in_training(node):
-            raise self.unsupported(f"{self.class_name} augments in Keras's fit, and edgecore "
-                                   f"does not implement its training-time transform yet; "
-                                   f"pass fit(augment=fn) instead, or call the model part "
-                                   f"holding it with training=False")
+            raise self.unsupported(f"{self.class_name} augments in Keras's fit; edgecore "
+                                   f"applies augmentation layers in fit only where the "
+                                   f"model starts with them (input -> Random... -> the "
+                                   f"rest); move it there, or pass fit(augment=fn)")
 
     def lower(self, b, node):
         b.alias(node.outputs[0], node.inputs[0])
