@@ -33,6 +33,9 @@ EXTRA = [
     ("RandomTranslation", {"height_factor": 0.3, "width_factor": [-0.2, 0.0],
                            "fill_mode": "wrap", "interpolation": "nearest"}),
     ("RandomContrast", {"factor": [0.2, 0.6], "value_range": [0, 255]}),
+    ("RandomContrast", {"factor": 0.3}),  # a bare float: Keras 3 reads it as (0, 0.3)
+    ("RandomZoom", {"height_factor": 0.3, "width_factor": 0.1, "interpolation": "nearest",
+                    "fill_mode": "constant"}),
     ("RandomBrightness", {"factor": 0.2, "value_range": [0, 255]}),
     ("RandomBrightness", {"factor": [-0.3, 0.1], "value_range": [-1, 1]}),
 ]
