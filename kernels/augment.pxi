@@ -159,6 +159,23 @@ cdef void crop_forward(float* y_nhwc, const float* x_nhwc, const Py_ssize_t* sta
                    ow * c * sizeof(float))
 
 
+cdef void resize_nearest_forward(float* y_nhwc, const float* x_nhwc, Py_ssize_t n,
+                                 Py_ssize_t h, Py_ssize_t w, Py_ssize_t c, Py_ssize_t oh,
+                                 Py_ssize_t ow) noexcept nogil:
+    """tf.image.resize(x, (oh, ow), 'nearest') (Keras's Resizing): TF's
+    ResizeNearestNeighbor with half_pixel_centers, source floor((o + 0.5) * in / out) in
+    float32, clamped to the image; overwrites y (n, oh, ow, c), which must not overlap x."""
+    cdef float sy = <float>h / <float>oh, sx = <float>w / <float>ow
+    cdef Py_ssize_t b, oy, ox, iy, ix
+    for b in range(n):
+        for oy in range(oh):
+            iy = min(<Py_ssize_t>floorf((<float>oy + <float>0.5) * sy), h - 1)
+            for ox in range(ow):
+                ix = min(<Py_ssize_t>floorf((<float>ox + <float>0.5) * sx), w - 1)
+                memcpy(y_nhwc + ((b * oh + oy) * ow + ox) * c,
+                       x_nhwc + ((b * h + iy) * w + ix) * c, c * sizeof(float))
+
+
 # --- checked Python entry points ---------------------------------------------------------
 
 cdef inline void _check_batch(const float[:, :, :, ::1] x, float[:, :, :, ::1] y,
@@ -241,3 +258,14 @@ def random_crop(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, const Py_ssi
     with nogil:
         crop_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &starts[0, 0], x.shape[0], x.shape[1],
                      x.shape[2], x.shape[3], y.shape[1], y.shape[2])
+
+
+def resize_nearest(const float[:, :, :, ::1] x, float[:, :, :, ::1] y):
+    """tf.image.resize(x, y.shape[1:3], 'nearest'); overwrites y."""
+    _require(y.shape[0] == x.shape[0] and y.shape[3] == x.shape[3],
+             f"resize_nearest: y {tuple(y.shape)[:4]} vs x {tuple(x.shape)[:4]}")
+    _check_batch(x, y, x.shape[0], "resize_nearest")
+    _require(y.shape[1] > 0 and y.shape[2] > 0, "resize_nearest: empty output")
+    with nogil:
+        resize_nearest_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], x.shape[0], x.shape[1],
+                               x.shape[2], x.shape[3], y.shape[1], y.shape[2])

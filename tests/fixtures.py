@@ -27,7 +27,7 @@ NOT_COMMITTED = {"efficientnet_b0.keras", "efficientnet_b0.k2.h5", "mobilenet_v3
 FRAMEWORK = {"k3.h5": "k3", "keras": "k3", "k2.h5": "k2"}
 
 
-def model_files(tags_exclude=("bad-input", "not-yet-supported"), include_missing=False):
+def model_files(tags_exclude=("bad-input",), include_missing=False):
     """(case, flavour, path) for every model file of the non-large cases."""
     for name, case in sorted(CASES.items()):
         if case.get("large") or set(case.get("tags", ())) & set(tags_exclude):

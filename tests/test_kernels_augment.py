@@ -111,3 +111,15 @@ def test_bad_arguments_are_refused():
         K.projective_warp(x, np.empty_like(x), np.zeros((2, 8), np.float32), True, "mirror")
     with pytest.raises(ValueError, match="overlaps"):
         K.brightness(x, x, np.zeros(2, np.float32), 0.0, 1.0)
+
+
+@pytest.mark.parametrize("sizes", [(9, 7, 4, 3), (9, 7, 17, 13), (1, 5, 3, 11), (6, 1, 6, 4),
+                                   (13, 4, 13, 4), (5, 5, 1, 1)])
+def test_resize_nearest(sizes):
+    h, w, oh, ow = sizes
+    rng = np.random.default_rng(6)
+    (x,), copies = frozen(rng.standard_normal((2, h, w, 3)))
+    y = np.full((2, oh, ow, 3), np.nan, np.float32)
+    K.resize_nearest(x, y)
+    assert np.array_equal(y, ref.resize_nearest(x, oh, ow).astype(np.float32))
+    assert_unchanged([x], copies, "resize_nearest")

@@ -1587,10 +1587,7 @@ def _grayscale_augment_cases():
                            ("resizing_bilinear_crop_aspect", (6, 8), {"crop_to_aspect_ratio": True}),
                            ("resizing_nearest_crop_aspect", (9, 4), {"interpolation": "nearest",
                                                                       "crop_to_aspect_ratio": True})):
-        # edgecore refuses interpolation="nearest" so far: tagged so the parity sweep skips them
-        tags = pix["tags"] + (("not-yet-supported",) if "nearest" in name else ())
-        add_chain(name, (12, 10, 3), [L("Resizing", *args, **kw)], f"Resizing{args} {kw} on 12x10",
-                  tags=tags, inputs="pixels")
+        add_chain(name, (12, 10, 3), [L("Resizing", *args, **kw)], f"Resizing{args} {kw} on 12x10", **pix)
     add_chain("center_crop", (12, 10, 3), [L("CenterCrop", 7, 4)], "CenterCrop(7, 4) on 12x10", **pix)
     add_chain("random_crop_inference", (12, 10, 3), [L("RandomCrop", 8, 8)],
               "RandomCrop(8, 8) at inference: centre crop to the aspect ratio, then resize",

@@ -4,10 +4,12 @@ RandomFlip, RandomRotation, ... before the base; Resizing, CenterCrop).
 At inference the random layers are the identity, as in Keras; in fit, those the model
 starts with augment each batch (train/augment.py).  Resizing, CenterCrop and
 tf_keras's RandomCrop (at inference a centre crop to the target aspect ratio, then a
-resize; Keras 3.15's is the identity) are a window copy (the kernel of Cropping2D) and a bilinear resize (the kernel of
-UpSampling2D, exactly tf.image.resize(method="bilinear", antialias=False)).
+resize; Keras 3.15's is the identity) are a window copy (the kernel of Cropping2D) and a
+bilinear resize (the kernel of UpSampling2D, exactly tf.image.resize(method="bilinear",
+antialias=False)) or a nearest one (kernels/augment.pxi resize_nearest).
 Not yet: random layers after another layer in fit (refused at compile), RandomCrop in
-fit, and Resizing's other interpolations (nearest, bicubic, area, lanczos: refused at load).
+fit, and Resizing's other interpolations (bicubic, area, lanczos*, gaussian, mitchellcubic:
+refused at load).
 """
 from .base import Layer, check_channels_last
 from .core import Identity
@@ -88,11 +90,17 @@ class _CropResize(Layer):
         if (ch, cw) != (h, w):
             src = b.temp((n, ch, cw, c))
             b.op("window_copy", src, x, ints=(n, h, w, c, ch, cw, -top, -left))
-        b.op("upsample_bilinear", y, src, ints=(n, ch, cw, c, self.height, self.width))
+        kind = "resize_nearest" if self.nearest else "upsample_bilinear"
+        b.op(kind, y, src, ints=(n, ch, cw, c, self.height, self.width))
+
+    nearest = False
 
     def lower_backward(self, b, node, dy, need_dx, dy_is_preact=False):
         x = node.inputs[0]
         (n, h, w, c), (top, left, ch, cw) = self._steps(b, x)
+        if self.nearest and (ch, cw) != (self.height, self.width):
+            raise self.unsupported("no backward pass for a nearest resize; set trainable=False "
+                                   "on the layers before it")
         dx = b.temp((n, h, w, c))
         if (ch, cw) == (self.height, self.width):
             b.op("window_copy", dx, dy, ints=(n, ch, cw, c, h, w, top, left))
@@ -119,8 +127,10 @@ class Resizing(_CropResize):
         check_channels_last(self, config)
         self.height, self.width = _size(self, config)
         self.interpolation = config.get("interpolation", "bilinear")
-        if self.interpolation != "bilinear":
-            raise self.unsupported(f"interpolation={self.interpolation!r}; only bilinear so far")
+        if self.interpolation not in ("bilinear", "nearest"):
+            raise self.unsupported(f"interpolation={self.interpolation!r}; bilinear and "
+                                   f"nearest only so far")
+        self.nearest = self.interpolation == "nearest"
         if config.get("pad_to_aspect_ratio"):
             raise self.unsupported("pad_to_aspect_ratio=True")
         self.crop = bool(config.get("crop_to_aspect_ratio", False))

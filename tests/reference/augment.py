@@ -88,3 +88,13 @@ def brightness(x, deltas, lo, hi):
 
 def random_crop(x, starts, oh, ow):
     return np.stack([x[b, t:t + oh, l:l + ow] for b, (t, l) in enumerate(starts)]).astype(np.float64)
+
+
+def resize_nearest(x, oh, ow):
+    """TF ResizeNearestNeighbor, half_pixel_centers=True (float32 source coordinate)."""
+    n, h, w, c = x.shape
+    iy = np.minimum(np.floor((np.arange(oh, dtype=np.float32) + np.float32(0.5))
+                             * np.float32(h / np.float32(oh))).astype(int), h - 1)
+    ix = np.minimum(np.floor((np.arange(ow, dtype=np.float32) + np.float32(0.5))
+                             * np.float32(w / np.float32(ow))).astype(int), w - 1)
+    return np.asarray(x, np.float64)[:, iy][:, :, ix]
