@@ -13,7 +13,6 @@
 # backward passes (augmentation sits before the trained part; gradients never cross it).
 
 from libc.math cimport floorf, roundf
-from libc.stdlib cimport malloc, free
 
 
 cdef inline float _map_coord(float c, Py_ssize_t n, int mode) noexcept nogil:
@@ -218,19 +217,15 @@ def flip(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, const unsigned char
 
 
 def contrast(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, const float[::1] factors,
-             float lo, float hi):
-    """Keras RandomContrast's training transform with per-sample factors; overwrites y."""
+             float lo, float hi, double[::1] mean_c):
+    """Keras RandomContrast's training transform with per-sample factors; overwrites y.
+    mean_c: scratch of at least C doubles (kernels never allocate)."""
     _require(tuple(y.shape)[:4] == tuple(x.shape)[:4], "contrast: y must have x's shape")
     _check_batch(x, y, factors.shape[0], "contrast")
-    cdef double* mean_c = <double*>malloc(x.shape[3] * sizeof(double))
-    if mean_c == NULL:
-        raise MemoryError()
-    try:
-        with nogil:
-            contrast_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &factors[0], x.shape[0],
-                             x.shape[1], x.shape[2], x.shape[3], lo, hi, mean_c)
-    finally:
-        free(mean_c)
+    _require(mean_c.shape[0] >= x.shape[3], f"contrast: mean_c needs {x.shape[3]} doubles")
+    with nogil:
+        contrast_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &factors[0], x.shape[0], x.shape[1],
+                         x.shape[2], x.shape[3], lo, hi, &mean_c[0])
 
 
 def brightness(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, const float[::1] deltas,

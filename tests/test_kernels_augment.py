@@ -82,7 +82,7 @@ def test_contrast_and_brightness(shape):
     (x,), copies = frozen(rng.uniform(0, 255, (n, h, w, c)))
     factors = rng.uniform(0.5, 1.5, n).astype(np.float32)
     y = np.empty_like(x)
-    K.contrast(x, y, factors, 0.0, 255.0)
+    K.contrast(x, y, factors, 0.0, 255.0, np.empty(c, np.float64))
     assert_close(y, ref.contrast(x, factors, 0, 255), magnitude=255.0, rtol=1e-6, atol=0,
                  what="contrast")
     deltas = rng.uniform(-60, 60, n).astype(np.float32)

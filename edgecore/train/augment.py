@@ -134,7 +134,8 @@ class _Transform:
             _kernels.flip(x, out, np.ascontiguousarray(params, np.uint8),
                           self.horizontal, self.vertical)
         elif k == "RandomContrast":
-            _kernels.contrast(x, out, params.astype(np.float32), *self.value_range)
+            _kernels.contrast(x, out, params.astype(np.float32), *self.value_range,
+                              np.empty(x.shape[3], np.float64))
         elif k == "RandomBrightness":
             _kernels.brightness(x, out, params.astype(np.float32), *self.value_range)
         else:
