@@ -42,7 +42,8 @@ __all__ = ["load", "build_info", "Model", "EdgecoreError", "ModelFormatError", "
            "transfer", "__version__"]
 
 
-def load(path, memory_budget=None, input_shape=None, _rewrites=None, num_threads=None):
+def load(path, memory_budget=None, input_shape=None, _rewrites=None, num_threads=None,
+         input_channels=None):
     """Load a Keras model file (.h5 written by Keras 2 or 3, or a Keras 3 .keras).
 
     num_threads: threads the model's kernels use within each call (None: the CPUs this
@@ -57,11 +58,24 @@ def load(path, memory_budget=None, input_shape=None, _rewrites=None, num_threads
     Raises ModelFormatError for an unreadable or inconsistent file, UnsupportedLayerError
     for a layer edgecore does not implement (or refuses, like Lambda), naming the file,
     the layer and the reason.  Never executes code from the file.
+    input_channels=1: a grayscale model from an RGB-pretrained one.  The first Conv2D's
+    kernel is summed over its input channels with the preprocessing before it (Rescaling,
+    Normalization) folded in, so a 1-channel image gives the output the RGB model gives
+    for that image replicated to 3 channels, at a third of the first layer's multiply-adds
+    (two thirds when per-channel offsets meet zero padding; see edgecore/grayscale.py).
+    input_shape is then the 1-channel shape.  `save` writes a Keras model with that input.
     (_rewrites: graph rewrites to apply instead of the default folds; for tests.)
     """
     from .model import load_model
 
-    return load_model(path, memory_budget, input_shape, _rewrites, num_threads)
+    if input_channels is None:
+        return load_model(path, memory_budget, input_shape, _rewrites, num_threads)
+    if input_channels != 1:
+        raise ValueError(f"input_channels must be None or 1, got {input_channels!r}")
+    from .grayscale import fold_input_channels
+
+    rgb = load_model(path, memory_budget, None, _rewrites, num_threads)
+    return fold_input_channels(rgb, memory_budget, input_shape, num_threads)
 
 
 def build_info():

@@ -113,7 +113,8 @@ cdef enum OpCode:
     OP_SPARSEMAX_BACKWARD = 60     # rows, n, SparsemaxMode   x0 = x, x1 = dy; y = dx;
                                    #   scratch: sparsemax_scratch_floats(n)
     OP_GLU_BACKWARD = 61       # rows, h              x0 = x (rows, 2h), x1 = dy (rows, h); y = dx
-    OP_COUNT = 62
+    OP_RESIZE_NEAREST = 62     # n, h, w, c, oh, ow   tf.image.resize nearest (half-pixel)
+    OP_COUNT = 63
 
 OPCODES = {
     "copy": OP_COPY, "gemm": OP_GEMM, "conv2d": OP_CONV2D, "dwconv2d": OP_DWCONV2D,
@@ -145,6 +146,7 @@ OPCODES = {
     "log_softmax": OP_LOG_SOFTMAX, "sparsemax": OP_SPARSEMAX, "glu": OP_GLU,
     "log_softmax_backward": OP_LOG_SOFTMAX_BACKWARD,
     "sparsemax_backward": OP_SPARSEMAX_BACKWARD, "glu_backward": OP_GLU_BACKWARD,
+    "resize_nearest": OP_RESIZE_NEAREST,
 }
 ROW_PARAM_START = P
 
@@ -227,6 +229,8 @@ cdef void _run_op(const int64_t* r, const float* f, float** bases, int nthreads)
         upsample_nearest_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5], nthreads)
     elif code == OP_UPSAMPLE_BILINEAR:
         upsample_bilinear_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5], nthreads)
+    elif code == OP_RESIZE_NEAREST:
+        resize_nearest_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5])
     elif code == OP_TRANSPOSE:
         rank = <int>p[0]
         for i in range(rank):

@@ -14,7 +14,7 @@ import edgecore
 
 PACKAGE = Path(edgecore.__file__).resolve().parent
 ORDER = ["errors", "images", "datasets", "utils", "_kernels", "formats", "layers", "graph", "plan", "loader",
-         "train", "summary", "model", "transfer", "optimizers", "losses", "callbacks",
+         "train", "summary", "model", "transfer", "grayscale", "optimizers", "losses", "callbacks",
          "__init__", "cli", "__main__"]
 
 

@@ -1536,6 +1536,64 @@ def _application_sweep_cases():
             calibrate=True, large=True)
 
 
+def gray_hook(K, model, xs, ys, rng):
+    """Keras's outputs for the grey image replicated to 3 channels (edgecore's
+    input_channels=1 must give them from the 1-channel image)."""
+    grey = xs[0][..., :1]
+    return {"gray/x": grey, "gray/y": np.asarray(model(np.repeat(grey, 3, axis=-1), training=False))}
+
+
+def _grayscale_augment_cases():
+    # input_channels=1 folds: preprocessing -> first Conv2D, each padding/offset combination
+    gray = dict(tags=("layer", "grayscale"), hooks=(gray_hook,), inputs="pixels")
+    add_chain("gray_rescaling_conv_same", (9, 7, 3),
+              [L("Rescaling", [0.017, 0.0175, 0.0174], offset=[-2.1, -2.0, -1.8]),
+               L("Conv2D", 4, 3, padding="same")],
+              "Rescaling(per-channel scale and offsets) -> Conv2D same: offsets meet padding", **gray)
+    add_chain("gray_rescaling_pad_conv", (9, 7, 3),
+              [L("Rescaling", [0.5, 1.0, 2.0], offset=[-15.0, -30.0, -60.0]), L("ZeroPadding2D", ((1, 0), (2, 1))),
+               L("Conv2D", 5, 3, strides=2, use_bias=False)],
+              "Rescaling(per-channel, one offset in input units) -> ZeroPadding2D -> Conv2D valid s2", **gray)
+    add_chain("gray_normalization_conv_valid", (9, 7, 3),
+              [L("Normalization", mean=[120.0, 110.0, 100.0], variance=[3600.0, 2500.0, 4900.0]),
+               L("Conv2D", 4, 3, use_bias=False)],
+              "Normalization(constant) -> Conv2D valid, no bias: the offsets go into a new bias", **gray)
+    add_chain("gray_rescaling_normalization_conv", (9, 7, 3),
+              [L("Rescaling", 1 / 255.0), L("Normalization", mean=[0.485, 0.456, 0.406],
+                                                  variance=[0.229 ** 2, 0.224 ** 2, 0.225 ** 2]),
+               L("Conv2D", 4, 3, strides=2, padding="same")],
+              "Rescaling(1/255) -> Normalization(ImageNet mean/std) -> Conv2D same s2", **gray)
+    add_chain("gray_conv_same", (9, 7, 3), [L("Conv2D", 4, 3, padding="same")],
+              "Conv2D same on the raw input (nothing to fold but the channel sum)", **gray)
+
+    # Augmentation and resizing layers (Keras's transfer-learning pattern); identity at inference
+    # for the random ones.
+    pix = dict(tags=("layer", "augmentation"), inputs="pixels")
+    add_chain("aug_random_chain", (12, 10, 3),
+              [L("RandomFlip", "horizontal_and_vertical"), L("RandomRotation", 0.2, fill_mode="reflect"),
+               L("RandomZoom", 0.2, fill_mode="wrap"), L("RandomTranslation", 0.1, 0.2, fill_mode="constant"),
+               L("RandomContrast", 0.3), L("Conv2D", 4, 3)],
+              "RandomFlip -> RandomRotation -> RandomZoom -> RandomTranslation -> RandomContrast -> "
+              "Conv2D (identity at inference)", **pix)
+    # Keras 3.15 cannot save a model holding RandomBrightness ("cannot pickle 'module' object"),
+    # so this case has tf_keras files only (its manifest entry says so under skipped).
+    add_chain("aug_random_brightness", (12, 10, 3),
+              [L("RandomBrightness", 0.2, value_range=(0, 255)), L("Conv2D", 4, 3)],
+              "RandomBrightness(0.2, value_range=(0, 255)) -> Conv2D (identity at inference)", **pix)
+    for name, args, kw in (("resizing_bilinear_down", (7, 5), {}),
+                           ("resizing_bilinear_up", (17, 13), {}),
+                           ("resizing_nearest_down", (7, 5), {"interpolation": "nearest"}),
+                           ("resizing_nearest_up", (17, 13), {"interpolation": "nearest"}),
+                           ("resizing_bilinear_crop_aspect", (6, 8), {"crop_to_aspect_ratio": True}),
+                           ("resizing_nearest_crop_aspect", (9, 4), {"interpolation": "nearest",
+                                                                      "crop_to_aspect_ratio": True})):
+        add_chain(name, (12, 10, 3), [L("Resizing", *args, **kw)], f"Resizing{args} {kw} on 12x10", **pix)
+    add_chain("center_crop", (12, 10, 3), [L("CenterCrop", 7, 4)], "CenterCrop(7, 4) on 12x10", **pix)
+    add_chain("random_crop_inference", (12, 10, 3), [L("RandomCrop", 8, 8)],
+              "RandomCrop(8, 8) at inference: centre crop to the aspect ratio, then resize",
+              versions=K3_ONLY, **pix)
+
+
 _layer_cases()
 _graph_cases()
 _app_cases()
@@ -1546,6 +1604,7 @@ _finetune_cases()
 _activation_k3_cases()
 _application_layer_cases()
 _application_sweep_cases()
+_grayscale_augment_cases()
 
 
 # ----------------------------------------------------------------------------------------------

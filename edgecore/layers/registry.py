@@ -1,6 +1,6 @@
 """The one list of Keras layer classes edgecore supports."""
 from ..errors import EdgecoreError, ModelFormatError, UnsupportedLayerError
-from . import (activations, convolutional, core, merging, model, normalization, ops, pooling,
+from . import (activations, augmentation, convolutional, core, merging, model, normalization, ops, pooling,
                preprocessing, reshaping, scale)
 
 _FAMILIES = (
@@ -19,6 +19,8 @@ _FAMILIES = (
     merging.Minimum, merging.Concatenate,
     ops.Divide, ops.TFOpLambda, ops.Lambda,
     scale.LayerScale, scale.CustomScaleLayer,
+    augmentation.RandomAugmentation, augmentation.Resizing, augmentation.CenterCrop,
+    augmentation.RandomCrop,
 )
 
 LAYER_CLASSES = {}

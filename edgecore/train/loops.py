@@ -141,6 +141,10 @@ def fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_data, sh
     trainer.reseed()
     if feature_cache not in ("auto", True, False, "disk"):
         raise ValueError("feature_cache must be 'auto', True, False or 'disk'")
+    # Set before the sources are built: the caching message reads it (it used to be set
+    # only in _fit_loop, so a first fit never said it was caching).
+    model._verbose_fit = _verbosity(verbose) > 0
+    augment = _with_model_augmentation(trainer, augment, _verbosity(verbose))
     if isinstance(x, ImageDataset):
         if y is not None:
             raise ValueError("y must not be given when x is a dataset (its batches carry "
@@ -199,6 +203,24 @@ def fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_data, sh
         for cache in caches:
             cache.close()
         trainer.run_parts = {}
+
+
+def _with_model_augmentation(trainer, augment, verbosity):
+    """fit's per-batch transform: the user's augment, then the model's own leading
+    augmentation layers (Keras applies those to the batch the model receives)."""
+    layers = trainer.setup.input_augmentation
+    if not layers:
+        return augment
+    from .augment import InputAugmentation
+
+    model_augment = InputAugmentation(layers)
+    if verbosity and trainer.setup.cacheable:
+        print(f"Feature cache bypassed: {', '.join(model_augment.names)} "
+              f"augment{'s' if len(layers) == 1 else ''} the input before the frozen layers, "
+              f"so they run on every batch")
+    if augment is None:
+        return model_augment
+    return lambda x, rng: model_augment(augment(x, rng), rng)
 
 
 def _positive_batch(batch_size):

@@ -86,12 +86,15 @@ def build_step_plan(setup, loss, boundary_shapes, trained, path=None, backward=T
     out_shape = b.shape(output)
     labels = b.temp(label_slots(loss, out_shape))
     rows = b.size(logits) // b.shape(logits)[-1]
-    losses = b.temp((out_shape[0],))
+    # One loss per row of the last axis: per sample for (N, C) outputs, per pixel for a
+    # feature map (N, H, W, C), which Keras averages over N*H*W (sum_over_batch_size);
+    # Trainer.step turns rows into per-sample means.
+    losses = b.temp((rows,))
     dlogits = b.temp(b.shape(logits))
     b.node = out_node
     b.op(LOSS_OPS[loss.kind], dlogits, logits, labels, y2=losses,
          ints=(rows, b.shape(logits)[-1]),
-         floats=(loss.label_smoothing, 1.0 / out_shape[0]))
+         floats=(loss.label_smoothing, 1.0 / rows))
     if backward:
         _backward(b, setup, trained, logits, dlogits, preact_node, path)
     inputs = list(suffix.inputs) + [labels]

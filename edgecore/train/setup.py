@@ -34,6 +34,9 @@ class TrainingSetup:
     trained: list  # layers whose variables the optimizer updates, in graph order
     live: list  # layers the suffix reads in Keras layout from the params buffer
     requires_grad: set  # tensors whose gradient the backward pass computes
+    # The active augmentation layers the input flows through first, run on each batch
+    # before the step (train/augment.py); identity in the plans.
+    input_augmentation: list = None
 
     @property
     def boundary(self):
@@ -64,10 +67,15 @@ def analyze(graph, model_trainable, path=None):
     for node, train in trains.items():
         if train and calls[node.layer] > 1:
             raise node.layer.unsupported("training a layer that is called more than once")
+    from .augment import leading_augmentation
+
+    augmenting = leading_augmentation(flat)
+    _refuse_random_crop(flat, path)
     requires_grad, varying = set(), set()
     for node in flat.nodes:
         grad = trains[node] or any(t in requires_grad for t in node.inputs)
         vary = (isinstance(node.layer, Identity) and node.layer.active_in_training(node)
+                and node not in augmenting
                 or node.layer.batch_dependent(node)
                 or any(t in varying for t in node.inputs))
         for t in node.outputs:
@@ -101,7 +109,19 @@ def analyze(graph, model_trainable, path=None):
         trains[node] or node.layer.batch_dependent(node)
         or (node.layer.backward_reads_keras_layout
             and any(t in requires_grad for t in node.inputs))))
-    return TrainingSetup(flat, prefix, suffix, trained, live, requires_grad)
+    return TrainingSetup(flat, prefix, suffix, trained, live, requires_grad,
+                         [node.layer for node in augmenting])
+
+
+def _refuse_random_crop(flat, path):
+    from ..layers.augmentation import RandomCrop
+
+    for node in flat.nodes:
+        if isinstance(node.layer, RandomCrop) and not node.inference_only:
+            try:
+                node.layer.check_trainable(node)
+            except UnsupportedLayerError as exc:
+                raise exc.with_context(path=path)
 
 
 def _refuse_untrainable(flat, in_suffix, trains, requires_grad, path):

@@ -289,7 +289,10 @@ class Trainer:
             if train and np.isfinite(outputs[0]).all():
                 self.optimizer.apply(self.params[:self.n_trainable], self.grads,
                                      plan.nthreads)
-        return outputs[0], outputs[1]
+        losses, n = outputs[0], boundary[0].shape[0]
+        if losses.shape[0] != n:  # a feature-map output: per-pixel losses -> per sample
+            losses = losses.reshape(n, -1).mean(axis=1, dtype=np.float64).astype(np.float32)
+        return losses, outputs[1]
 
     # --- labels and metrics ------------------------------------------------------------
     def labels_array(self, y, n, sample_shapes):
