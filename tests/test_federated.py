@@ -134,13 +134,20 @@ class LocalGrid(Grid):
         return replies
 
 
-def _clients(tmp_path, clients=3, run_config=None, limits=(24, 24, 24)):
-    made = {k: _client(k, clients, limits[k], tmp_path / f"c{k}") for k in range(clients)}
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    """Three clients made once for the module (loading the backbone is most of a test's
+    time); each run installs the server's head first, so runs do not leak into each other."""
+    root = tmp_path_factory.mktemp("clients")
+    return {k: _client(k, 3, 24, root / f"c{k}") for k in range(3)}
+
+
+def _grid(made, run_config=None):
     apps = {}
-    for k in range(clients):
+    for k in made:
         app = make_client_app(lambda context, k=k: made[k])
         apps[1000 + k] = (app, Context(1, 1000 + k, {}, RecordDict(), run_config or {}))
-    return made, LocalGrid(apps)
+    return LocalGrid(apps)
 
 
 def _run(tmp_path, grid, **config):
@@ -151,8 +158,8 @@ def _run(tmp_path, grid, **config):
     return json.loads((tmp_path / "summary.json").read_text())
 
 
-def test_the_server_receives_only_head_weights_and_scalar_metrics(tmp_path):
-    clients, grid = _clients(tmp_path)
+def test_the_server_receives_only_head_weights_and_scalar_metrics(tmp_path, three):
+    clients, grid = three, _grid(three)
     summary = _run(tmp_path, grid)
     assert sorted(map(int, summary["evaluate"])) == [1, 2]
     assert summary["head_shapes"] == [[1280, 10], [10]]
@@ -186,23 +193,22 @@ def test_the_server_receives_only_head_weights_and_scalar_metrics(tmp_path):
             assert got.shape == want.shape
 
 
-def test_fedadam_and_dp_are_flower_strategies(tmp_path):
+def test_fedadam_and_dp_are_flower_strategies(tmp_path, three):
     assert isinstance(make_strategy({}), strategies.FedAvg)
     assert isinstance(make_strategy({"strategy": "fedadam"}), strategies.FedAdam)
     dp = make_strategy({"dp-noise": 0.1, "dp-clip": 5.0, "min-train-nodes": 3})
     assert isinstance(dp, strategies.DifferentialPrivacyServerSideFixedClipping)
     with pytest.raises(ValueError, match="strategy"):
         make_strategy({"strategy": "mine"})
-    _, grid = _clients(tmp_path)
-    summary = _run(tmp_path, grid, strategy="fedadam", **{"num-server-rounds": 1})
+    summary = _run(tmp_path, _grid(three), strategy="fedadam", **{"num-server-rounds": 1})
     assert summary["strategy"] == "fedadam" and summary["evaluate"]["1"]["eval_accuracy"] >= 0
-    _, grid = _clients(tmp_path)
-    summary = _run(tmp_path, grid, **{"num-server-rounds": 1, "dp-noise": 0.01})
+    summary = _run(tmp_path, _grid(three), **{"num-server-rounds": 1, "dp-noise": 0.01})
     assert np.isfinite(summary["evaluate"]["1"]["eval_loss"])
 
 
-def test_a_tiny_data_client_takes_part(tmp_path):
-    clients, grid = _clients(tmp_path, limits=(24, 24, 3))
+def test_a_tiny_data_client_takes_part(tmp_path, three):
+    clients = {0: three[0], 1: three[1], 2: _client(2, 3, 3, tmp_path)}
+    grid = _grid(clients)
     summary = _run(tmp_path, grid, **{"num-server-rounds": 1})
     tiny = [m for m in grid.received if m.metadata.src_node_id == 1002 and "arrays" in m.content]
     assert len(tiny) == 1 and tiny[0].content["metrics"]["num-examples"] == 3

@@ -201,9 +201,10 @@ def run(args):
             start_node(args.late)
         if args.kill is not None:  # mid-round: once it has taken round 2's train message
             _wait_for(server_log, "[ROUND 2/", args.timeout)
-            _wait_for(os.path.join(logs, f"supernode-{args.kill}.log"), "Received:", 120,
-                      count=3)  # train + evaluate of round 1, then train of round 2
-            Processes.kill(nodes[args.kill])
+            _wait_for(os.path.join(logs, f"supernode-{args.kill}.log"),
+                      "Receiving: train message", 120, count=2)  # round 2's train message
+            time.sleep(1.0)  # its ClientApp process is loading the model and training
+            Processes.kill(nodes[args.kill])  # SIGKILL: SuperNode and ClientApp alike
         deadline = time.time() + args.timeout
         while not os.path.exists(summary_path) and time.time() < deadline \
                 and flwr.poll() is None:
