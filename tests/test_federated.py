@@ -206,6 +206,23 @@ def test_fedadam_and_dp_are_flower_strategies(tmp_path, three):
     assert np.isfinite(summary["evaluate"]["1"]["eval_loss"])
 
 
+def test_local_dp_noises_what_leaves_the_client(tmp_path, three):
+    """Flower's LocalDpMod, switched on by the node config: the head that leaves is the
+    trained one clipped and noised, still only the head."""
+    grid = _grid(three)
+    for k in grid.apps:
+        app, context = grid.apps[k]
+        context.node_config.update({"local-dp-epsilon": 1.0, "local-dp-clip": 1.0})
+    _run(tmp_path, grid, **{"num-server-rounds": 1})
+    replies = [m for m in grid.received if "arrays" in m.content]
+    assert len(replies) == 3
+    for reply in replies:
+        sent = reply.content["arrays"].to_numpy_ndarrays()
+        mine = three[reply.metadata.src_node_id - 1000].get_trainable()
+        assert [a.shape for a in sent] == [a.shape for a in mine]
+        assert not all(np.array_equal(a, b) for a, b in zip(sent, mine))
+
+
 def test_a_tiny_data_client_takes_part(tmp_path, three):
     clients = {0: three[0], 1: three[1], 2: _client(2, 3, 3, tmp_path)}
     grid = _grid(clients)

@@ -11,6 +11,8 @@ Client settings come from the SuperNode's --node-config (or a simulation's node 
   limit            keep only the first `limit` training samples (a tiny-data client)
   cache-dir        where the backbone's features are kept across rounds (default: none)
   checkpoint       a .h5 saved atomically after each local fit (default: none)
+  local-dp-epsilon > 0: Flower's LocalDpMod clips this client's update and adds noise
+                   before it leaves (with local-dp-clip, local-dp-sensitivity, local-dp-delta)
 Server settings come from the run config (pyproject [tool.flwr.app.config]).
 """
 import json
@@ -20,6 +22,7 @@ import time
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import LocalDpMod
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp import strategy as strategies
 
@@ -60,13 +63,26 @@ def _metrics(values, seconds):
     return MetricRecord({**values, "seconds": float(seconds)})
 
 
+def local_dp_mod(msg, context, call_next):
+    """Flower's LocalDpMod on train replies when the node config asks for it
+    (local-dp-epsilon > 0); evaluate replies carry no arrays and pass as they are."""
+    config = context.node_config
+    epsilon = float(config.get("local-dp-epsilon", 0.0))
+    if epsilon <= 0 or msg.metadata.message_type.split(".")[0] != "train":
+        return call_next(msg, context)
+    mod = LocalDpMod(clipping_norm=float(config.get("local-dp-clip", 10.0)),
+                     sensitivity=float(config.get("local-dp-sensitivity", 1.0)),
+                     epsilon=epsilon, delta=float(config.get("local-dp-delta", 1e-5)))
+    return mod(msg, context, call_next)
+
+
 def make_client_app(client_factory=None):
     """A ClientApp: on 'train' it installs the received arrays, fits the head for
     config['local-epochs'] epochs and replies with the trainable arrays and scalar metrics;
     on 'evaluate' it installs them and replies with held-out loss and accuracy.
     client_factory(context) -> HeadClient (default: from the node config)."""
     factory = client_factory or (lambda ctx: client_from_config(ctx.node_config, ctx.run_config))
-    app = ClientApp()
+    app = ClientApp(mods=[local_dp_mod])
 
     @app.train()
     def train(msg: Message, context: Context):

@@ -43,6 +43,8 @@ def parse(argv=None):
     p.add_argument("--dp-noise", type=float, default=0.0,
                    help="> 0: Flower's DifferentialPrivacyServerSideFixedClipping")
     p.add_argument("--dp-clip", type=float, default=10.0)
+    p.add_argument("--local-dp-epsilon", type=float, default=0.0,
+                   help="> 0: Flower's LocalDpMod on every client (clip: --dp-clip)")
     p.add_argument("--skew", type=float, default=0.8)
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--min-nodes", type=int, default=None,
@@ -173,6 +175,9 @@ def run(args):
                       "checkpoint": os.path.join(work, f"client-{k}.h5")}
             if k == args.tiny:
                 config["limit"] = 8
+            if args.local_dp_epsilon > 0:
+                config.update({"local-dp-epsilon": args.local_dp_epsilon,
+                               "local-dp-clip": args.dp_clip})
             text = " ".join(f'{key}="{v}"' if isinstance(v, str) else f"{key}={v}"
                             for key, v in config.items())
             nodes[k] = procs.start(f"supernode-{k}", [
