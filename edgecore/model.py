@@ -63,6 +63,7 @@ class Model:
         self.executor = Executor(lock=self.store.lock)
         self.store.apply = self._apply_weights
         self._plans = {}  # input shapes -> Plan, least recently used first
+        self._frozen_version = 0  # bumped when a frozen weight changes (FeatureCache)
         self._last_plan = None
         self._output_shapes = {}  # per-sample input shapes -> per-sample output shapes
         self._packed_isa = _kernels.gemm_isa()
@@ -193,6 +194,8 @@ class Model:
         from .plan.weights import layers_packed_from, pack_layer
 
         trainer = self.trainer
+        if trainer is None or any(layer not in trainer.live for layer in values):
+            self._frozen_version += 1  # a FeatureCache of the old frozen part is stale
         if trainer is not None:
             for layer, arrays in values.items():
                 if layer in trainer.live:
@@ -625,6 +628,21 @@ class Model:
 
         self._require_compiled()
         return _keras_result(evaluate(self, x, y, batch_size or DEFAULT_BATCH_SIZE), return_dict)
+
+    @serialized
+    def cache_features(self, x, batch_size=32, path=None):
+        """Run the frozen prefix once over x and keep its output: a FeatureCache that fit
+        and evaluate take in place of x (fit(features, y), evaluate(features, y)), so
+        later calls on the same samples run only the trained layers.  Needs compile()
+        and the transfer setup (every trained layer after a frozen, deterministic part);
+        its bytes are features.nbytes.  Stale once the frozen weights change (refused).
+        path: a .npy file kept across processes: read if it exists (its shape checked),
+        else written atomically once computed; naming it for the backbone and the data it
+        was made from is the caller's part."""
+        from .train.loops import cache_features
+
+        self._require_compiled()
+        return cache_features(self, x, batch_size, path)
 
     @serialized
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,

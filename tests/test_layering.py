@@ -1,7 +1,7 @@
 """Imports flow one way: the tree is the data path (STYLE.md item 1).
 
     errors -> images -> datasets -> utils -> formats -> layers -> graph -> plan -> loader -> train -> summary/model
-    -> the package's public API (__init__: load, optimizers, losses...) -> cli
+    -> the package's public API (__init__: load, optimizers, losses...) -> federated -> cli
 
 A package may import itself and anything to its left (and the compiled _kernels), never
 anything to its right.  Checked on the source text so a violating import fails even if
@@ -15,7 +15,7 @@ import edgecore
 PACKAGE = Path(edgecore.__file__).resolve().parent
 ORDER = ["errors", "images", "datasets", "utils", "_kernels", "formats", "layers", "graph", "plan", "loader",
          "train", "summary", "model", "transfer", "grayscale", "optimizers", "losses", "callbacks",
-         "__init__", "cli", "__main__"]
+         "__init__", "federated", "cli", "__main__"]
 
 
 def _rank(module):

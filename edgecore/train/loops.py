@@ -97,6 +97,10 @@ class _LabelGather:
 
 def evaluate(model, x, y, batch_size=32):
     trainer = model.trainer
+    if isinstance(x, FeatureCache):
+        x.check(model)
+        labels = trainer.labels_array(y, x.n, x.samples)
+        return evaluate_arrays(trainer, x.source(), labels, batch_size)
     if is_batch_iterable(x):
         if y is not None:
             raise ValueError("y must not be given when x yields (x, y) batches")
@@ -106,6 +110,113 @@ def evaluate(model, x, y, batch_size=32):
     inputs = _as_inputs(model, x)
     labels = trainer.labels_array(y, inputs[0].shape[0], _samples(inputs))
     return evaluate_arrays(trainer, BatchSource(trainer, inputs), labels, batch_size)
+
+
+class FeatureCache:
+    """The frozen prefix's output for a set of samples, made once by
+    model.cache_features(x) and kept across fit/evaluate calls (a federated client trains
+    the head round after round on the same local data: only the first round runs the
+    frozen base).  Valid for the compiled model that made it while its frozen weights are
+    unchanged (fit/evaluate check both and refuse a stale cache)."""
+
+    def __init__(self, model, inputs, batch_size, path=None):
+        trainer = model.trainer
+        if not trainer.setup.cacheable:
+            raise ValueError("cache_features needs every trained layer after a frozen, "
+                             "deterministic part (the transfer setup); this model has none "
+                             "to cache")
+        self.n = inputs[0].shape[0]
+        if self.n == 0:
+            raise ShapeError("cache_features needs at least one sample", path=model.path)
+        self.samples = _samples(inputs)
+        self.itemsizes = [a.dtype.itemsize for a in inputs]
+        self._trainer, self._version = trainer, model._frozen_version
+        if path is not None and os.path.exists(path):
+            self.caches = [_loaded_cache(model, trainer, inputs, path)]
+            return
+        self.caches = build_caches(trainer, inputs, batch_size)
+        if path is not None:
+            if len(self.caches) != 1:
+                raise ValueError("cache_features(path=...) keeps one boundary tensor; this "
+                                 f"model's frozen part ends in {len(self.caches)}")
+            _write_npy_atomically(path, self.caches[0].array)
+
+    @property
+    def nbytes(self):
+        return sum(c.array.nbytes for c in self.caches)
+
+    def check(self, model):
+        if self.caches is None or self.caches[0].array is None:
+            raise ValueError("this FeatureCache was closed")
+        if model.trainer is not self._trainer:
+            raise ValueError("this FeatureCache was made by another model or before the "
+                             "model was compiled again; make a new one with "
+                             "model.cache_features(x)")
+        if model._frozen_version != self._version:
+            raise ValueError("the model's frozen weights changed since this FeatureCache "
+                             "was made (set_weights on a frozen layer); make a new one")
+
+    def source(self):
+        return BatchSource(self._trainer, None, caches=self.caches)
+
+    def close(self):
+        for cache in self.caches:
+            cache.close()
+
+
+def _loaded_cache(model, trainer, inputs, path):
+    from .cache import MemoryCache
+
+    boundary = trainer.boundary_shapes([(1,) + tuple(a.shape[1:]) for a in inputs])
+    want = (inputs[0].shape[0],) + tuple(boundary[0][1:])
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a feature cache written by cache_features ({exc})") \
+            from None
+    if len(boundary) != 1 or array.shape != want or array.dtype != np.float32:
+        raise ShapeError(f"feature cache {path} holds {array.dtype} {array.shape}, the model "
+                         f"needs float32 {want} for these samples", path=model.path)
+    cache = MemoryCache(want)
+    cache.array = array
+    return cache
+
+
+def _write_npy_atomically(path, array):
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def cache_features(model, x, batch_size=32, path=None):
+    return FeatureCache(model, _as_inputs(model, x), _positive_batch(batch_size),
+                        None if path is None else os.fspath(path))
+
+
+def _fit_features(model, features, y, batch_size, epochs, verbose, callbacks, shuffle,
+                  initial_epoch, checkpoint, resume):
+    """fit on a FeatureCache: only the layers after the frozen prefix run."""
+    trainer = model.trainer
+    features.check(model)
+    labels = trainer.labels_array(y, features.n, features.samples)
+    run = RunShape(samples=features.samples, itemsizes=features.itemsizes, n=features.n,
+                   label_bytes=labels.itemsize * int(np.prod(labels.shape[1:], dtype=np.int64)))
+    batch_size = 32 if batch_size is None else _positive_batch(batch_size)
+    _plan_run(trainer, run, batch_size, True, True)
+    try:
+        arrays = _ArrayEpochs(trainer, features.source(), labels, batch_size, shuffle)
+        return _fit_loop(model, arrays, epochs, verbose, callbacks, None, initial_epoch,
+                         checkpoint, resume)
+    finally:
+        trainer.run_parts = {}
 
 
 def is_batch_iterable(x):
@@ -141,6 +252,14 @@ def fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_data, sh
     trainer.reseed()
     if feature_cache not in ("auto", True, False, "disk"):
         raise ValueError("feature_cache must be 'auto', True, False or 'disk'")
+    if isinstance(x, FeatureCache):
+        if validation_split or validation_data is not None or augment is not None \
+                or batch_size == "auto" or steps_per_epoch is not None:
+            raise ValueError("fit on a FeatureCache takes no validation_split, "
+                             "validation_data, augment, steps_per_epoch or batch_size='auto' "
+                             "(evaluate the held-out data with model.evaluate)")
+        return _fit_features(model, x, y, batch_size, epochs, verbose, callbacks, shuffle,
+                             initial_epoch, checkpoint, resume)
     # Set before the sources are built: the caching message reads it (it used to be set
     # only in _fit_loop, so a first fit never said it was caching).
     model._verbose_fit = _verbosity(verbose) > 0

@@ -1,0 +1,1 @@
+"""edgecore federated example app (see ../README.md)."""
