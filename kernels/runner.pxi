@@ -183,7 +183,8 @@ cdef void _run_op(const int64_t* r, const float* f, float** bases) noexcept nogi
         conv2d_forward(y, x0, w, b, &cg, &act, scratch)
     elif code == OP_DWCONV2D:
         _fill(&dg, p, sizeof(DwConvGeom) // sizeof(Py_ssize_t))
-        dwconv2d_forward(y, x0, w, b, &dg, &act)
+        # nthreads: 1 until plans carry a thread count (the threading branch).
+        dwconv2d_forward(y, x0, w, b, &dg, &act, 1)
     elif code == OP_MAXPOOL2D:
         _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
         maxpool2d_forward(y, x0, &pg)
