@@ -116,8 +116,8 @@ cdef inline float act_scalar(float xf, const Activation* a) noexcept nogil:
 
 
 cdef void activation_forward(float* y, const float* x, Py_ssize_t n,
-                             const Activation* a) noexcept nogil:
-    """y[i] = act(x[i]) for i < n; y may alias x."""
+                             const Activation* a, int nthreads) noexcept nogil:
+    """y[i] = act(x[i]) for i < n; y may alias x.  nthreads: serial on this branch."""
     cdef Py_ssize_t i
     cdef float lo, hi, v
     if a.code == ACT_LINEAR:
@@ -271,7 +271,7 @@ def activation(const float[::1] x, float[::1] y, int code, float alpha=0.0,
     if x.shape[0] == 0:
         return
     with nogil:
-        activation_forward(&y[0], &x[0], x.shape[0], &a)
+        activation_forward(&y[0], &x[0], x.shape[0], &a, 1)
 
 
 def activation_grad(const float[::1] dy, const float[::1] x, y, float[::1] dx, int code,

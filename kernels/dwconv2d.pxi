@@ -33,7 +33,6 @@
 # channel (KH*KW*M > _DWB_STACK) accumulate straight into dw in float.
 # Non-goals: im2col / Winograd, a packed weight layout, a vector path for M > 1.
 
-from cython.parallel cimport prange
 
 cdef extern from "f32_dwconv_microkernels.h" nogil:
     ctypedef struct f32_dwconv_args:
@@ -60,6 +59,7 @@ cdef enum:
     _DW_CB = 16     # backward: channels per block rounded to whole vectors
     _DWB_STACK = 2048   # backward: floats of per-row dw partial sums (and doubles of totals)
     _DW_MIN_ITEMS = 16  # forward: work items below which rows are split into channel groups
+    _DW_MIN_MACS = 262144   # forward: multiply-adds a thread must get (~4 us; par_threads)
 
 cdef const f32_dwconv_config* _dwconv = NULL
 
@@ -220,10 +220,11 @@ cdef void _dw_item(const _DwRun* run, Py_ssize_t item) noexcept nogil:
     if run.clamp_fused:
         return
     if run.groups == 1:
-        activation_forward(y_row, y_row, g.ow * cm, run.act)
+        activation_forward(y_row, y_row, g.ow * cm, run.act, 1)
     else:
         for ox in range(g.ow):
-            activation_forward(y_row + ox * cm + cb, y_row + ox * cm + cb, ce - cb, run.act)
+            activation_forward(y_row + ox * cm + cb, y_row + ox * cm + cb, ce - cb, run.act,
+                              1)
 
 
 cdef void dwconv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_hwcm,
@@ -237,10 +238,12 @@ cdef void dwconv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_hw
     it is still in cache.  nthreads > 1 splits the work items (output rows, or rows x
     channel groups for small images) over that many OpenMP threads in static chunks; every
     output element is computed by one item in the same order at any thread count, so the
-    result is bit-identical.  nthreads <= 1 enters no OpenMP region.
+    result is bit-identical.  nthreads <= 1, or less than _DW_MIN_MACS multiply-adds per
+    thread, enters no OpenMP region.
     """
     cdef _DwRun run
     cdef Py_ssize_t rows = g.n * g.oh, items, i
+    cdef int t
     cdef float lo = -INFINITY, hi = INFINITY
     run.g = g
     run.y = y_nhwc
@@ -277,12 +280,14 @@ cdef void dwconv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_hw
         run.groups = _dw_channel_groups(rows, g.c, _dwconv.channel_tile)
         run.group_c = g.c // run.groups // _dwconv.channel_tile * _dwconv.channel_tile
     items = rows * run.groups
-    if nthreads <= 1 or items < 2:
+    t = par_threads(rows * g.ow * g.c * g.m * g.kh * g.kw, _DW_MIN_MACS, nthreads)
+    if t > items:
+        t = <int>items
+    if t <= 1:
         for i in range(items):
             _dw_item(&run, i)
     else:
-        for i in prange(items, nogil=True, num_threads=min(nthreads, items),
-                        schedule="static"):
+        for i in prange(items, nogil=True, num_threads=t, schedule="static"):
             _dw_item(&run, i)
 
 

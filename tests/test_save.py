@@ -154,11 +154,18 @@ def h5_tree(path):
     return tree
 
 
+APPLICATION_LAYERS = {"LayerScale": "convnext", "StochasticDepth": "convnext",
+                      "CustomScaleLayer": "inception_resnet_v2"}
+
+
 def with_module(config):
     """Keras's own config with the `module` keys edgecore adds where Keras 3 could not
-    reload its own file: op nodes (MobileNetV3's x + 3.0) and several-axes layers, in
-    nested models too."""
+    reload its own file: op nodes (MobileNetV3's x + 3.0), several-axes layers and the
+    layers keras.applications defines, in nested models too."""
     for entry in config["config"]["layers"]:
+        if entry["class_name"] in APPLICATION_LAYERS:
+            entry.update(module="keras.src.applications." + APPLICATION_LAYERS[entry["class_name"]],
+                         registered_name=entry["class_name"])
         if entry["class_name"] in ("Add", "Multiply") and set(entry["config"]) == {"name"}:
             entry.update(module="keras.src.ops.numpy", registered_name=entry["class_name"])
         if isinstance(entry["config"].get("axis"), list) and len(entry["config"]["axis"]) > 1:

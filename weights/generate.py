@@ -1352,6 +1352,190 @@ def _activation_k3_cases():
         hooks=(training_hook(TrainSpec("classes", 3, variants, k2_traces=True, nested_paths=True)),))
 
 
+# Layers keras.applications defines in its own modules (ConvNeXt's LayerScale and StochasticDepth,
+# InceptionResNetV2's CustomScaleLayer): small cases of each, small models built from the
+# application code itself, and a training case through them.
+
+def app_layer(K, module, cls):
+    """A layer class of a keras.applications module (not exported in keras.layers)."""
+    import importlib
+    package = "keras.src.applications" if is_k3(K) else "tf_keras.src.applications"
+    return getattr(importlib.import_module(f"{package}.{module}"), cls)
+
+
+def layer_scale(init_values, dim, **kw):
+    return lambda K: app_layer(K, "convnext", "LayerScale")(init_values, dim, **kw)
+
+
+def stochastic_depth(rate, **kw):
+    return lambda K: app_layer(K, "convnext", "StochasticDepth")(rate, **kw)
+
+
+def custom_scale(scale, **kw):
+    return lambda K: app_layer(K, "inception_resnet_v2", "CustomScaleLayer")(scale, **kw)
+
+
+def app_training_hook(spec):
+    """training_hook, with the application layers known to tf_keras's model_from_json (it has no
+    module to import them from; Keras 3 finds them through the config's module)."""
+    inner = training_hook(spec)
+
+    def hook(K, model, xs, ys, rng):
+        known = {cls: app_layer(K, module, cls) for module, cls in (
+            ("convnext", "LayerScale"), ("convnext", "StochasticDepth"),
+            ("inception_resnet_v2", "CustomScaleLayer"))}
+        with K.utils.custom_object_scope(known):
+            return inner(K, model, xs, ys, rng)
+    return hook
+
+
+APP_LAYER_NOTES = (
+    "LayerScale, StochasticDepth and CustomScaleLayer are classes of the application modules, not "
+    "keras.layers: Keras 3 cannot reload its own .k3.h5 of them (Unknown layer; the .keras file "
+    "names the module and reloads), nor tf_keras its .k2.h5 (LayerScale, StochasticDepth)",
+    "LayerScale's variable is unnamed in Keras 3 ('variable' in the .k3.h5) and 'gamma' in tf_keras; "
+    "tf_keras writes CustomScaleLayer as 'Custom>CustomScaleLayer'",
+)
+
+
+def _application_layer_cases():
+    notes = APP_LAYER_NOTES
+    add_chain("layer_scale", S, [L("Conv2D", 4, 3, padding="same"), layer_scale(1e-6, 4)],
+              "ConvNeXt's LayerScale(1e-6, 4) after a Conv2D: x * gamma over the last axis (gamma drawn)",
+              notes=notes)
+    add_chain("layer_scale_2d", (12,), [L("Dense", 6), layer_scale(0.1, 6)],
+              "LayerScale(0.1, 6) on a 2-D Dense output", notes=notes)
+    add_chain("stochastic_depth", S, [L("Conv2D", 4, 3, padding="same"), stochastic_depth(0.3)],
+              "ConvNeXt's StochasticDepth(0.3) after a Conv2D (identity at inference)", notes=notes)
+    add("custom_scale", merge("custom_scale", ((6, 5, 4), (6, 5, 4)), custom_scale(0.17)),
+        "InceptionResNetV2's CustomScaleLayer(0.17)([a, r]) = a + r * 0.17", notes=notes)
+    add("custom_scale_broadcast", merge("custom_scale_broadcast", ((6, 5, 4), (1, 1, 4)), custom_scale(-1.5)),
+        "CustomScaleLayer(-1.5)([a, r]) with r of shape (1, 1, 4) broadcast over a (6, 5, 4)", notes=notes)
+
+    def convnext_mini(K):
+        fn = app_layer(K, "convnext", "ConvNeXt")
+        name = {"name" if is_k3(K) else "model_name": "convnext_mini"}
+        return fn(depths=[1, 1, 2, 1], projection_dims=[8, 12, 16, 24], drop_path_rate=0.1,
+                  input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None, **name)
+    add("convnext_mini", convnext_mini,
+        "ConvNeXt from keras.applications' own builder (the function behind ConvNeXtTiny...) at small "
+        "scale: depths [1, 1, 2, 1], projection_dims [8, 12, 16, 24], drop_path_rate 0.1 (StochasticDepth "
+        "in four blocks, the first an Activation('linear')), LayerScale, Normalization pre-stem, 32x32, "
+        "classes=10, logits", tags=("application",), inputs="pixels", calibrate=True, notes=notes)
+
+    def inception_resnet_mini(K):
+        from importlib import import_module
+        module = import_module(("keras.src" if is_k3(K) else "tf_keras.src") + ".applications.inception_resnet_v2")
+        if not is_k3(K) and module.layers is None:  # tf_keras's constructor sets this global
+            module.layers = K.layers
+        block = module.inception_resnet_block
+        inp = K.Input((9, 9, 16), name="image")
+        x = block(inp, scale=0.17, block_type="block35", block_idx=1)
+        x = block(x, scale=1.0, block_type="block35", block_idx=2, activation=None)
+        x = K.layers.GlobalAveragePooling2D(name="gap")(x)
+        return K.Model(inp, K.layers.Dense(10, name="logits")(x), name="inception_resnet_mini")
+    add("inception_resnet_mini", inception_resnet_mini,
+        "Two Inception-ResNet-A blocks from keras.applications' inception_resnet_block on 9x9x16 (scale 0.17 "
+        "with relu, then scale 1.0 without activation, as InceptionResNetV2's last block): Conv2D-BN "
+        "branches, Concatenate, 1x1 up-projection, CustomScaleLayer; GAP, Dense(10)",
+        tags=("application",), inputs=0.5, calibrate=True, notes=notes)
+
+    def train_app_layers(K):
+        l = K.layers
+        inp = K.Input((8, 8, 3), name="image")
+        x = l.Conv2D(8, 3, padding="same", name="stem")(inp)
+        r = l.Conv2D(8, 7, padding="same", groups=8, name="dw")(x)
+        r = l.LayerNormalization(epsilon=1e-6, name="ln")(r)
+        r = l.Activation("gelu", name="gelu")(l.Dense(16, name="pw1")(r))
+        r = layer_scale(0.5, 8, name="layer_scale")(K)(l.Dense(8, name="pw2")(r))
+        if is_k3(K):  # tf_keras's cannot train (see the notes)
+            r = stochastic_depth(0.0, name="stochastic_depth")(K)(r)
+        x = l.Add(name="add")([x, r])
+        b = l.Conv2D(8, 1, activation="relu", name="branch")(x)
+        x = custom_scale(0.3, name="custom_scale")(K)([x, b])
+        x = l.GlobalAveragePooling2D(name="gap")(x)
+        return K.Model(inp, l.Dense(3, activation="softmax", name="head")(x), name="train_layer_scale")
+    sce = (SCE, {})
+    add("train_layer_scale", train_app_layers,
+        "Training through the application layers: Conv2D stem -> ConvNeXt block (grouped 7x7 Conv2D, "
+        "LayerNormalization, Dense(16), gelu, Dense(8), LayerScale(0.5, 8), StochasticDepth(0.0)) -> Add "
+        "-> Conv2D 1x1 relu branch -> CustomScaleLayer(0.3)([x, branch]) -> GAP -> Dense(3, softmax); "
+        "everything trains (LayerScale's gamma included)",
+        tags=("training",), notes=notes + (
+            "StochasticDepth(0.0) is the identity in training too: Keras multiplies by "
+            "floor(1 + U[0, 1)) = 1 (edgecore refuses to train through a rate > 0)",
+            "the tf_keras model has no StochasticDepth: tf_keras 2.21's cannot train at any rate (its call "
+            "takes len(tf.shape(x)), which fails inside train_on_batch's tf.function: 'len is not well "
+            "defined for a symbolic Tensor'); its ConvNeXt constructors never build one (drop_path_rate 0)"),
+        hooks=(app_training_hook(TrainSpec("classes", 3, (Variant("adam", ADAM, sce), Variant("sgd", SGD01, sce)),
+                                       k2_traces=True, nested_paths=True)),))
+
+
+# The keras.applications sweep (tags "application", "large", "sweep"; --large only, never
+# committed): every model constructor keras.applications (Keras 3) and tf_keras.applications
+# export, found by listing the packages, each at the smallest input it accepts, include_top=True,
+# classes=SWEEP_CLASSES, logits, weights drawn and BN statistics calibrated. Case "app_<name lower>".
+
+SWEEP_CLASSES = 10
+# Input scale by the constructor's module: what its preprocess_input produces (caffe: BGR pixels
+# minus the mean, torch: standardised), or pixels where the model preprocesses inside; else [-1, 1].
+SWEEP_INPUTS = {"resnet": 30.0, "vgg16": 30.0, "vgg19": 30.0, "densenet": 1.0,
+                **{m: "pixels" for m in ("efficientnet", "efficientnet_v2", "convnext", "mobilenet_v3",
+                                         "regnet", "resnet_rs")}}
+
+
+def application_constructors():
+    """{constructor name: (module, frameworks)} for every model constructor of
+    keras.applications (Keras 3, "k3") and tf_keras.applications ("k2")."""
+    import keras
+    import tf_keras
+    found = {}
+    for tag, K in (("k3", keras), ("k2", tf_keras)):
+        for name in dir(K.applications):
+            fn = getattr(K.applications, name)
+            if name[:1].isupper() and callable(fn) and not isinstance(fn, type):
+                module, tags = found.get(name, (fn.__module__.rsplit(".", 1)[-1], ()))
+                found[name] = (module, tags + (tag,))
+    return dict(sorted(found.items()))
+
+
+def smallest_input(fn):
+    """(rows, cols): the smallest input the constructor accepts, from its own refusal of 1x1
+    (imagenet_utils.obtain_input_shape: "Input size must be at least NxN")."""
+    try:
+        fn(weights=None, include_top=True, input_shape=(1, 1, 3), classes=SWEEP_CLASSES)
+    except ValueError as e:
+        m = re.search(r"at least (\d+)x(\d+)", str(e))
+        if m:
+            return int(m.group(1)), int(m.group(2))
+        raise
+    return 1, 1
+
+
+def _application_sweep_cases():
+    def build_of(ctor, seed):
+        def build(K):
+            import inspect
+            fn = getattr(K.applications, ctor)
+            rows, cols = smallest_input(fn)
+            K.backend.clear_session()  # as run_framework left it: the refused 1x1 call may count names
+            K.utils.set_random_seed(seed)
+            kw = {"classifier_activation": None} if "classifier_activation" in inspect.signature(fn).parameters \
+                else {}
+            return fn(weights=None, include_top=True, input_shape=(rows, cols, 3), classes=SWEEP_CLASSES, **kw)
+        return build
+
+    for ctor, (module, frameworks) in application_constructors().items():
+        name = f"app_{ctor.lower()}"
+        where = {("k3", "k2"): "keras.applications and tf_keras.applications", ("k3",): "Keras 3 only",
+                 ("k2",): "tf_keras only"}[frameworks]
+        add(name, build_of(ctor, zlib.crc32(name.encode()) & 0x7FFFFFFF),
+            f"{'tf_keras' if frameworks == ('k2',) else 'keras'}.applications.{ctor} ({where}) at its smallest input, include_top=True, "
+            f"classes={SWEEP_CLASSES}, logits (the sweep: --large only, not committed)",
+            tags=("application", "large", "sweep"), versions=frameworks, inputs=SWEEP_INPUTS.get(module, 0.5),
+            calibrate=True, large=True)
+
+
 _layer_cases()
 _graph_cases()
 _app_cases()
@@ -1360,6 +1544,8 @@ _training_cases()
 _trainable_rule_case()
 _finetune_cases()
 _activation_k3_cases()
+_application_layer_cases()
+_application_sweep_cases()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1396,7 +1582,9 @@ def randomize_layer(layer, rng):
     vals = []
     for w, c in zip(ws, cur):
         n, s = short_name(w), c.shape
-        if n in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+        if cls == "LayerScale":  # its gamma is unnamed in Keras 3 ("variable")
+            v = rng.uniform(0.1, 0.6, s)
+        elif n in ("kernel", "depthwise_kernel", "pointwise_kernel"):
             depthwise = n == "depthwise_kernel" or cls == "DepthwiseConv2D"
             fan_in = int(np.prod(s[:2] if depthwise else s[:-1]))
             v = rng.normal(0.0, math.sqrt((2.0 if act == "relu" else 1.0) / fan_in), s)
@@ -1439,24 +1627,59 @@ def is_dense_like(layer):
                               and layer.groups == 1)
 
 
+def upstream_operations(tensors):
+    """ids of every layer/operation the tensors depend on (through Keras's graph history)."""
+    seen, found = set(), set()
+    stack = [t._keras_history for t in tensors]
+    while stack:
+        op, node_index = stack.pop()[:2]
+        if (id(op), node_index) in seen:
+            continue
+        seen.add((id(op), node_index))
+        found.add(id(op))
+        ins = op._inbound_nodes[node_index].input_tensors
+        stack.extend(t._keras_history for t in (ins if isinstance(ins, (list, tuple)) else [ins]))
+    return found
+
+
+def calibration_runs(targets, feeds):
+    """The target indices before which calibrate must run its probe again: where a target
+    depends on one that was set since the last run (a target changes only what is downstream
+    of it, so the others' inputs from that run are still exact)."""
+    runs, since = set(), []
+    for i, feed in enumerate(feeds):
+        up = upstream_operations(feed)
+        if i == 0 or any(id(t) in up for t in since):
+            runs.add(i)
+            since = []
+        since.append(targets[i])
+    return runs
+
+
 def calibrate(K, model, xs, rng):
     """Set every BN's moving stats from its real input statistics (perturbed), in graph order, and scale
     every dense-like kernel so its pre-activation std is DENSE_STD (logits, SE gates spread enough to
     be sensitive).
 
-    One probe model yields the input of every BN, dense-like layer and nested model of this graph; after each is
-    set, the probe is run again, so later layers see the already-calibrated earlier ones.
+    A probe model yields the inputs of the BNs, dense-like layers and nested models of this graph; after each
+    is set, later layers must see the already-calibrated earlier ones, so a probe runs again before the
+    first target that one set since the last run feeds (calibration_runs), computing only what the targets
+    up to the next run need: exactly the inputs a probe run before every target gives, in fewer runs where
+    branches are parallel (Inception, NASNet) and at about half the cost a run.
     """
     targets = [l for l in model.layers if isinstance(l, (K.layers.BatchNormalization, K.Model)) or is_dense_like(l)]
     if not targets:
         return
     feeds = [node_inputs(l) for l in targets]
-    flat = [t for f in feeds for t in f]
-    probe = K.Model(model.input, flat)
+    runs = calibration_runs(targets, feeds)
     for i, layer in enumerate(targets):
-        outs = probe(xs if len(xs) > 1 else xs[0], training=False)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        start = sum(len(f) for f in feeds[:i])
+        if i in runs:  # a probe of the inputs of this target up to the next run's (only their ancestors run)
+            last = min([r for r in runs if r > i] or [len(targets)])
+            probe = K.Model(model.input, [t for f in feeds[i:last] for t in f])
+            outs = probe(xs if len(xs) > 1 else xs[0], training=False)
+            outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            first = i
+        start = sum(len(f) for f in feeds[first:i])
         h = [np.asarray(o) for o in outs[start:start + len(feeds[i])]]
         if isinstance(layer, K.Model):
             calibrate(K, layer, h, rng)
@@ -1481,10 +1704,18 @@ def calibrate(K, model, xs, rng):
         set_weights(layer, cur)
 
 
+def record_name(layer, w):
+    """A weight's name as both frameworks can agree on it (for copy_weights)."""
+    cls = type(layer).__name__
+    if cls == "DepthwiseConv2D":
+        return short_name(w).replace("depthwise_kernel", "kernel")
+    if cls == "LayerScale":  # Keras 3 leaves it unnamed ("variable"), tf_keras calls it gamma
+        return "gamma"
+    return short_name(w)
+
+
 def weight_records(K, model):
-    return [(type(l).__name__, l.name, [(short_name(w).replace("depthwise_kernel", "kernel")
-                                         if type(l).__name__ == "DepthwiseConv2D" else short_name(w),
-                                         tuple(w.shape)) for w in l.weights], l)
+    return [(type(l).__name__, l.name, [(record_name(l, w), tuple(w.shape)) for w in l.weights], l)
             for l in leaves(K, model) if l.weights]
 
 
@@ -2037,7 +2268,8 @@ def run_case(case, mods, out, log):
     state = {}
     for tag in ("k3", "k2"):
         if tag not in case.versions:
-            entry["skipped"][tag] = "case is Keras-3-only (API missing in tf_keras)"
+            entry["skipped"][tag] = "case is Keras-3-only (API missing in tf_keras)" if tag == "k2" else \
+                "case is tf_keras-only (API missing in Keras 3)"
             continue
         try:
             entry["frameworks"][tag] = run_framework(case, tag, mods[tag], out, state, log)

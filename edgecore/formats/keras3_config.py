@@ -16,7 +16,11 @@ it, with its `module` (Keras 3 then deserialises it the `.keras` way):
   `module: keras.src.ops.numpy`; without it Keras 3 reads `Add` as the merge layer,
   which rejects the constant (why Keras 3.15 cannot reload its own MobileNetV3 .h5);
 * a layer with an `axis` list of several axes (LayerNormalization [1, 2, 3]) gets
-  `module: keras.layers`; the legacy path would silently drop that axis.
+  `module: keras.layers`; the legacy path would silently drop that axis;
+* keras.applications' own layers (ConvNeXt's LayerScale and StochasticDepth,
+  InceptionResNetV2's CustomScaleLayer, the layer's `keras3_module`) get their module:
+  Keras 3 cannot reload its own .h5 of them ("Unknown layer"), nor tf_keras's, which
+  spells one `Custom>CustomScaleLayer`.
 
 Keras 2 `hard_sigmoid` (clip(0.2x + 0.5, 0, 1), a different function from Keras 3's
 under the same name) is rewritten as linear + Rescaling(0.2, 0.5) + ReLU(max_value=1):
@@ -224,6 +228,9 @@ class _Converter:
         axis = entry["config"].get("axis")
         if isinstance(axis, list) and len(axis) > 1:
             entry = _with_module(entry)
+        if getattr(layer, "keras3_module", None):
+            entry["class_name"] = class_name.split(">")[-1]
+            entry = _with_module(entry, layer.keras3_module, entry["class_name"])
         if self.k2 and _activation_of(entry) == "hard_sigmoid":
             out_shapes = [(shapes.get((raw_name, k, 0)) or (None,))[0]
                           for k in range(len(entry.get("inbound_nodes", [])))]
@@ -456,12 +463,13 @@ def _keras3_op_node(entry, module=None):
             "inbound_nodes": entry["inbound_nodes"]}
 
 
-def _with_module(entry):
+def _with_module(entry, module="keras.layers", registered_name=None):
     """The entry with `module`: Keras 3's .h5 loader then deserialises it as a `.keras`
     entry, skipping the legacy path that drops an `axis` list of several axes
-    (LayerNormalization axis=[1, 2, 3] would come back as -1)."""
-    out = {"module": "keras.layers", "class_name": entry["class_name"],
-           "config": entry["config"], "registered_name": None}
+    (LayerNormalization axis=[1, 2, 3] would come back as -1), and importing a class that
+    is not in keras.layers from its module."""
+    out = {"module": module, "class_name": entry["class_name"],
+           "config": entry["config"], "registered_name": registered_name}
     out.update((k, v) for k, v in entry.items() if k not in ("class_name", "config"))
     return out
 

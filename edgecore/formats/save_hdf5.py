@@ -155,8 +155,9 @@ def _write_model_weights(group, model, top_layers, weights_of):
     # Keras creates the groups sorted by name ("so that group names are strictly growing").
     # Weights of a top-level Sequential's layers carry its name: `seq/conv2d/kernel`.
     prefix = keras3_name(model.name) + "/" if model.graph.kind == "sequential" else ""
+    auto = _auto_variable_names(model)
     for saved in sorted(top_layers, key=lambda s: s.name):
-        weights = _group_weights(saved, prefix, weights_of, model.ctx.path)
+        weights = _group_weights(saved, prefix, weights_of, model.ctx.path, auto)
         _write_subset(group.create_group(saved.name), weights)
     _write_subset(group.create_group("top_level_model_weights"), [])
 
@@ -191,21 +192,45 @@ def _save_attributes(group, name, data):
         group.attrs[name] = data
 
 
-def _group_weights(saved, prefix, weights_of, path):
+def _auto_variable_names(model):
+    """{(id(layer), "variable"): written name} for Keras 3's unnamed variables (LayerScale's
+    gamma): Keras names them "variable", "variable_1", ... in the order the layers were
+    built, i.e. the models' layer order, nested models where they stand."""
+    names, count = {}, 0
+
+    def walk(graph, seen):
+        nonlocal count
+        for layer in graph.layers:
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            if getattr(layer, "graph", None) is not None:
+                walk(layer.graph, seen)
+                continue
+            for var, _ in layer.variables():
+                if var == "variable":
+                    names[(id(layer), var)] = var if count == 0 else f"{var}_{count}"
+                    count += 1
+
+    walk(model.graph, set())
+    return names
+
+
+def _group_weights(saved, prefix, weights_of, path, auto):
     """[(weight name, array)] of one top-level layer, in Keras's legacy order."""
     layer = saved.layer
     if layer is None:
         return []
     if getattr(layer, "graph", None) is None:  # a leaf layer
         return [(f"{prefix}{saved.name}/{var}", array) for var, array, _
-                in _leaf_weights(layer, saved.name, prefix, weights_of, path)]
-    entries = list(_nested_weights(layer, saved.names, weights_of, path))
+                in _leaf_weights(layer, saved.name, prefix, weights_of, path, auto)]
+    entries = list(_nested_weights(layer, saved.names, weights_of, path, auto))
     if layer.trainable:
         entries = ([e for e in entries if e[2]] + [e for e in entries if not e[2]])
     return [(name, array) for name, array, _ in entries]
 
 
-def _nested_weights(model_layer, names, weights_of, path, seen=None):
+def _nested_weights(model_layer, names, weights_of, path, auto, seen=None):
     """(name, array, trainable) for every variable inside a nested model, in Keras's
     `model.weights` order (its layers in order, shared layers once).  A variable is
     trainable when Keras will create it trainable: its own layer is (the flags of
@@ -218,14 +243,14 @@ def _nested_weights(model_layer, names, weights_of, path, seen=None):
             continue
         seen.add(id(layer))
         if getattr(layer, "graph", None) is not None:
-            yield from _nested_weights(layer, names, weights_of, path, seen)
+            yield from _nested_weights(layer, names, weights_of, path, auto, seen)
             continue
         name = names.get(id(layer), layer.name)
         yield from ((f"{prefix}{name}/{var}", array, trainable) for var, array, trainable
-                    in _leaf_weights(layer, name, prefix, weights_of, path))
+                    in _leaf_weights(layer, name, prefix, weights_of, path, auto))
 
 
-def _leaf_weights(layer, name, prefix, weights_of, path):
+def _leaf_weights(layer, name, prefix, weights_of, path, auto):
     """(variable name, array in Keras's dtype, trainable) of one leaf layer."""
     variables = [v for v, _ in layer.variables()]
     if not variables or getattr(layer, "var_shapes", None) is None:
@@ -244,7 +269,7 @@ def _leaf_weights(layer, name, prefix, weights_of, path):
             raise ModelFormatError(f"weight {var!r} has shape {array.shape}, the layer "
                                    f"needs {tuple(shape)}", path=path, layer=prefix + name,
                                    layer_class=layer.class_name)
-        out.append((var, np.array(array, dtype=dtype, order="C"),
+        out.append((auto.get((id(layer), var), var), np.array(array, dtype=dtype, order="C"),
                     bool(layer.trainable) and var not in frozen))
     return out
 

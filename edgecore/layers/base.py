@@ -17,12 +17,16 @@ class Layer:
     # Stateless layers whose output is their input at inference (Dropout, GaussianNoise...)
     # set this; the planner then aliases the tensors instead of emitting an op.
     identity_at_inference = False
+    # Where Keras 3 finds a class that is not in keras.layers (keras.applications' own
+    # layers); a saved .h5 names it, as .keras does, so Keras 3 can load the file back.
+    keras3_module = None
 
     def __init__(self, spec, ctx):
         self.name = spec.name
         self.class_name = spec.class_name
         self.config = spec.config
         self.calls = spec.calls  # CallSpecs from the config (Functional models only)
+        self.module = spec.module  # the Python module a .keras config names (else None)
         self.ctx = ctx
         self._trainable = bool(spec.config.get("trainable", True))
         self.parse(spec.config)
@@ -256,3 +260,15 @@ def pack_live_gemm(b, kernel, k, n, bias=None, groups=1):
         packed_bias = b.temp((groups * _kernels.gemm_packed_bias_size(n),))
         b.op("pack_gemm_bias", packed_bias, bias, ints=(n, groups))
     return packed, packed_bias
+
+
+# Where Keras's own classes live; a .keras file names the module of every layer.
+KERAS_MODULES = ("keras.", "tf_keras.")
+
+
+def check_keras_module(layer):
+    """Refuse a layer whose .keras config names a module outside Keras: a user's own class
+    that shares a name with one of keras.applications' (LayerScale is a common one)."""
+    if layer.module is not None and not str(layer.module).startswith(KERAS_MODULES):
+        raise layer.unsupported(f"{layer.class_name} from module {layer.module!r} is a custom "
+                                f"class, not the one keras.applications defines")

@@ -6,7 +6,7 @@ from .. import _kernels
 from .activations import (LINEAR, activation_output_shape, is_row_activation,
                           lower_activation, lower_activation_backward, parse_activation,
                           preact_shape)
-from .base import Layer, pack_live_gemm
+from .base import Layer, check_keras_module, pack_live_gemm
 
 
 class InputLayer(Layer):
@@ -35,31 +35,42 @@ class InputLayer(Layer):
 
 
 class Identity(Layer):
-    """Dropout, SpatialDropout, GaussianNoise/Dropout: the identity at inference.
+    """Dropout, SpatialDropout, GaussianNoise/Dropout, ConvNeXt's StochasticDepth: the
+    identity at inference.
 
     In a training plan, Dropout below no training=False call is real inverted dropout
     (Keras's rule: a mask of keep probability 1 - rate, scaled by 1 / (1 - rate)), drawn
     from a counter-based generator seeded per step (edgecore.utils.set_random_seed); the
-    other noise layers would be active in Keras's fit too and are refused there."""
+    other noise layers would be active in Keras's fit too and are refused there.
+    StochasticDepth (keras.applications.convnext, drop_path_rate) drops whole samples in
+    training; at rate 0 Keras multiplies by floor(1 + U[0, 1)) = 1, an identity."""
 
     keras_classes = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
                      "GaussianNoise", "GaussianDropout", "AlphaDropout",
-                     "ActivityRegularization")
+                     "ActivityRegularization", "StochasticDepth")
     identity_at_inference = True
 
     def parse(self, config):
-        self.rate = float(config.get("rate", 0.0) or 0.0)
+        if self.class_name == "StochasticDepth":
+            check_keras_module(self)
+        key = "drop_path_rate" if self.class_name == "StochasticDepth" else "rate"
+        self.rate = float(config.get(key, 0.0) or 0.0)
         if self.class_name == "Dropout" and config.get("noise_shape") is not None:
             self.noise_shape = config["noise_shape"]
         else:
             self.noise_shape = None
+
+    @property
+    def keras3_module(self):
+        return "keras.src.applications.convnext" if self.class_name == "StochasticDepth" else None
 
     def active_in_training(self, node):
         """Would Keras's fit apply this layer's noise at this call?"""
         if node.inference_only or self.class_name == "ActivityRegularization":
             return False
         if self.class_name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D",
-                               "SpatialDropout3D", "GaussianDropout", "AlphaDropout"):
+                               "SpatialDropout3D", "GaussianDropout", "AlphaDropout",
+                               "StochasticDepth"):
             return self.rate > 0
         return True  # GaussianNoise
 
@@ -68,6 +79,12 @@ class Identity(Layer):
         return [input_shapes[0]]
 
     def check_trainable(self, node):
+        if self.class_name == "StochasticDepth" and self.active_in_training(node):
+            raise self.unsupported(f"StochasticDepth (drop_path_rate={self.rate:g}) drops "
+                                   f"whole samples' residual paths in Keras's fit here, and "
+                                   f"edgecore trains only through plain Dropout; build the "
+                                   f"model with drop_path_rate=0.0 (an identity) or call the "
+                                   f"model part holding it with training=False")
         if self.active_in_training(node) and (self.class_name != "Dropout"
                                               or self.noise_shape is not None):
             raise self.unsupported(f"{self.class_name}"

@@ -1,7 +1,7 @@
 """The one list of Keras layer classes edgecore supports."""
 from ..errors import EdgecoreError, ModelFormatError, UnsupportedLayerError
 from . import (activations, convolutional, core, merging, model, normalization, ops, pooling,
-               preprocessing, reshaping)
+               preprocessing, reshaping, scale)
 
 _FAMILIES = (
     core.InputLayer, core.Dense, core.Identity,
@@ -18,6 +18,7 @@ _FAMILIES = (
     merging.Add, merging.Subtract, merging.Multiply, merging.Average, merging.Maximum,
     merging.Minimum, merging.Concatenate,
     ops.Divide, ops.TFOpLambda, ops.Lambda,
+    scale.LayerScale, scale.CustomScaleLayer,
 )
 
 LAYER_CLASSES = {}
