@@ -4,16 +4,22 @@
 # input channel c convolved with w[:, :, c, m].  No im2col: each output pixel reads KH*KW
 # input pixels, so copying them would cost as much as the arithmetic.
 #
-# Fast path (M == 1, every MobileNet): per output pixel, channels are processed in blocks of
-# _DW_CB held in a local accumulator across all taps and stored once; the activation then
-# runs over the finished output row.  GCC keeps the fully unrolled block in vector
-# registers: measured on the 2-core x86-64 runner (SSE2 baseline, 3x3 taps) this ran
-# 1.6-1.8x faster than accumulating every tap into the output row in memory, and 16 beat
-# blocks of 8 (more tap-pointer updates) and 32 (spills).  The tap loop is then bound by
-# SSE's one mulps + addps per cycle (~90% of it on 56x56x144); wider vectors need
-# EDGECORE_NATIVE=1.  Interior pixels take every tap without bounds checks; only border
-# pixels compute which taps fall inside the image.  M > 1 (rare) accumulates into the
-# output pixel directly.
+# Forward, M == 1 (every MobileNet / EfficientNet): the micro-kernels of
+# f32_dwconv_microkernels.h, one variant per ISA (avx512f 16 channels per vector, avx2 8,
+# vec128 / neon 4), chosen once per process like the GEMM's (set_dwconv_isa;
+# EDGECORE_DWCONV_ISA forces one).  Per output row they sweep channel tiles of the vector
+# width with the weights in registers, specialised for 3x3 / 5x5 at horizontal stride 1 and
+# 2, a general tile for anything else; relu / relu6 fused as their clamp.  The kernel is
+# read in place (HWCM is also the training layout), so nothing is packed.  Summation order
+# per output: bias, then the taps in (ky, kx) order, fused multiply-adds on avx2 / avx512f
+# (padding taps add 0 * w on the specialised tiles); every element is within
+# (KH*KW + 1) * eps32 * (|bias| + sum |x * w|) of the exact value, which the tests' Σ|terms|
+# tolerance (rtol 1e-5) covers up to 7x7 kernels with margin.  M > 1 (rare) keeps the
+# scalar path below, accumulating into the output pixel.
+#
+# Threads: dwconv2d_forward(..., nthreads) splits output rows (rows x channel groups when an
+# image has few rows) over OpenMP threads; every element is computed by one work item in
+# the same order, so results are bit-identical at any thread count.
 #
 # Also defines the window helpers pooling.pxi (included after this file) reuses, and the
 # buffer-overlap check the checked wrappers of the later families use.
@@ -25,11 +31,66 @@
 # running sum would drift by ~sqrt(terms) ulp.  The block holds _DWB_STACK floats, so a
 # channel block spans _DWB_STACK / (KH*KW*M) channels; kernels too large for even one
 # channel (KH*KW*M > _DWB_STACK) accumulate straight into dw in float.
-# Non-goals: im2col / Winograd, threading.
+# Non-goals: im2col / Winograd, a packed weight layout, a vector path for M > 1.
+
+
+cdef extern from "f32_dwconv_microkernels.h" nogil:
+    ctypedef struct f32_dwconv_args:
+        const float* weights
+        const float* bias
+        size_t h, iw, c
+        size_t kh, kw, sw, dh, dw
+        Py_ssize_t pad_left
+        size_t ow, ox0, ox1
+        float lo, hi
+    ctypedef void (*f32_dwconv_row_fn)(const f32_dwconv_args* a, const float* x_img,
+                                       Py_ssize_t iy0, float* y_row, size_t cb,
+                                       size_t ce) noexcept
+    ctypedef struct f32_dwconv_config:
+        const char* name
+        int channel_tile
+    const f32_dwconv_config* f32_dwconv_configs
+    int f32_dwconv_config_count
+    int f32_dwconv_config_supported(int index)
+    f32_dwconv_row_fn f32_dwconv_row_kernel(const f32_dwconv_config* cfg, size_t kh, size_t kw,
+                                            size_t sw, size_t dh, size_t dw)
 
 cdef enum:
-    _DW_CB = 16     # channels per register block (4 SSE / NEON vectors)
+    _DW_CB = 16     # backward: channels per block rounded to whole vectors
     _DWB_STACK = 2048   # backward: floats of per-row dw partial sums (and doubles of totals)
+    _DW_MIN_ITEMS = 16  # forward: work items below which rows are split into channel groups
+    _DW_MIN_MACS = 262144   # forward: multiply-adds a thread must get (~4 us; par_threads)
+
+cdef const f32_dwconv_config* _dwconv = NULL
+
+
+def available_dwconv_isas():
+    """Names of the depthwise micro-kernel variants this CPU can run, best first."""
+    return [f32_dwconv_configs[i].name.decode() for i in range(f32_dwconv_config_count)
+            if f32_dwconv_config_supported(i)]
+
+
+def set_dwconv_isa(name=None):
+    """Select the depthwise micro-kernel variant by ISA name (None: the best this CPU
+    supports).  Weights are not packed per variant, so this may change at any time."""
+    global _dwconv
+    cdef int i
+    for i in range(f32_dwconv_config_count):
+        if not f32_dwconv_config_supported(i):
+            continue
+        if name is None or f32_dwconv_configs[i].name.decode() == name:
+            _dwconv = &f32_dwconv_configs[i]
+            return dwconv_isa()
+    raise ValueError(f"depthwise variant {name!r} is not available on this CPU; "
+                     f"available: {available_dwconv_isas()}")
+
+
+def dwconv_isa():
+    """(name, channel tile) of the current depthwise micro-kernel variant."""
+    return (_dwconv.name.decode(), _dwconv.channel_tile)
+
+
+set_dwconv_isa(_os.environ.get("EDGECORE_DWCONV_ISA") or None)
 
 
 cdef struct DwConvGeom:
@@ -67,58 +128,13 @@ cdef inline bint _overlap(const void* p, Py_ssize_t p_bytes, const void* q,
     return <const char*>p < <const char*>q + q_bytes and <const char*>q < <const char*>p + p_bytes
 
 
-cdef inline void _dw_block_m1(float* y_c, const float* x_b, const float* w_c,
-                              const float* bias_c, Py_ssize_t nc, Py_ssize_t x0,
-                              Py_ssize_t x_dy, Py_ssize_t x_dx, Py_ssize_t w_dy,
-                              Py_ssize_t w_dx, Py_ssize_t ky0, Py_ssize_t ky1, Py_ssize_t kx0,
-                              Py_ssize_t kx1) noexcept nogil:
-    """y_c[:nc] = bias + sum of taps x * w for nc <= _DW_CB channels of one output pixel;
-    overwrites.  Tap (ky, kx) reads x_b[x0 + ky*x_dy + kx*x_dx + j] and
-    w_c[ky*w_dy + kx*w_dx + j]; only taps [ky0, ky1) x [kx0, kx1) are read."""
-    cdef float acc[_DW_CB]
-    cdef Py_ssize_t j, ky, kx
-    cdef const float* xp
-    cdef const float* wp
-    if bias_c != NULL:
-        for j in range(nc):
-            acc[j] = bias_c[j]
-    else:
-        for j in range(nc):
-            acc[j] = 0
-    for ky in range(ky0, ky1):
-        for kx in range(kx0, kx1):
-            xp = x_b + (x0 + ky * x_dy + kx * x_dx)
-            wp = w_c + (ky * w_dy + kx * w_dx)
-            for j in range(nc):
-                acc[j] += xp[j] * wp[j]
-    for j in range(nc):
-        y_c[j] = acc[j]
-
-
-cdef inline void _dw_pixel_m1(float* y_c, const float* x_b, const float* w_hwc,
-                              const float* bias, const DwConvGeom* g, Py_ssize_t x0,
-                              Py_ssize_t ky0, Py_ssize_t ky1, Py_ssize_t kx0,
-                              Py_ssize_t kx1) noexcept nogil:
-    """One output pixel of a depth-multiplier-1 convolution, all channels; overwrites."""
-    cdef Py_ssize_t x_dy = g.dh * g.w * g.c, x_dx = g.dw * g.c
-    cdef Py_ssize_t w_dy = g.kw * g.c, w_dx = g.c
-    cdef Py_ssize_t blk, c0
-    for blk in range(g.c // _DW_CB):
-        c0 = blk * _DW_CB
-        # The literal block size lets GCC unroll the block and keep it in registers.
-        _dw_block_m1(y_c + c0, x_b + c0, w_hwc + c0, bias + c0 if bias != NULL else NULL,
-                     _DW_CB, x0, x_dy, x_dx, w_dy, w_dx, ky0, ky1, kx0, kx1)
-    c0 = g.c // _DW_CB * _DW_CB
-    if c0 < g.c:
-        _dw_block_m1(y_c + c0, x_b + c0, w_hwc + c0, bias + c0 if bias != NULL else NULL,
-                     g.c - c0, x0, x_dy, x_dx, w_dy, w_dx, ky0, ky1, kx0, kx1)
-
-
 cdef void _dw_pixel_general(float* y_c, const float* x_b, const float* w_hwcm,
                             const float* bias, const DwConvGeom* g, Py_ssize_t x0,
                             Py_ssize_t ky0, Py_ssize_t ky1, Py_ssize_t kx0,
                             Py_ssize_t kx1) noexcept nogil:
-    """One output pixel for any depth multiplier M, accumulating in y_c[:C*M]; overwrites."""
+    """One output pixel for any depth multiplier M, accumulating in y_c[:C*M]; overwrites.
+    x0 is the offset of tap (0, 0) (it may lie in the padding: only taps [ky0, ky1) x
+    [kx0, kx1) are read)."""
     cdef Py_ssize_t cm = g.c * g.m
     cdef Py_ssize_t ky, kx, ci, mi, j
     cdef const float* xp
@@ -136,12 +152,11 @@ cdef void _dw_pixel_general(float* y_c, const float* x_b, const float* w_hwcm,
                     y_c[ci * g.m + mi] += xv * wp[ci * g.m + mi]
 
 
-cdef void _dwconv2d_row(float* y_row, const float* x_b, const float* w_hwcm,
-                        const float* bias, const DwConvGeom* g, Py_ssize_t oy,
-                        Py_ssize_t ox0, Py_ssize_t ox1) noexcept nogil:
-    """Output row oy of one image, before activation: interior pixels [ox0, ox1) take every
-    horizontal tap without checks; border pixels compute their tap range.  Overwrites."""
-    cdef Py_ssize_t cm = g.c * g.m
+cdef void _dw_row_general(float* y_row, const float* x_b, const float* w_hwcm,
+                          const float* bias, const DwConvGeom* g, Py_ssize_t oy,
+                          Py_ssize_t ox0, Py_ssize_t ox1) noexcept nogil:
+    """Output row oy of one image for any M, before activation: interior pixels [ox0, ox1)
+    take every horizontal tap without checks; border pixels compute their tap range."""
     cdef Py_ssize_t iy = oy * g.sh - g.pad_top
     cdef Py_ssize_t ky0, ky1, kx0, kx1, ox, ix
     _window_taps(iy, g.h, g.kh, g.dh, &ky0, &ky1)
@@ -152,53 +167,128 @@ cdef void _dwconv2d_row(float* y_row, const float* x_b, const float* w_hwcm,
             kx1 = g.kw
         else:
             _window_taps(ix, g.w, g.kw, g.dw, &kx0, &kx1)
-        # Offset of tap (0, 0); it may lie in the padding, only in-range taps are read.
-        if g.m == 1:
-            _dw_pixel_m1(y_row + ox * cm, x_b, w_hwcm, bias, g, (iy * g.w + ix) * g.c,
-                         ky0, ky1, kx0, kx1)
-        else:
-            _dw_pixel_general(y_row + ox * cm, x_b, w_hwcm, bias, g, (iy * g.w + ix) * g.c,
-                              ky0, ky1, kx0, kx1)
+        _dw_pixel_general(y_row + ox * g.c * g.m, x_b, w_hwcm, bias, g,
+                          (iy * g.w + ix) * g.c, ky0, ky1, kx0, kx1)
 
 
-cdef inline void _clamp_inplace(float* y, Py_ssize_t n, float lo, float hi) noexcept nogil:
-    """y = min(max(y, lo), hi), a NaN kept (TF's Relu / Relu6 pass it): in this order
-    both comparisons are false for NaN.  Ternaries, not fminf/fmaxf: GCC vectorises these
-    to maxps/minps but calls libm for fminf/fmaxf (which would also drop the NaN)."""
-    cdef Py_ssize_t i
-    cdef float v
-    for i in range(n):
-        v = y[i]
-        v = lo if v < lo else v
-        y[i] = hi if v > hi else v
+cdef struct _DwRun:
+    # One forward call, shared read-only by the threads: work item i is output row
+    # i // groups (over batch and height), channel group i % groups.
+    const DwConvGeom* g
+    float* y
+    const float* x
+    const float* w
+    const float* bias
+    const Activation* act
+    f32_dwconv_row_fn row          # M == 1: the micro-kernel row function; NULL: M > 1
+    f32_dwconv_args args
+    Py_ssize_t ox0, ox1            # interior output columns
+    Py_ssize_t groups, group_c     # channel groups (of group_c channels, the last longer)
+    bint clamp_fused               # the activation is the micro-kernel's clamp
+
+
+cdef inline Py_ssize_t _dw_channel_groups(Py_ssize_t rows, Py_ssize_t c,
+                                          Py_ssize_t tile) noexcept nogil:
+    """Channel groups per output row, from the shape alone (never from the thread count, so
+    the work split, hence every result, is the same at any thread count): one, unless an
+    image has too few output rows (< _DW_MIN_ITEMS) to share among threads, then enough
+    whole-tile groups to reach _DW_MIN_ITEMS work items."""
+    cdef Py_ssize_t tiles = c // tile
+    cdef Py_ssize_t groups
+    if rows >= _DW_MIN_ITEMS or tiles < 2:
+        return 1
+    groups = (_DW_MIN_ITEMS + rows - 1) // rows
+    return groups if groups < tiles else tiles
+
+
+cdef void _dw_item(const _DwRun* run, Py_ssize_t item) noexcept nogil:
+    """Work item `item` of run: one output row, one channel group; then the activation
+    (unless fused) over what it wrote."""
+    cdef const DwConvGeom* g = run.g
+    cdef Py_ssize_t row = item // run.groups, grp = item % run.groups
+    cdef Py_ssize_t b = row // g.oh, oy = row % g.oh
+    cdef Py_ssize_t cm = g.c * g.m
+    cdef Py_ssize_t cb = grp * run.group_c
+    cdef Py_ssize_t ce = cm if grp == run.groups - 1 else cb + run.group_c
+    cdef Py_ssize_t ox
+    cdef const float* x_b = run.x + b * g.h * g.w * g.c
+    cdef float* y_row = run.y + row * g.ow * cm
+    if run.row != NULL:
+        run.row(&run.args, x_b, oy * g.sh - g.pad_top, y_row, cb, ce)
+    else:
+        _dw_row_general(y_row, x_b, run.w, run.bias, g, oy, run.ox0, run.ox1)
+    if run.clamp_fused:
+        return
+    if run.groups == 1:
+        activation_forward(y_row, y_row, g.ow * cm, run.act, 1)
+    else:
+        for ox in range(g.ow):
+            activation_forward(y_row + ox * cm + cb, y_row + ox * cm + cb, ce - cb, run.act,
+                              1)
 
 
 cdef void dwconv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_hwcm,
-                           const float* bias, const DwConvGeom* g,
-                           const Activation* act, int nthreads) noexcept nogil:
+                           const float* bias, const DwConvGeom* g, const Activation* act,
+                           int nthreads) noexcept nogil:
     """y = act(depthwise_conv(x, w) + bias); overwrites y.  bias (C*M floats) may be NULL.
-    nthreads: serial on this branch.
 
-    y must not overlap x.  Needs no scratch.  The activation runs on each finished output
-    row while it is still in L1.  (Clamping inside the register block instead measured
-    1.4x slower: GCC then spilled the accumulators.)
+    y must not overlap x.  Needs no scratch.  M == 1 runs the micro-kernels of the current
+    variant (f32_dwconv_microkernels.h), with relu / relu6 fused as their clamp; M > 1 the
+    scalar general path.  Other activations run on each finished row (or row group) while
+    it is still in cache.  nthreads > 1 splits the work items (output rows, or rows x
+    channel groups for small images) over that many OpenMP threads in static chunks; every
+    output element is computed by one item in the same order at any thread count, so the
+    result is bit-identical.  nthreads <= 1, or less than _DW_MIN_MACS multiply-adds per
+    thread, enters no OpenMP region.
     """
-    cdef Py_ssize_t cm = g.c * g.m
-    cdef Py_ssize_t ox0, ox1, b, oy
-    cdef float* y_row
-    cdef float lo, hi
-    _window_interior(g.w, g.kw, g.sw, g.dw, g.pad_left, g.ow, &ox0, &ox1)
-    for b in range(g.n):
-        for oy in range(g.oh):
-            y_row = y_nhwc + (b * g.oh + oy) * g.ow * cm
-            _dwconv2d_row(y_row, x_nhwc + b * g.h * g.w * g.c, w_hwcm, bias, g, oy, ox0, ox1)
-            if act.code == ACT_LINEAR:
-                pass
-            elif act_is_clamp(act):
-                act_clamp_bounds(act, &lo, &hi)
-                _clamp_inplace(y_row, g.ow * cm, lo, hi)
-            else:
-                activation_forward(y_row, y_row, g.ow * cm, act, 1)
+    cdef _DwRun run
+    cdef Py_ssize_t rows = g.n * g.oh, items, i
+    cdef int t
+    cdef float lo = -INFINITY, hi = INFINITY
+    run.g = g
+    run.y = y_nhwc
+    run.x = x_nhwc
+    run.w = w_hwcm
+    run.bias = bias
+    run.act = act
+    _window_interior(g.w, g.kw, g.sw, g.dw, g.pad_left, g.ow, &run.ox0, &run.ox1)
+    run.clamp_fused = False
+    run.row = NULL
+    run.groups = 1
+    run.group_c = g.c * g.m
+    if g.m == 1:
+        run.row = f32_dwconv_row_kernel(_dwconv, g.kh, g.kw, g.sw, g.dh, g.dw)
+        run.clamp_fused = act_is_clamp(act)
+        if run.clamp_fused:
+            act_clamp_bounds(act, &lo, &hi)
+        run.args.weights = w_hwcm
+        run.args.bias = bias
+        run.args.h = g.h
+        run.args.iw = g.w
+        run.args.c = g.c
+        run.args.kh = g.kh
+        run.args.kw = g.kw
+        run.args.sw = g.sw
+        run.args.dh = g.dh
+        run.args.dw = g.dw
+        run.args.pad_left = g.pad_left
+        run.args.ow = g.ow
+        run.args.ox0 = run.ox0
+        run.args.ox1 = run.ox1
+        run.args.lo = lo
+        run.args.hi = hi
+        run.groups = _dw_channel_groups(rows, g.c, _dwconv.channel_tile)
+        run.group_c = g.c // run.groups // _dwconv.channel_tile * _dwconv.channel_tile
+    items = rows * run.groups
+    t = par_threads(rows * g.ow * g.c * g.m * g.kh * g.kw, _DW_MIN_MACS, nthreads)
+    if t > items:
+        t = <int>items
+    if t <= 1:
+        for i in range(items):
+            _dw_item(&run, i)
+    else:
+        for i in prange(items, nogil=True, num_threads=t, schedule="static"):
+            _dw_item(&run, i)
 
 
 cdef void _dwb_pixel(float* part, Py_ssize_t ldp, float* dx_b, const float* x_b,
@@ -342,10 +432,12 @@ cdef DwConvGeom _dw_geom(tuple x_shape, tuple w_shape, tuple strides, tuple dila
 def dwconv2d(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w_hwcm,
              float[:, :, :, ::1] y, strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0),
              bias=None, int act=0, float alpha=0.0, float max_value=INFINITY,
-             float threshold=0.0):
+             float threshold=0.0, int nthreads=1):
     """y = act(depthwise_conv2d(x, w_hwcm) + bias); overwrites y (NHWC, C*M channels).
 
     pads = (top, bottom, left, right) as Keras computes them; y must not overlap x.
+    nthreads > 1 runs on that many OpenMP threads (when built with OpenMP), with the same
+    result bit for bit.
     """
     cdef Activation a_ = _checked_activation(act, alpha, max_value, threshold)
     cdef DwConvGeom g = _dw_geom((x.shape[0], x.shape[1], x.shape[2], x.shape[3]),
@@ -367,7 +459,8 @@ def dwconv2d(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w_hwcm,
         _require(not _overlap(&y[0, 0, 0, 0], y.nbytes, biasp, biasv.nbytes),
                  "dwconv2d: y overlaps the bias")
     with nogil:
-        dwconv2d_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &w_hwcm[0, 0, 0, 0], biasp, &g, &a_, 1)
+        dwconv2d_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &w_hwcm[0, 0, 0, 0], biasp, &g, &a_,
+                         nthreads)
 
 
 def dwconv2d_grad(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w_hwcm,

@@ -59,5 +59,6 @@ def build_info():
         "compiler": compiler,
         "gemm_isa": name,
         "gemm_tile": (mr, nr),
+        "dwconv_isa": _kernels.dwconv_isa()[0],  # depthwise micro-kernels (EDGECORE_DWCONV_ISA)
         "cpu_count": default_num_threads(),
     }
