@@ -195,7 +195,8 @@ cdef void _run_op(const int64_t* r, const float* f, float** bases) noexcept nogi
     elif code == OP_GLOBAL_MAXPOOL:
         global_maxpool_forward(y, x0, p[0], p[1], p[2])
     elif code == OP_ACTIVATION:
-        activation_forward(y, x0, p[0], &act)
+        # the plan's thread count once the runner has one (threading branch): 1 until then
+        activation_forward(y, x0, p[0], &act, 1)
     elif code == OP_SOFTMAX:
         softmax_forward(y, x0, p[0], p[1], p[2])
     elif code == OP_BINARY:
