@@ -1,12 +1,14 @@
-"""Whole-model latency, single thread, batch 1: edgecore's compiled plan beside references
-on the same model and input, in one run.
+"""Whole-model latency, batch 1, at 1 and 2 threads: edgecore's compiled plan beside
+references on the same model and input, in one run.
 
-References: NumPy (bench/numpy_forward.py: im2col + OpenBLAS matmul, same weights) always;
-ONNX Runtime and LiteRT when installed and when bench/convert_models.py (a dev-only tool
-that needs TensorFlow) has written the converted models into bench/models/.
-Each implementation's output is checked against edgecore's before it is timed.
+References: NumPy (bench/numpy_forward.py: im2col + OpenBLAS matmul, same weights; one
+thread only) always; ONNX Runtime and LiteRT (`pip install ".[bench]"`) when
+bench/convert_models.py (a dev-only tool that needs TensorFlow) has written the models into
+bench/models/.  Without bench/models/ the two bundled MobileNetV2 files are benchmarked.
+Each implementation's output is checked against edgecore's before it is timed.  For the
+interleaved table in README.md use bench/compare_runtimes.py.
 
-    OPENBLAS_NUM_THREADS=1 pytest bench/bench_models.py --benchmark-only
+    pytest bench/bench_models.py --benchmark-only
 """
 from pathlib import Path
 
@@ -19,19 +21,40 @@ from numpy_forward import NumpyForward
 REPO = Path(__file__).resolve().parent.parent
 CONVERTED = Path(__file__).resolve().parent / "models"
 
-MODELS = {
-    # name: (file, input shape)
+BUNDLED = {
     "mobilenet_v2_1.0_224": (REPO / "weights/pretrained/mobilenet_v2_imagenet.h5", (224, 224, 3)),
     "mobilenet_v2_0.35_96": (REPO / "weights/fixtures/mobilenet_v2.k3.h5", (96, 96, 3)),
 }
+CONVERTED_NAMES = ["mobilenet_v2_0.35_96", "mobilenet_v2_1.0_224", "mobilenet_v3_small_224",
+                   "efficientnet_b0_224", "resnet50_224"]
+
+
+def _models():
+    models = dict(BUNDLED)
+    for name in CONVERTED_NAMES:
+        path = CONVERTED / f"{name}.h5"
+        if path.exists():
+            models[name] = (path, (96, 96, 3) if name.endswith("_96") else (224, 224, 3))
+    return models
+
+
+MODELS = _models()
+THREADS = [1, 2]
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
-def case(request):
+def loaded(request):
     path, shape = MODELS[request.param]
-    model = ec.load(path)
     x = np.random.default_rng(0).uniform(0, 255, (1,) + shape).astype(np.float32)
-    return request.param, model, x, model.predict(x)
+    model = ec.load(path, num_threads=1)
+    return request.param, path, model, x, model.predict(x)
+
+
+@pytest.fixture(params=THREADS, ids=[f"{t}t" for t in THREADS])
+def case(request, loaded):
+    name, path, model, x, ref = loaded
+    model.num_threads = request.param
+    return name, request.param, model, x, ref
 
 
 def _check(name, got, ref):
@@ -39,46 +62,59 @@ def _check(name, got, ref):
     assert err <= 1e-4 * max(1.0, float(np.abs(ref).max())), f"{name} disagrees with edgecore: {err}"
 
 
+def _group(benchmark, name, threads, impl):
+    benchmark.group = f"{name} batch 1, {threads} thread{'s' if threads > 1 else ''}"
+    benchmark.extra_info["impl"] = impl
+
+
 def test_edgecore(benchmark, case):
-    name, model, x, ref = case
-    benchmark.group = f"{name} batch 1"
-    benchmark.extra_info["impl"] = "edgecore"
+    name, threads, model, x, ref = case
+    _check("edgecore", model.predict(x), ref)
+    _group(benchmark, name, threads, "edgecore")
     benchmark(model.predict, x)
 
 
 def test_numpy_im2col(benchmark, case):
-    name, model, x, ref = case
-    forward = NumpyForward(model)
+    name, threads, model, x, ref = case
+    if threads != 1:
+        pytest.skip("the NumPy reference runs on one thread (OPENBLAS_NUM_THREADS=1)")
+    try:
+        forward = NumpyForward(model)
+    except NotImplementedError as exc:
+        pytest.skip(f"numpy reference: {exc}")
     _check("numpy", forward(x)[0], ref)
-    benchmark.group = f"{name} batch 1"
-    benchmark.extra_info["impl"] = "numpy"
+    _group(benchmark, name, threads, "numpy")
     benchmark(forward, x)
 
 
-def test_onnxruntime(benchmark, case):
-    name, model, x, ref = case
-    ort = pytest.importorskip("onnxruntime")
-    path = CONVERTED / f"{name}.onnx"
+def _converted(name, suffix):
+    path = CONVERTED / f"{name}{suffix}"
     if not path.exists():
         pytest.skip(f"{path} missing: run bench/convert_models.py with TensorFlow")
+    if MODELS[name][0] != CONVERTED / f"{name}.h5":
+        pytest.skip(f"{path} was not converted from the model edgecore runs here")
+    return path
+
+
+def test_onnxruntime(benchmark, case):
+    name, threads, model, x, ref = case
+    ort = pytest.importorskip("onnxruntime")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(_converted(name, ".onnx")), options,
+                                   providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x}
     _check("onnxruntime", session.run(None, feed)[0], ref)
-    benchmark.group = f"{name} batch 1"
-    benchmark.extra_info["impl"] = "onnxruntime"
+    _group(benchmark, name, threads, "onnxruntime")
     benchmark(session.run, None, feed)
 
 
 def test_litert(benchmark, case):
-    name, model, x, ref = case
+    name, threads, model, x, ref = case
     litert = pytest.importorskip("ai_edge_litert.interpreter")
-    path = CONVERTED / f"{name}.tflite"
-    if not path.exists():
-        pytest.skip(f"{path} missing: run bench/convert_models.py with TensorFlow")
-    interpreter = litert.Interpreter(model_path=str(path), num_threads=1)
-    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], x.shape)
+    interpreter = litert.Interpreter(model_path=str(_converted(name, ".tflite")),
+                                     num_threads=threads)
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]["index"]
     out = interpreter.get_output_details()[0]["index"]
@@ -89,6 +125,5 @@ def test_litert(benchmark, case):
         return interpreter.get_tensor(out)
 
     _check("litert", run(), ref)
-    benchmark.group = f"{name} batch 1"
-    benchmark.extra_info["impl"] = "litert"
+    _group(benchmark, name, threads, "litert")
     benchmark(run)

@@ -8,11 +8,18 @@
 Run-time dependencies are numpy and h5py; the numerics are Cython kernels compiled at
 install time (edgecore._kernels).
 """
+import os as _os
+
+# Idle OpenMP threads sleep rather than spin (unless the user chose otherwise): the
+# runtime reads this when it loads, with _kernels.  GCC's libgomp spins ~300k iterations
+# by default, and when another process holds a core that spinning starves our own
+# threads: MobileNetV2 at 224 with 2 threads measured 416 ms instead of 13-19 ms with a
+# busy neighbour on the 2-core runner (passive: 13.5 ms).  See README, Threads.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 try:
     from . import _kernels  # noqa: F401  (compiled at install time)
 except ImportError as _exc:  # pragma: no cover - depends on how Python was started
-    import os as _os
-
     _here = _os.path.dirname(_os.path.abspath(__file__))
     if _os.path.exists(_os.path.join(_here, _os.pardir, "kernels", "_kernels.pyx")):
         raise ImportError(
@@ -28,14 +35,17 @@ from .errors import (EdgecoreError, MemoryBudgetError, MissingDependencyError, M
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "Model", "EdgecoreError", "ModelFormatError", "UnsupportedLayerError",
+__all__ = ["load", "build_info", "Model", "EdgecoreError", "ModelFormatError", "UnsupportedLayerError",
            "ShapeError", "MemoryBudgetError", "MissingDependencyError", "NonFiniteLossError", "optimizers", "losses",
            "callbacks", "utils",
            "transfer", "__version__"]
 
 
-def load(path, memory_budget=None, input_shape=None, _rewrites=None):
+def load(path, memory_budget=None, input_shape=None, _rewrites=None, num_threads=None):
     """Load a Keras model file (.h5 written by Keras 2 or 3, or a Keras 3 .keras).
+
+    num_threads: threads the model's kernels use within each call (None: the CPUs this
+    process may run on; 1: no thread is started).  model.num_threads changes it later.
 
     memory_budget: bytes (int) or a size like "48MB" / "64MiB".  The weights and, when
     the input shape is known (declared by the model or given as input_shape, without the
@@ -50,7 +60,17 @@ def load(path, memory_budget=None, input_shape=None, _rewrites=None):
     """
     from .model import load_model
 
-    return load_model(path, memory_budget, input_shape, _rewrites)
+    return load_model(path, memory_budget, input_shape, _rewrites, num_threads)
+
+
+def build_info():
+    """How the kernels were built and what they use here: {"openmp": bool, "openmp_version",
+    "openmp_linked" (the runtime and link flags, None without OpenMP), "compiler",
+    "gemm_isa" and "gemm_tile" (the GEMM micro-kernel chosen for this CPU), "cpu_count"
+    (the CPUs this process may use: the default num_threads)}."""
+    from .plan.threads import build_info as _build_info
+
+    return _build_info()
 
 
 def __getattr__(name):

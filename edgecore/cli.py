@@ -1,7 +1,8 @@
 """Command line: `python -m edgecore <command>` (also installed as `edgecore`).
 
     info MODEL     the file's flavour and Keras version, then model.summary()
-    bench MODEL    inference time (median of repeats); --profile: per op, as model.profile
+    bench MODEL    inference time (median of repeats); --profile: per op, as model.profile;
+                   --threads N: the model's num_threads (default: the CPUs it may use)
     demo           a real transfer-learning run: the bundled ImageNet MobileNetV2 gets a new
                    head and learns Fashion-MNIST on this machine, then saves a Keras file
 
@@ -32,7 +33,7 @@ def _bench(args):
 
     from . import load
 
-    model = load(args.model)
+    model = load(args.model, num_threads=args.threads)
     shape = tuple(int(d) for d in args.input_shape.split(",")) if args.input_shape else None
     declared = model.input_shape if not isinstance(model.input_shape, list) else model.input_shape[0]
     shape = shape or tuple(declared[1:])
@@ -51,8 +52,9 @@ def _bench(args):
         model.predict(x, batch_size=args.batch)
         times.append(time.perf_counter() - start)
     times.sort()
-    print(f"{args.model}: batch {args.batch} of {shape}, {args.repeats} runs: median "
-          f"{times[len(times) // 2] * 1e3:.3f} ms, min {times[0] * 1e3:.3f} ms")
+    print(f"{args.model}: batch {args.batch} of {shape}, {model.num_threads} thread(s), "
+          f"{args.repeats} runs: median {times[len(times) // 2] * 1e3:.3f} ms, min "
+          f"{times[0] * 1e3:.3f} ms")
     return 0
 
 
@@ -123,6 +125,8 @@ def build_parser():
     bench.add_argument("--profile", action="store_true",
                        help="per op: kind, layer, output shape, time, share, GFLOP/s")
     bench.add_argument("--top", type=int, default=None, help="with --profile: the N slowest ops")
+    bench.add_argument("--threads", type=int, default=None,
+                       help="threads per call (default: the CPUs this process may use)")
     bench.set_defaults(run=_bench)
     demo = commands.add_parser("demo", help="a real transfer-learning run on bundled data")
     demo.add_argument("--model", default="weights/pretrained/mobilenet_v2_imagenet.h5")

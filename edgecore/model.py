@@ -8,6 +8,11 @@ recently used dropped) and share the executor's one arena, grown only when a new
 needs more.  A model may be used from several threads: the executor's lock serializes
 the calls (one model per thread gives parallel throughput).
 
+Threads inside a call: `num_threads` (load's argument, settable at any time) is the
+thread count every plan of the model is made for and runs with; plans are cached per
+(input shapes, num_threads), so a new count re-plans on next use.  It is the model's
+own: two models with different counts in two Python threads do not interfere.
+
 What each stage owns: the flat graph and its folds (`flat`), the packed weights' table
 (`layout`) and buffer (the executor's), the trainer after compile (live layout, params,
 optimizer), and the WeightStore (`store`: where Keras-order values are).  compile
@@ -21,6 +26,7 @@ from .layers.core import InputLayer
 from .layers.model import ModelLayer, param_counts, walk_layers
 from .plan.executor import Executor
 from .plan.planner import build_plan, concrete_shapes
+from .plan.threads import check_num_threads
 from .summary import format_summary
 
 MAX_CACHED_PLANS = 4
@@ -43,7 +49,8 @@ def serialized(method):
 
 
 class Model:
-    def __init__(self, graph, flat, layout, ctx, trainable=True, memory_budget=None):
+    def __init__(self, graph, flat, layout, ctx, trainable=True, memory_budget=None,
+                 num_threads=None):
         self.name = graph.name
         self.graph = graph
         self.flat = flat
@@ -59,6 +66,21 @@ class Model:
         self._last_plan = None
         self._output_shapes = {}  # per-sample input shapes -> per-sample output shapes
         self._packed_isa = _kernels.gemm_isa()
+        self._num_threads = check_num_threads(num_threads)
+
+    @property
+    def num_threads(self):
+        """Threads each call's kernels use (1: no thread is started)."""
+        return self._num_threads
+
+    @num_threads.setter
+    def num_threads(self, value):
+        """Any positive int, or None for the CPUs this process may use; plans made for
+        another count are re-planned on next use (their per-thread scratch differs), and
+        checked against the memory budget then."""
+        value = check_num_threads(value)
+        with self.executor.lock:  # not in the middle of another thread's call
+            self._num_threads = value
 
     @property
     def trainable(self):
@@ -319,10 +341,10 @@ class Model:
         def run_timed(seconds):
             _kernels.run_plan_timed(plan.ops, plan.fparams, executor.arena, executor.weights,
                                     plan.arena_floats, plan.gemm_isa[2], seconds,
-                                    executor.params, executor.grads)
+                                    executor.params, executor.grads, plan.nthreads)
 
         result = profile_plan(plan, run_timed, _positive_int(repeats, "repeats"), int(warmup),
-                              shapes, 1)
+                              shapes, plan.nthreads)
         if print_fn is not False:
             (print if print_fn is None else print_fn)(result.format(top))
         return result
@@ -342,10 +364,10 @@ class Model:
         arena = self.executor.arena.size
         for size in set(sizes):
             shapes = [(size,) + a.shape[1:] for a in inputs]
-            key = tuple(tuple(s) for s in shapes)
+            key = (tuple(tuple(s) for s in shapes), self._num_threads)
             plan = self._plans.get(key) or build_plan(
                 self.flat, shapes, self.path, self.layout.regions,
-                self.trainer.live if self.trainer is not None else None)
+                self.trainer.live if self.trainer is not None else None, self._num_threads)
             arena = max(arena, plan.arena_floats)
         extra = {"predict outputs": sum(o.nbytes for o in outputs)}
         if self.trainer is not None:
@@ -399,14 +421,15 @@ class Model:
     def _plan_for(self, input_shapes):
         """The plan for these full input shapes (list of tuples), planning if needed."""
         last = self._last_plan
-        if last is not None and last.input_shapes == input_shapes:
+        if (last is not None and last.input_shapes == input_shapes
+                and last.nthreads == self._num_threads):
             return last  # steady state: no hashing, no dict work, nothing allocated
-        key = tuple(tuple(s) for s in input_shapes)
+        key = (tuple(tuple(s) for s in input_shapes), self._num_threads)
         plan = self._plans.pop(key, None)
         if plan is None:
             live = self.trainer.live if self.trainer is not None else None
             return self.cache_plan(build_plan(self.flat, input_shapes, self.path,
-                                              self.layout.regions, live))
+                                              self.layout.regions, live, self._num_threads))
         self._plans[key] = plan  # re-inserted: now the most recently used
         self._last_plan = plan
         return plan
@@ -424,7 +447,7 @@ class Model:
         check_budget(self.memory_budget, weights_bytes=4 * self.weights_floats,
                      arena_bytes=4 * arena_floats, path=self.path,
                      what=f"the plan for inputs {plan.input_shapes}", extra=training)
-        self._plans[tuple(tuple(s) for s in plan.input_shapes)] = plan
+        self._plans[(tuple(tuple(s) for s in plan.input_shapes), plan.nthreads)] = plan
         while len(self._plans) > MAX_CACHED_PLANS:
             del self._plans[next(iter(self._plans))]  # least recently used
         self._last_plan = plan
@@ -641,7 +664,7 @@ class Model:
         return reader()
 
 
-def load_model(path, memory_budget=None, input_shape=None, rewrites=None):
+def load_model(path, memory_budget=None, input_shape=None, rewrites=None, num_threads=None):
     """The whole of `edgecore.load`: read the config, plan, check the budget, and only then
     read and pack the weights (see edgecore.load for the arguments)."""
     # The loader (and with it h5py) is imported here, not at `import edgecore`.
@@ -652,11 +675,11 @@ def load_model(path, memory_budget=None, input_shape=None, rewrites=None):
     if _is_hdf5(path):
         delta = read_delta(path)
         if delta is not None:
-            return _load_delta(path, delta, memory_budget, input_shape, rewrites)
+            return _load_delta(path, delta, memory_budget, input_shape, rewrites, num_threads)
     model_file, ctx, graph = load_graph(path)
     try:
         return assemble(graph, ctx, model_file.spec.trainable, file_reader(model_file, graph),
-                        memory_budget, input_shape, rewrites)
+                        memory_budget, input_shape, rewrites, num_threads)
     finally:
         model_file.close()
 
@@ -669,7 +692,7 @@ def _is_hdf5(path):
     return os.path.isfile(path) and sniff(path) == "hdf5"
 
 
-def _load_delta(path, delta, memory_budget, input_shape, rewrites):
+def _load_delta(path, delta, memory_budget, input_shape, rewrites, num_threads=None):
     """A per-epoch checkpoint of fit (train/checkpoint.py): its config and the values that
     training changed, the rest from the model file it refers to (checked unchanged)."""
     from .formats.config import parse_model_config
@@ -704,11 +727,11 @@ def _load_delta(path, delta, memory_budget, input_shape, rewrites):
                             fingerprint=tuple(meta["identity"]))
     with ctx.store.open() as read:
         return assemble(graph, ctx, config.get("config", {}).get("trainable", True), read,
-                        memory_budget, input_shape, rewrites)
+                        memory_budget, input_shape, rewrites, num_threads)
 
 
 def assemble(graph, ctx, trainable, read, memory_budget=None, input_shape=None,
-             rewrites=None):
+             rewrites=None, num_threads=None):
     """A Model from a built graph (its weights in ctx.store): flatten, rewrite, lay out
     the weights, check the budget (weights alone, then the batch-1 plan when the input
     shape is known), and only then read (read(layer, scratch)) and pack the weights."""
@@ -722,13 +745,15 @@ def assemble(graph, ctx, trainable, read, memory_budget=None, input_shape=None,
     for rewrite in INFERENCE_REWRITES if rewrites is None else rewrites:
         rewrite(flat)
     layout = layout_weights(flat.nodes)
-    model = Model(graph, flat, layout, ctx, trainable=trainable, memory_budget=budget)
+    model = Model(graph, flat, layout, ctx, trainable=trainable, memory_budget=budget,
+                  num_threads=num_threads)
     shapes = model.declared_input_shapes(input_shape)
     if budget is not None:
         check_budget(budget, weights_bytes=4 * layout.floats, arena_bytes=0, path=ctx.path,
                      what="the packed weights alone")
     if shapes is not None:
-        model.cache_plan(build_plan(flat, shapes, ctx.path, layout.regions))  # checks the budget
+        model.cache_plan(build_plan(flat, shapes, ctx.path, layout.regions,
+                                    nthreads=model.num_threads))  # checks the budget
     model.executor.weights = pack_weights(layout, read)
     return model
 

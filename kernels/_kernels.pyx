@@ -12,11 +12,14 @@
 #   * training adds the backward of each trainable family beside its forward, plus
 #     losses.pxi (losses fused with their gradient), optimizers.pxi (Keras's update rules,
 #     arithmetic in f32_optimizer_updates.h) and dropout.pxi.
-# Non-goals: threading (single-threaded by design for now), dtypes other than float32.
+#   * threads: a core that runs in parallel takes `int nthreads` last (threads.pxi has the
+#     convention); the runner passes the plan's thread count.
+# Non-goals: dtypes other than float32.
 
 from libc.math cimport INFINITY, NAN
 
 include "common.pxi"
+include "threads.pxi"
 include "activations.pxi"
 include "activations_k3.pxi"
 include "gemm.pxi"

@@ -21,9 +21,9 @@
 #   soft_shrink, sparse_sigmoid.  NaN and +-inf give act_scalar's results exactly; kinks
 #   are act_scalar's; denormal inputs and outputs are computed, never flushed.
 #
-# Threads: activation_forward(..., nthreads) cuts n into one contiguous chunk per thread
-# (whole cache lines, >= _ACT_MIN_CHUNK floats); lane-wise kernels make the result bit for
-# bit the same at every thread count.
+# Threads: activation_forward(..., nthreads) cuts n into one contiguous range per thread
+# (whole cache lines, >= _ACT_MIN_CHUNK floats, threads.pxi's convention); lane-wise
+# kernels make the result bit for bit the same at every thread count.
 #
 # activation_backward: dx = dy * f'(x) with f' as TensorFlow differentiates Keras's ops, so
 # the kinks follow TF rather than calculus: relu'(0) = 0 (ReluGrad tests y > 0); relu6 and
@@ -183,9 +183,9 @@ cdef f32_vact_fn _vact_table[<int>ACT_COUNT]
 cdef const char* _vact_isa = NULL
 
 cdef enum:
-    # Floats per thread at least: a parallel region costs a few microseconds, about what
-    # 16K elements of the cheapest vector kernel take.
-    _ACT_MIN_CHUNK = 16384
+    # Floats per thread at least (par_threads, threads.pxi): a parallel region costs a
+    # few microseconds, about what 8K elements of a transcendental vector kernel take.
+    _ACT_MIN_CHUNK = 8192
     # floats of y the backward recomputes at a time when it is not given
     _ACT_BWD_CHUNK = 256
 
@@ -199,25 +199,33 @@ cdef void _activation_span(float* y, const float* x, Py_ssize_t n, const Activat
         activation_forward_scalar(y, x, n, a)
 
 
+cdef void _activation_part(float* y, const float* x, Py_ssize_t n, const Activation* a,
+                           const f32_vact_params* params, Py_ssize_t part,
+                           Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t lo, hi
+    chunk_bounds(part, parts, n, 16, &lo, &hi)     # whole 64-byte lines: no false sharing
+    if hi > lo:
+        _activation_span(y + lo, x + lo, hi - lo, a, params)
+
+
 cdef void activation_forward(float* y, const float* x, Py_ssize_t n, const Activation* a,
-                             int nthreads=1) noexcept nogil:
+                             int nthreads) noexcept nogil:
     """y[i] = act(x[i]) for i < n; y may alias x (not partially overlap it).  Vector
     kernels where the code has one (file comment), act_scalar otherwise.  nthreads <= 1
-    (the default, for the GEMM / conv epilogues that run per block): serial, no OpenMP
-    region; more: one contiguous chunk per thread, the same bits at every count."""
+    (the GEMM / conv epilogues, which run per block inside their own threads, pass 1):
+    serial, no OpenMP region; more: one contiguous range per thread (threads.pxi), the
+    same bits at every count since every kernel is lane-wise."""
     cdef f32_vact_params params
-    cdef Py_ssize_t chunk, nchunks, c, lo
+    cdef Py_ssize_t part
+    cdef int t
     params.alpha = a.alpha
     params.threshold = a.threshold
-    if nthreads <= 1 or n < 2 * _ACT_MIN_CHUNK:
+    t = par_threads(n, _ACT_MIN_CHUNK, nthreads)
+    if t <= 1:
         _activation_span(y, x, n, a, &params)
         return
-    chunk = max((n + nthreads - 1) // nthreads, <Py_ssize_t>_ACT_MIN_CHUNK)
-    chunk = (chunk + 15) & ~(<Py_ssize_t>15)      # whole 64-byte lines: no false sharing
-    nchunks = (n + chunk - 1) // chunk
-    for c in prange(nchunks, nogil=True, num_threads=nthreads, schedule="static"):
-        lo = c * chunk
-        _activation_span(y + lo, x + lo, min(chunk, n - lo), a, &params)
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _activation_part(y, x, n, a, &params, part, t)
 
 
 def available_activation_isas():

@@ -18,6 +18,8 @@
 # Statistics and parameter gradients are reduced over rows for a block of _NORM_BLOCK
 # channels (normalization.pxi) at a time: per-channel state lives on the stack (a few KiB), the rows are
 # streamed in order, and no kernel needs scratch.
+# Threads: every kernel splits the channels (ranges of 16 or more, all rows each), so a
+# channel's statistics and gradient sums are the same bits at any thread count.
 # Non-goals: normalising over a non-channel axis, batch renormalization, masks,
 # synchronized (multi-replica) statistics.
 
@@ -26,6 +28,13 @@ from libc.math cimport sqrt
 cdef extern from "f32_optimizer_updates.h" nogil:
     void ec_moving_average_update(float* moving, const float* value, size_t n, float keep,
                                   float take)
+
+cdef inline int _bn_threads(Py_ssize_t rows, Py_ssize_t c, int nthreads) noexcept nogil:
+    """Threads for a batch-norm kernel: each takes a range of channels (16 or more) over
+    all rows, so every channel's sums run in row order whatever the count."""
+    cdef int t = par_threads(rows * c, PAR_MIN_FLOATS, nthreads)
+    return <int>(c // 16) if t > c // 16 else t
+
 
 cdef inline float _bn_inv_std(double variance, float epsilon) noexcept nogil:
     """float32(1 / sqrt(variance + epsilon)), the square root taken in double."""
@@ -62,22 +71,46 @@ cdef void _bn_block_sums(double* sdx, double* sd, double* sx, const float* x, co
             sx[j] += d
 
 
+cdef void _batchnorm_inference_forward_part(float* y, const float* x, Py_ssize_t rows,
+                                            Py_ssize_t c, const float* gamma, const float* beta,
+                                            const float* moving, float epsilon, Py_ssize_t part,
+                                            Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t cl, ch
+    chunk_bounds(part, parts, c, 16, &cl, &ch)
+    if ch > cl:
+        _batchnorm_inference_forward_range(y, x, rows, c, gamma, beta, moving, epsilon, cl, ch)
+
+
 cdef void batchnorm_inference_forward(float* y, const float* x, Py_ssize_t rows, Py_ssize_t c,
-                                      const float* gamma, const float* beta,
-                                      const float* moving, float epsilon) noexcept nogil:
+                                      const float* gamma, const float* beta, const float* moving,
+                                      float epsilon, int nthreads) noexcept nogil:
     """Keras BatchNormalization(training=False) over (rows, c) in TF's float32 order:
     inv = rsqrt(moving_variance + epsilon) * gamma, y = x * inv + (beta - moving_mean * inv).
     moving: [moving_mean (c), moving_variance (c)]; gamma NULL means scale=False, beta NULL
     center=False.  OVERWRITES y, which may be x."""
+    cdef Py_ssize_t part
+    cdef int t = _bn_threads(rows, c, nthreads)
+    if t <= 1:
+        _batchnorm_inference_forward_range(y, x, rows, c, gamma, beta, moving, epsilon, 0, c)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _batchnorm_inference_forward_part(y, x, rows, c, gamma, beta, moving, epsilon, part, t)
+
+
+cdef void _batchnorm_inference_forward_range(float* y, const float* x, Py_ssize_t rows,
+                                             Py_ssize_t c, const float* gamma, const float* beta,
+                                             const float* moving, float epsilon, Py_ssize_t cl,
+                                             Py_ssize_t ch) noexcept nogil:
+    # batchnorm_inference_forward on channels cl..ch only (rows of stride c).
     cdef float scale[_NORM_BLOCK]
     cdef float shift[_NORM_BLOCK]
     cdef Py_ssize_t blk, c0, nc, r, j
     cdef float inv
     cdef float* yr
     cdef const float* xr
-    for blk in range((c + _NORM_BLOCK - 1) // _NORM_BLOCK):
-        c0 = blk * _NORM_BLOCK
-        nc = min(<Py_ssize_t>_NORM_BLOCK, c - c0)
+    for blk in range((ch - cl + _NORM_BLOCK - 1) // _NORM_BLOCK):
+        c0 = cl + blk * _NORM_BLOCK
+        nc = min(<Py_ssize_t>_NORM_BLOCK, ch - c0)
         for j in range(nc):
             inv = _bn_inv_std(moving[c + c0 + j], epsilon)
             if gamma != NULL:
@@ -91,16 +124,45 @@ cdef void batchnorm_inference_forward(float* y, const float* x, Py_ssize_t rows,
                 yr[j] = xr[j] * scale[j] + shift[j]
 
 
+cdef void _batchnorm_inference_backward_part(float* dx, float* dgamma, float* dbeta,
+                                             const float* x, const float* dy, Py_ssize_t rows,
+                                             Py_ssize_t c, const float* gamma,
+                                             const float* moving, float epsilon, Py_ssize_t part,
+                                             Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t cl, ch
+    chunk_bounds(part, parts, c, 16, &cl, &ch)
+    if ch > cl:
+        _batchnorm_inference_backward_range(dx, dgamma, dbeta, x, dy, rows, c, gamma, moving,
+                                            epsilon, cl, ch)
+
+
 cdef void batchnorm_inference_backward(float* dx, float* dgamma, float* dbeta, const float* x,
                                        const float* dy, Py_ssize_t rows, Py_ssize_t c,
-                                       const float* gamma, const float* moving,
-                                       float epsilon) noexcept nogil:
+                                       const float* gamma, const float* moving, float epsilon,
+                                       int nthreads) noexcept nogil:
     """Gradients of batchnorm_inference_forward (statistics frozen, so y is affine in x):
     with inv_std = rsqrt(moving_variance + epsilon), dgamma = sum_rows dy * (x - moving_mean)
     * inv_std, dbeta = sum_rows dy, dx = dy * (inv_std * gamma) (the float product TF's
     batch_normalization forms).  OVERWRITES each output; any of dx, dgamma, dbeta may be NULL
     (not needed); gamma NULL means scale=False.  dx may be dy (a block's parameter gradients
     are taken before its dx is written); x is read only for dgamma (NULL allowed without)."""
+    cdef Py_ssize_t part
+    cdef int t = _bn_threads(rows, c, nthreads)
+    if t <= 1:
+        _batchnorm_inference_backward_range(dx, dgamma, dbeta, x, dy, rows, c, gamma, moving,
+                                            epsilon, 0, c)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _batchnorm_inference_backward_part(dx, dgamma, dbeta, x, dy, rows, c, gamma, moving,
+                                           epsilon, part, t)
+
+
+cdef void _batchnorm_inference_backward_range(float* dx, float* dgamma, float* dbeta,
+                                              const float* x, const float* dy, Py_ssize_t rows,
+                                              Py_ssize_t c, const float* gamma,
+                                              const float* moving, float epsilon, Py_ssize_t cl,
+                                              Py_ssize_t ch) noexcept nogil:
+    # batchnorm_inference_backward on channels cl..ch only (rows of stride c).
     cdef double sdx[_NORM_BLOCK]
     cdef double sd[_NORM_BLOCK]
     cdef double sx[_NORM_BLOCK]
@@ -108,9 +170,9 @@ cdef void batchnorm_inference_backward(float* dx, float* dgamma, float* dbeta, c
     cdef Py_ssize_t blk, c0, nc, r, j
     cdef float* dxr
     cdef const float* dyr
-    for blk in range((c + _NORM_BLOCK - 1) // _NORM_BLOCK):
-        c0 = blk * _NORM_BLOCK
-        nc = min(<Py_ssize_t>_NORM_BLOCK, c - c0)
+    for blk in range((ch - cl + _NORM_BLOCK - 1) // _NORM_BLOCK):
+        c0 = cl + blk * _NORM_BLOCK
+        nc = min(<Py_ssize_t>_NORM_BLOCK, ch - c0)
         for j in range(nc):
             inv[j] = _bn_inv_std(moving[c + c0 + j], epsilon)
         if dgamma != NULL or dbeta != NULL:
@@ -159,10 +221,22 @@ cdef void _bn_block_moments(double* mean, double* var, const float* x, Py_ssize_
         var[j] = var[j] / rows
 
 
+cdef void _batchnorm_train_forward_part(float* y, float* saved, const float* x, Py_ssize_t rows,
+                                        Py_ssize_t c, const float* gamma, const float* beta,
+                                        float* moving, float keep, float take, float epsilon,
+                                        int bessel, Py_ssize_t part,
+                                        Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t cl, ch
+    chunk_bounds(part, parts, c, 16, &cl, &ch)
+    if ch > cl:
+        _batchnorm_train_forward_range(y, saved, x, rows, c, gamma, beta, moving, keep, take,
+                                       epsilon, bessel, cl, ch)
+
+
 cdef void batchnorm_train_forward(float* y, float* saved, const float* x, Py_ssize_t rows,
                                   Py_ssize_t c, const float* gamma, const float* beta,
                                   float* moving, float keep, float take, float epsilon,
-                                  int bessel) noexcept nogil:
+                                  int bessel, int nthreads) noexcept nogil:
     """Keras BatchNormalization(training=True) over (rows, c): batch mean and biased variance
     per channel, inv_std = 1 / sqrt(var + epsilon), y = (x - mean) * (inv_std * gamma) + beta
     (gamma NULL: 1, beta NULL: 0).  OVERWRITES y, which may be x (a block's statistics are
@@ -179,6 +253,22 @@ cdef void batchnorm_train_forward(float* y, float* saved, const float* x, Py_ssi
     two-pass values rounded once, TF's float32 reductions differ by a few ulp); tf.keras's
     update forms (moving - (moving - value) * (1 - momentum) on 2-D inputs, (1 - f) *
     moving + (f * rows / (rows - 1)) * var with f = float32(1 - momentum) in the fused op)."""
+    cdef Py_ssize_t part
+    cdef int t = _bn_threads(rows, c, nthreads)
+    if t <= 1:
+        _batchnorm_train_forward_range(y, saved, x, rows, c, gamma, beta, moving, keep, take,
+                                       epsilon, bessel, 0, c)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _batchnorm_train_forward_part(y, saved, x, rows, c, gamma, beta, moving, keep, take,
+                                      epsilon, bessel, part, t)
+
+
+cdef void _batchnorm_train_forward_range(float* y, float* saved, const float* x, Py_ssize_t rows,
+                                         Py_ssize_t c, const float* gamma, const float* beta,
+                                         float* moving, float keep, float take, float epsilon,
+                                         int bessel, Py_ssize_t cl, Py_ssize_t ch) noexcept nogil:
+    # batchnorm_train_forward on channels cl..ch only (rows of stride c).
     cdef double mean[_NORM_BLOCK]
     cdef double var[_NORM_BLOCK]
     cdef float hi[_NORM_BLOCK]
@@ -190,9 +280,9 @@ cdef void batchnorm_train_forward(float* y, float* saved, const float* x, Py_ssi
     cdef float inv
     cdef float* yr
     cdef const float* xr
-    for blk in range((c + _NORM_BLOCK - 1) // _NORM_BLOCK):
-        c0 = blk * _NORM_BLOCK
-        nc = min(<Py_ssize_t>_NORM_BLOCK, c - c0)
+    for blk in range((ch - cl + _NORM_BLOCK - 1) // _NORM_BLOCK):
+        c0 = cl + blk * _NORM_BLOCK
+        nc = min(<Py_ssize_t>_NORM_BLOCK, ch - c0)
         _bn_block_moments(mean, var, x + c0, rows, c, nc)
         for j in range(nc):
             inv = _bn_inv_std(var[j], epsilon)
@@ -216,9 +306,20 @@ cdef void batchnorm_train_forward(float* y, float* saved, const float* x, Py_ssi
                     yr[j] = ((xr[j] - hi[j]) - lo[j]) * scale[j]
 
 
+cdef void _batchnorm_train_backward_part(float* dx, float* dgamma, float* dbeta, const float* x,
+                                         const float* dy, Py_ssize_t rows, Py_ssize_t c,
+                                         const float* gamma, const float* saved, Py_ssize_t part,
+                                         Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t cl, ch
+    chunk_bounds(part, parts, c, 16, &cl, &ch)
+    if ch > cl:
+        _batchnorm_train_backward_range(dx, dgamma, dbeta, x, dy, rows, c, gamma, saved, cl, ch)
+
+
 cdef void batchnorm_train_backward(float* dx, float* dgamma, float* dbeta, const float* x,
                                    const float* dy, Py_ssize_t rows, Py_ssize_t c,
-                                   const float* gamma, const float* saved) noexcept nogil:
+                                   const float* gamma, const float* saved,
+                                   int nthreads) noexcept nogil:
     """Gradients of batchnorm_train_forward, the batch mean and variance depending on x:
     with xhat = (x - mean) * inv_std, dbeta = sum_rows dy, dgamma = sum_rows dy * xhat,
     dx = gamma * inv_std / rows * (rows * dy - dbeta - xhat * dgamma).  saved: the forward's
@@ -227,6 +328,20 @@ cdef void batchnorm_train_backward(float* dx, float* dgamma, float* dbeta, const
     rounding, is the residual), so a large mean costs no accuracy.  OVERWRITES each output;
     any of dx, dgamma, dbeta may be NULL; gamma NULL means scale=False; dx may be dy (a
     block's sums are taken before its dx is written)."""
+    cdef Py_ssize_t part
+    cdef int t = _bn_threads(rows, c, nthreads)
+    if t <= 1:
+        _batchnorm_train_backward_range(dx, dgamma, dbeta, x, dy, rows, c, gamma, saved, 0, c)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _batchnorm_train_backward_part(dx, dgamma, dbeta, x, dy, rows, c, gamma, saved, part, t)
+
+
+cdef void _batchnorm_train_backward_range(float* dx, float* dgamma, float* dbeta, const float* x,
+                                          const float* dy, Py_ssize_t rows, Py_ssize_t c,
+                                          const float* gamma, const float* saved, Py_ssize_t cl,
+                                          Py_ssize_t ch) noexcept nogil:
+    # batchnorm_train_backward on channels cl..ch only (rows of stride c).
     cdef double sdx[_NORM_BLOCK]
     cdef double sd[_NORM_BLOCK]
     cdef double sx[_NORM_BLOCK]
@@ -242,9 +357,9 @@ cdef void batchnorm_train_backward(float* dx, float* dgamma, float* dbeta, const
     cdef float* dxr
     cdef const float* xr
     cdef const float* dyr
-    for blk in range((c + _NORM_BLOCK - 1) // _NORM_BLOCK):
-        c0 = blk * _NORM_BLOCK
-        nc = min(<Py_ssize_t>_NORM_BLOCK, c - c0)
+    for blk in range((ch - cl + _NORM_BLOCK - 1) // _NORM_BLOCK):
+        c0 = cl + blk * _NORM_BLOCK
+        nc = min(<Py_ssize_t>_NORM_BLOCK, ch - c0)
         _bn_block_sums(sdx, sd, sx, x + c0, dy + c0, rows, c, nc, mean + c0)
         for j in range(nc):
             resid = sx[j] / rows
@@ -285,7 +400,7 @@ cdef void _check_forward_aliasing(str name, const float[:, ::1] x, float[:, ::1]
 
 
 def batchnorm_inference(const float[:, ::1] x, const float[::1] moving, gamma, beta,
-                        float[:, ::1] y, float epsilon=1e-3):
+                        float[:, ::1] y, float epsilon=1e-3, int nthreads=1):
     """Keras BatchNormalization(training=False) over (rows, C) with the layer's moving
     statistics, moving = [moving_mean (C), moving_variance (C)] float32; gamma / beta
     float32 (C,) or None.  Overwrites y, which may be x."""
@@ -304,12 +419,13 @@ def batchnorm_inference(const float[:, ::1] x, const float[::1] moving, gamma, b
     _check_forward_aliasing("batchnorm_inference", x, y, NULL, 0, (), params, 3,
                             ("gamma", "beta", "moving"))
     with nogil:
-        batchnorm_inference_forward(&y[0, 0], &x[0, 0], rows, c, gp, bp, &moving[0], epsilon)
+        batchnorm_inference_forward(&y[0, 0], &x[0, 0], rows, c, gp, bp, &moving[0], epsilon,
+                                    nthreads)
 
 
 def batchnorm_train(const float[:, ::1] x, float[::1] moving, gamma, beta, float[:, ::1] y,
                     float[::1] saved, double momentum=0.99, float epsilon=1e-3,
-                    bint bessel=False):
+                    bint bessel=False, int nthreads=1):
     """Keras BatchNormalization(training=True) over (rows, C): y from the batch statistics,
     saved = [batch mean (C), inv_std (C)] for batchnorm_train_grad, and the moving
     statistics moving = [moving_mean (C), moving_variance (C)] updated in place with
@@ -336,7 +452,8 @@ def batchnorm_train(const float[:, ::1] x, float[::1] moving, gamma, beta, float
                             ("gamma", "beta"))
     with nogil:
         batchnorm_train_forward(&y[0, 0], &saved[0], &x[0, 0], rows, c, gp, bp, &moving[0],
-                                <float>momentum, <float>(1.0 - momentum), epsilon, bessel)
+                                <float>momentum, <float>(1.0 - momentum), epsilon, bessel,
+                                nthreads)
 
 
 _BN_INFERENCE_GRAD = _grad_names("batchnorm_inference_grad")
@@ -345,7 +462,7 @@ _BN_TRAIN_GRAD = _grad_names("batchnorm_train_grad")
 
 def batchnorm_inference_grad(const float[:, ::1] x, const float[:, ::1] dy,
                              const float[::1] moving, gamma, dx, dgamma, dbeta,
-                             float epsilon=1e-3):
+                             float epsilon=1e-3, int nthreads=1):
     """Inference-mode BatchNormalization backward over (rows, C) with the moving statistics
     moving = [moving_mean (C), moving_variance (C)]: dgamma, dbeta (C,) and dx (rows, C),
     each a float32 C-contiguous array or None; gamma None means scale=False.  Overwrites
@@ -355,11 +472,11 @@ def batchnorm_inference_grad(const float[:, ::1] x, const float[:, ::1] dy,
     g = _norm_grad_args(_BN_INFERENCE_GRAD, x, dy, moving, gamma, dx, dgamma, dbeta)
     with nogil:
         batchnorm_inference_backward(g.dx, g.dgamma, g.dbeta, &x[0, 0], &dy[0, 0], x.shape[0],
-                                     x.shape[1], g.gamma, g.stats, epsilon)
+                                     x.shape[1], g.gamma, g.stats, epsilon, nthreads)
 
 
 def batchnorm_train_grad(const float[:, ::1] x, const float[:, ::1] dy, const float[::1] saved,
-                         gamma, dx, dgamma, dbeta):
+                         gamma, dx, dgamma, dbeta, int nthreads=1):
     """Training-mode BatchNormalization backward over (rows, C): saved is what
     batchnorm_train wrote for this x ([batch mean (C), inv_std (C)]); dgamma, dbeta (C,) and
     dx (rows, C), each a float32 C-contiguous array or None; gamma None means scale=False.
@@ -367,4 +484,4 @@ def batchnorm_train_grad(const float[:, ::1] x, const float[:, ::1] dy, const fl
     cdef _NormGrad g = _norm_grad_args(_BN_TRAIN_GRAD, x, dy, saved, gamma, dx, dgamma, dbeta)
     with nogil:
         batchnorm_train_backward(g.dx, g.dgamma, g.dbeta, &x[0, 0], &dy[0, 0], x.shape[0],
-                                 x.shape[1], g.gamma, g.stats)
+                                 x.shape[1], g.gamma, g.stats, nthreads)

@@ -20,6 +20,9 @@
 #                  (rows, K) product is scattered back onto the pixels and group channels
 #                  its im2col row came from.
 # Pointwise convolutions (groups == 1) again skip both im2col and col2im.
+# Threads: the forward hands whole im2col blocks to threads, each with its own block of
+# scratch (conv2d_scratch_floats(g, nthreads)); the backward threads every step inside
+# (see conv2d_backward), so its scratch does not grow with the thread count.
 
 from libc.string cimport memcpy, memset
 
@@ -42,11 +45,41 @@ cdef inline Py_ssize_t conv2d_k(const ConvGeom* g) noexcept nogil:
     return g.kh * g.kw * (g.c // g.groups)
 
 
-cdef inline Py_ssize_t conv2d_scratch_floats(const ConvGeom* g) noexcept nogil:
-    """Arena scratch one conv2d_forward call needs (0 for pointwise)."""
+cdef inline Py_ssize_t _conv2d_block(const ConvGeom* g, int nthreads) noexcept nogil:
+    """Output rows per im2col block: _gemm_block_rows(K), and with threads small enough
+    that there are at least 4 blocks per thread (a block's rows are computed the same
+    wherever the block starts, so this changes no result)."""
+    cdef Py_ssize_t k = conv2d_k(g), m = g.n * g.oh * g.ow, mr = _gemm.mr
+    cdef Py_ssize_t block = _gemm_block_rows(k), want
+    if nthreads > 1:
+        want = ((m + 4 * nthreads - 1) // (4 * nthreads) + mr - 1) // mr * mr
+        if want < block:
+            block = want if want > mr else mr
+    return block
+
+
+cdef inline int _conv2d_max_threads(const ConvGeom* g, int nthreads) noexcept nogil:
+    """The most threads conv2d_forward may use: one per block, at most nthreads."""
+    cdef Py_ssize_t m = g.n * g.oh * g.ow, block = _conv2d_block(g, nthreads)
+    cdef Py_ssize_t blocks = g.groups * ((m + block - 1) // block)
+    return <int>blocks if blocks < nthreads else (nthreads if nthreads > 1 else 1)
+
+
+cdef inline int _conv2d_threads(const ConvGeom* g, int nthreads) noexcept nogil:
+    """Threads conv2d_forward uses (each with its own im2col block): _conv2d_max_threads,
+    none beyond the first when the GEMM work is small (_gemm_threads' rule)."""
+    cdef int t = _gemm_threads(g.n * g.oh * g.ow, g.co, conv2d_k(g), nthreads)
+    cdef int most = _conv2d_max_threads(g, nthreads)
+    return most if most < t else t
+
+
+cdef inline Py_ssize_t conv2d_scratch_floats(const ConvGeom* g, int nthreads) noexcept nogil:
+    """Arena scratch one conv2d_forward call needs with nthreads threads: one im2col
+    block for each thread it may use (0 for pointwise).  Sized by the block count alone,
+    not by the small-work rule, so no tuning of that rule can outgrow it."""
     if conv2d_is_pointwise(g):
         return 0
-    return _gemm_block_rows(conv2d_k(g)) * conv2d_k(g)
+    return _conv2d_max_threads(g, nthreads) * _conv2d_block(g, nthreads) * conv2d_k(g)
 
 
 cdef inline Py_ssize_t conv2d_packed_weight_floats(const ConvGeom* g) noexcept nogil:
@@ -80,39 +113,57 @@ cdef void conv2d_im2col_rows(float* cols, const float* x_nhwc, const ConvGeom* g
                 dst += cg
 
 
+cdef void _conv2d_block_forward(float* y_nhwc, const float* x_nhwc, const float* w_packed,
+                                const float* bias_packed, const ConvGeom* g,
+                                const Activation* act, float* cols, Py_ssize_t block,
+                                Py_ssize_t unit) noexcept nogil:
+    """Block `unit` (group-major) of conv2d_forward: im2col of its output rows into cols,
+    then their GEMM, single-threaded."""
+    cdef Py_ssize_t m = g.n * g.oh * g.ow, k = conv2d_k(g), cog = g.co // g.groups
+    cdef Py_ssize_t blocks = (m + block - 1) // block
+    cdef Py_ssize_t grp = unit // blocks, m0 = (unit - grp * blocks) * block
+    cdef Py_ssize_t mb = min(block, m - m0)
+    conv2d_im2col_rows(cols, x_nhwc, g, m0, mb, grp * (g.c // g.groups))
+    f32_gemm_forward(y_nhwc + m0 * g.co + grp * cog, g.co, cols, k,
+                     w_packed + grp * gemm_packed_floats(k, cog),
+                     bias_packed + grp * gemm_packed_bias_floats(cog) if bias_packed != NULL
+                     else NULL, mb, cog, k, act, 1)
+
+
 cdef void conv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_packed,
                          const float* bias_packed, const ConvGeom* g, const Activation* act,
-                         float* scratch) noexcept nogil:
+                         float* scratch, int nthreads) noexcept nogil:
     """y = act(conv(x, w) + bias); overwrites y.  bias_packed may be NULL.
 
     w_packed: per group, the (K, Cout_g) kernel packed by f32_gemm_pack_b, groups back to
-    back; bias_packed likewise.  scratch: conv2d_scratch_floats(g) floats.
+    back; bias_packed likewise.  scratch: conv2d_scratch_floats(g, nthreads) floats.
+    Threads take whole blocks of output rows (dynamically), each building its im2col block
+    in its own part of scratch; a pointwise convolution is one threaded GEMM.
     """
-    cdef Py_ssize_t m = g.n * g.oh * g.ow
-    cdef Py_ssize_t k = conv2d_k(g)
-    cdef Py_ssize_t cog = g.co // g.groups
-    cdef Py_ssize_t block, blk, m0, mb, grp
-    cdef const float* wg
-    cdef const float* bg
+    cdef Py_ssize_t m = g.n * g.oh * g.ow, k = conv2d_k(g)
+    cdef Py_ssize_t block, units, unit
+    cdef int t
     if conv2d_is_pointwise(g):
-        f32_gemm_forward(y_nhwc, g.co, x_nhwc, g.c, w_packed, bias_packed, m, g.co, k, act)
+        f32_gemm_forward(y_nhwc, g.co, x_nhwc, g.c, w_packed, bias_packed, m, g.co, k, act,
+                         nthreads)
         return
-    block = _gemm_block_rows(k)
-    for grp in range(g.groups):
-        wg = w_packed + grp * gemm_packed_floats(k, cog)
-        bg = bias_packed + grp * gemm_packed_bias_floats(cog) if bias_packed != NULL else NULL
-        for blk in range((m + block - 1) // block):
-            m0 = blk * block
-            mb = min(block, m - m0)
-            conv2d_im2col_rows(scratch, x_nhwc, g, m0, mb, grp * (g.c // g.groups))
-            f32_gemm_forward(y_nhwc + m0 * g.co + grp * cog, g.co, scratch, k, wg, bg,
-                             mb, cog, k, act)
+    t = _conv2d_threads(g, nthreads)
+    block = _conv2d_block(g, nthreads)
+    units = g.groups * ((m + block - 1) // block)
+    if t <= 1:
+        for unit in range(units):
+            _conv2d_block_forward(y_nhwc, x_nhwc, w_packed, bias_packed, g, act, scratch,
+                                  block, unit)
+        return
+    for unit in prange(units, nogil=True, num_threads=t, schedule="dynamic"):
+        _conv2d_block_forward(y_nhwc, x_nhwc, w_packed, bias_packed, g, act,
+                              scratch + ec_thread_id() * block * k, block, unit)
 
 
-cdef void conv2d_col2im_rows(float* dx_nhwc, const float* cols, const ConvGeom* g,
-                             Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t c0) noexcept nogil:
-    """The adjoint of conv2d_im2col_rows: dx[pixel of tap, c0:c0 + Cin_g] += cols[r, tap, :]
-    for output rows row0..row0+rows; taps in the padding are dropped.  ACCUMULATES."""
+cdef void _col2im_channels(float* dx_nhwc, const float* cols, const ConvGeom* g,
+                           Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t c0, Py_ssize_t j0,
+                           Py_ssize_t j1) noexcept nogil:
+    """conv2d_col2im_rows for the group channels j0..j1 only."""
     cdef Py_ssize_t cg = g.c // g.groups
     cdef Py_ssize_t r, b, oy, ox, ky, kx, iy, ix, rem, j
     cdef const float* src = cols
@@ -128,9 +179,58 @@ cdef void conv2d_col2im_rows(float* dx_nhwc, const float* cols, const ConvGeom* 
                 ix = ox * g.sw - g.pad_left + kx * g.dw
                 if 0 <= iy < g.h and 0 <= ix < g.w:
                     dst = dx_nhwc + ((b * g.h + iy) * g.w + ix) * g.c + c0
-                    for j in range(cg):
+                    for j in range(j0, j1):
                         dst[j] += src[j]
                 src += cg
+
+
+cdef void _col2im_part(float* dx_nhwc, const float* cols, const ConvGeom* g, Py_ssize_t row0,
+                       Py_ssize_t rows, Py_ssize_t c0, Py_ssize_t part,
+                       Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t j0, j1
+    chunk_bounds(part, parts, g.c // g.groups, 16, &j0, &j1)
+    if j1 > j0:
+        _col2im_channels(dx_nhwc, cols, g, row0, rows, c0, j0, j1)
+
+
+cdef void conv2d_col2im_rows(float* dx_nhwc, const float* cols, const ConvGeom* g,
+                             Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t c0,
+                             int nthreads) noexcept nogil:
+    """The adjoint of conv2d_im2col_rows: dx[pixel of tap, c0:c0 + Cin_g] += cols[r, tap, :]
+    for output rows row0..row0+rows; taps in the padding are dropped.  ACCUMULATES.
+    Overlapping windows add into the same pixels, so threads split the channels (16 or
+    more each), never the rows: every element still gets its terms in row order."""
+    cdef Py_ssize_t cg = g.c // g.groups, part
+    cdef int t = par_threads(rows * conv2d_k(g), PAR_MIN_FLOATS, nthreads)
+    if t > cg // 16:
+        t = <int>(cg // 16)
+    if t <= 1:
+        _col2im_channels(dx_nhwc, cols, g, row0, rows, c0, 0, cg)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _col2im_part(dx_nhwc, cols, g, row0, rows, c0, part, t)
+
+
+cdef void _im2col_part(float* cols, const float* x_nhwc, const ConvGeom* g, Py_ssize_t row0,
+                       Py_ssize_t rows, Py_ssize_t c0, Py_ssize_t part,
+                       Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t r0, r1
+    chunk_bounds(part, parts, rows, 1, &r0, &r1)
+    if r1 > r0:
+        conv2d_im2col_rows(cols + r0 * conv2d_k(g), x_nhwc, g, row0 + r0, r1 - r0, c0)
+
+
+cdef void conv2d_im2col_rows_par(float* cols, const float* x_nhwc, const ConvGeom* g,
+                                 Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t c0,
+                                 int nthreads) noexcept nogil:
+    """conv2d_im2col_rows with the rows split across threads."""
+    cdef Py_ssize_t part
+    cdef int t = par_threads(rows * conv2d_k(g), PAR_MIN_FLOATS, nthreads)
+    if t <= 1:
+        conv2d_im2col_rows(cols, x_nhwc, g, row0, rows, c0)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _im2col_part(cols, x_nhwc, g, row0, rows, c0, part, t)
 
 
 cdef inline Py_ssize_t _conv_wgrad_rows(const ConvGeom* g) noexcept nogil:
@@ -159,8 +259,8 @@ cdef inline Py_ssize_t conv2d_backward_scratch_floats(const ConvGeom* g) noexcep
 
 
 cdef void _conv2d_backward_dw_group(float* dw_kn, const float* x_nhwc, const float* dy_nhwc,
-                                    const ConvGeom* g, Py_ssize_t grp,
-                                    float* scratch) noexcept nogil:
+                                    const ConvGeom* g, Py_ssize_t grp, float* scratch,
+                                    int nthreads) noexcept nogil:
     """dw_kn (K, Cout_g) = im2col_g(x)^T @ dy_g over blocks of output rows; overwrites."""
     cdef Py_ssize_t m = g.n * g.oh * g.ow, k = conv2d_k(g), cog = g.co // g.groups
     cdef Py_ssize_t rows = _conv_wgrad_rows(g)
@@ -172,31 +272,31 @@ cdef void _conv2d_backward_dw_group(float* dw_kn, const float* x_nhwc, const flo
         mb = min(rows, m - m0)
         if conv2d_is_pointwise(g):
             f32_wgrad_block(dw_kn, x_nhwc + m0 * g.c, g.c, dyg + m0 * g.co, g.co, mb, k, cog,
-                            rows, blk == 0, blk == blocks - 1, scratch)
+                            rows, blk == 0, blk == blocks - 1, scratch, nthreads)
         else:
-            conv2d_im2col_rows(cols, x_nhwc, g, m0, mb, grp * (g.c // g.groups))
+            conv2d_im2col_rows_par(cols, x_nhwc, g, m0, mb, grp * (g.c // g.groups), nthreads)
             f32_wgrad_block(dw_kn, cols, k, dyg + m0 * g.co, g.co, mb, k, cog, rows,
-                            blk == 0, blk == blocks - 1, scratch)
+                            blk == 0, blk == blocks - 1, scratch, nthreads)
 
 
 cdef void _conv2d_backward_dw(float* dw_hwio, const float* x_nhwc, const float* dy_nhwc,
-                              const ConvGeom* g, float* scratch) noexcept nogil:
+                              const ConvGeom* g, float* scratch, int nthreads) noexcept nogil:
     """dw = im2col(x)^T @ dy per group; overwrites dw.  A group's (K, Cout_g) block is
     built after the im2col block in scratch, then copied into its columns of dw."""
     cdef Py_ssize_t k = conv2d_k(g), cog = g.co // g.groups, grp, r
     cdef Py_ssize_t rows = _conv_wgrad_rows(g)
     cdef float* staged = scratch + wgrad_scratch_floats(rows, k, cog) + rows * k
     if g.groups == 1:
-        _conv2d_backward_dw_group(dw_hwio, x_nhwc, dy_nhwc, g, 0, scratch)
+        _conv2d_backward_dw_group(dw_hwio, x_nhwc, dy_nhwc, g, 0, scratch, nthreads)
         return
     for grp in range(g.groups):
-        _conv2d_backward_dw_group(staged, x_nhwc, dy_nhwc, g, grp, scratch)
+        _conv2d_backward_dw_group(staged, x_nhwc, dy_nhwc, g, grp, scratch, nthreads)
         for r in range(k):
             memcpy(dw_hwio + r * g.co + grp * cog, staged + r * cog, cog * sizeof(float))
 
 
 cdef void _conv2d_backward_dx(float* dx_nhwc, const float* w_hwio, const float* dy_nhwc,
-                              const ConvGeom* g, float* scratch) noexcept nogil:
+                              const ConvGeom* g, float* scratch, int nthreads) noexcept nogil:
     """dx = col2im(dy_g @ w_g^T) per group; overwrites dx."""
     cdef Py_ssize_t m = g.n * g.oh * g.ow, k = conv2d_k(g), cog = g.co // g.groups
     cdef Py_ssize_t rows = _conv_wgrad_rows(g)
@@ -205,35 +305,37 @@ cdef void _conv2d_backward_dx(float* dx_nhwc, const float* w_hwio, const float* 
     cdef Py_ssize_t blk, m0, mb, grp
     cdef Activation linear = make_activation(ACT_LINEAR, 0.0, INFINITY, 0.0)
     if conv2d_is_pointwise(g):
-        f32_gemm_pack_b_transposed(wt, w_hwio, g.co, g.co, k)
-        f32_gemm_forward(dx_nhwc, g.c, dy_nhwc, g.co, wt, NULL, m, k, g.co, &linear)
+        f32_gemm_pack_b_transposed(wt, w_hwio, g.co, g.co, k, nthreads)
+        f32_gemm_forward(dx_nhwc, g.c, dy_nhwc, g.co, wt, NULL, m, k, g.co, &linear, nthreads)
         return
-    memset(dx_nhwc, 0, g.n * g.h * g.w * g.c * sizeof(float))
+    par_zero(dx_nhwc, g.n * g.h * g.w * g.c, nthreads)
     for grp in range(g.groups):
         # B = w_g^T (Cout_g, K): B[i, j] = w_hwio[j * Cout + grp * Cout_g + i].
-        f32_gemm_pack_b_transposed(wt, w_hwio + grp * cog, g.co, cog, k)
+        f32_gemm_pack_b_transposed(wt, w_hwio + grp * cog, g.co, cog, k, nthreads)
         for blk in range((m + rows - 1) // rows):
             m0 = blk * rows
             mb = min(rows, m - m0)
             f32_gemm_forward(dcols, k, dy_nhwc + m0 * g.co + grp * cog, g.co, wt, NULL, mb, k,
-                             cog, &linear)
-            conv2d_col2im_rows(dx_nhwc, dcols, g, m0, mb, grp * (g.c // g.groups))
+                             cog, &linear, nthreads)
+            conv2d_col2im_rows(dx_nhwc, dcols, g, m0, mb, grp * (g.c // g.groups), nthreads)
 
 
 cdef void conv2d_backward(float* dx_nhwc, float* dw_hwio, float* db, const float* x_nhwc,
                           const float* w_hwio, const float* dy_nhwc, const ConvGeom* g,
-                          float* scratch) noexcept nogil:
+                          float* scratch, int nthreads) noexcept nogil:
     """Gradients of y = conv(x, w) + b (any groups) given dy (N, OH, OW, Cout), after the
     activation's backward: dw (KH, KW, Cin/groups, Cout), db (Cout), dx (N, H, W, Cin).  OVERWRITES
     each output; any of them may be NULL (not needed).  w_hwio is the plain Keras kernel,
     not the packed one.  scratch: conv2d_backward_scratch_floats(g) floats.  No output may
-    overlap an input or another output."""
+    overlap an input or another output.  Threads split each phase's steps (im2col rows,
+    packing panels, GEMM tiles, col2im channels, column-sum blocks), never a sum: every
+    thread count gives the same bits, and the scratch is the same for any count."""
     if db != NULL:
-        f32_column_sums(db, dy_nhwc, g.n * g.oh * g.ow, g.co)
+        f32_column_sums_threads(db, dy_nhwc, g.n * g.oh * g.ow, g.co, nthreads)
     if dw_hwio != NULL:
-        _conv2d_backward_dw(dw_hwio, x_nhwc, dy_nhwc, g, scratch)
+        _conv2d_backward_dw(dw_hwio, x_nhwc, dy_nhwc, g, scratch, nthreads)
     if dx_nhwc != NULL:
-        _conv2d_backward_dx(dx_nhwc, w_hwio, dy_nhwc, g, scratch)
+        _conv2d_backward_dx(dx_nhwc, w_hwio, dy_nhwc, g, scratch, nthreads)
 
 
 # --- checked Python entry points -----------------------------------------------------
@@ -282,7 +384,7 @@ def conv2d_pack_weights(const float[:, :, :, ::1] w_hwio, Py_ssize_t groups, flo
     with nogil:
         for grp in range(groups):
             f32_gemm_pack_b(&out[grp * gemm_packed_floats(k, cog)], &w_hwio[0, 0, 0, grp * cog],
-                            co, k, cog)
+                            co, k, cog, 1)
 
 
 def conv2d_packed_sizes(Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ci_per_group, Py_ssize_t co,
@@ -304,19 +406,22 @@ def conv2d_pack_bias(const float[::1] bias, Py_ssize_t groups, float[::1] out):
 
 
 def conv2d_scratch_size(x_shape, w_shape, strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0),
-                        Py_ssize_t groups=1):
+                        Py_ssize_t groups=1, int nthreads=1):
+    """Floats of scratch conv2d needs when run with nthreads threads (one im2col block per
+    thread it uses)."""
     cdef ConvGeom g = _conv_geom(tuple(x_shape), tuple(w_shape), tuple(strides),
                                  tuple(dilation), tuple(pads), groups)
-    return conv2d_scratch_floats(&g)
+    return conv2d_scratch_floats(&g, nthreads)
 
 
 def conv2d(const float[:, :, :, ::1] x_nhwc, w_shape, const float[::1] w_packed,
            float[:, :, :, ::1] y_nhwc, float[::1] scratch, strides=(1, 1), dilation=(1, 1),
            pads=(0, 0, 0, 0), Py_ssize_t groups=1, bias_packed=None, int act=0,
-           float alpha=0.0, float max_value=INFINITY, float threshold=0.0):
+           float alpha=0.0, float max_value=INFINITY, float threshold=0.0, int nthreads=1):
     """y = act(conv2d(x, w) + bias) with w packed by conv2d_pack_weights.
 
     pads = (top, bottom, left, right) as Keras computes them (see layers/convolutional.py).
+    scratch: conv2d_scratch_size(..., nthreads) floats for the same nthreads.
     """
     cdef Activation a_ = _checked_activation(act, alpha, max_value, threshold)
     cdef ConvGeom g = _conv_geom((x_nhwc.shape[0], x_nhwc.shape[1], x_nhwc.shape[2], x_nhwc.shape[3]), tuple(w_shape), tuple(strides),
@@ -327,8 +432,9 @@ def conv2d(const float[:, :, :, ::1] x_nhwc, w_shape, const float[::1] w_packed,
     _require((y_nhwc.shape[0], y_nhwc.shape[1], y_nhwc.shape[2], y_nhwc.shape[3]) == (g.n, g.oh, g.ow, g.co),
              f"conv2d: y is {tuple(y_nhwc.shape)[:4]}, expected {(g.n, g.oh, g.ow, g.co)}")
     _require(w_packed.shape[0] == conv2d_packed_weight_floats(&g), "conv2d: packed kernel size mismatch")
-    _require(scratch.shape[0] >= conv2d_scratch_floats(&g),
-             f"conv2d: scratch has {scratch.shape[0]} floats, needs {conv2d_scratch_floats(&g)}")
+    _require(scratch.shape[0] >= conv2d_scratch_floats(&g, nthreads),
+             f"conv2d: scratch has {scratch.shape[0]} floats, needs "
+             f"{conv2d_scratch_floats(&g, nthreads)} for {nthreads} thread(s)")
     if bias_packed is not None:
         biasv = bias_packed
         _require(biasv.shape[0] == conv2d_packed_bias_floats(&g), "conv2d: packed bias size mismatch")
@@ -339,7 +445,7 @@ def conv2d(const float[:, :, :, ::1] x_nhwc, w_shape, const float[::1] w_packed,
         scratchp = &scratch[0]
     with nogil:
         conv2d_forward(&y_nhwc[0, 0, 0, 0], &x_nhwc[0, 0, 0, 0], &w_packed[0], biasp, &g, &a_,
-                       scratchp)
+                       scratchp, nthreads)
 
 
 def conv2d_grad_scratch_size(x_shape, w_shape, strides=(1, 1), dilation=(1, 1),
@@ -353,7 +459,8 @@ def conv2d_grad_scratch_size(x_shape, w_shape, strides=(1, 1), dilation=(1, 1),
 
 def conv2d_grad(const float[:, :, :, ::1] x_nhwc, const float[:, :, :, ::1] w_hwio,
                 const float[:, :, :, ::1] dy_nhwc, dx_nhwc, dw_hwio, db, float[::1] scratch,
-                strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), Py_ssize_t groups=1):
+                strides=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), Py_ssize_t groups=1,
+                int nthreads=1):
     """Conv2D backward: dw = im2col(x)^T @ dy, db = sums of dy, dx = col2im(dy @ w^T);
     overwrites each given output (float32 C-contiguous, or None when not needed).
 
@@ -387,4 +494,4 @@ def conv2d_grad(const float[:, :, :, ::1] x_nhwc, const float[:, :, :, ::1] w_hw
                       "conv2d_grad")
     with nogil:
         conv2d_backward(dxp, dwp, dbp, &x_nhwc[0, 0, 0, 0], &w_hwio[0, 0, 0, 0],
-                        &dy_nhwc[0, 0, 0, 0], &g, &scratch[0])
+                        &dy_nhwc[0, 0, 0, 0], &g, &scratch[0], nthreads)

@@ -15,7 +15,11 @@
 # Row blocks bound the scratch (_WGRAD_BUDGET floats) whatever the batch, and keep the GEMM's
 # inner dimension long (up to _WGRAD_MAX_ROWS rows) so dw is re-read only a few times.
 # The activation's gradient is not fused: the caller runs activation_backward on dy first.
-# Non-goals: threading, fusing the bias gradient into the packing pass.
+# Threads: each step splits its outputs (transpose by destination rows, packing by panels,
+# the GEMMs by tiles of dw or dx, column sums by column blocks), never the sum over rows:
+# dw's rows are summed in the same order at any thread count, so the result is the same
+# bits, and the scratch does not grow with threads.
+# Non-goals: fusing the bias gradient into the packing pass.
 
 cdef enum:
     _WGRAD_BUDGET = 1 << 19     # floats of scratch for one block of the weight gradient (2 MiB)
@@ -58,7 +62,8 @@ cdef inline Py_ssize_t wgrad_scratch_floats(Py_ssize_t rows, Py_ssize_t k,
 
 cdef void f32_wgrad_block(float* dw_kn, const float* x_mk, Py_ssize_t ldx, const float* dy_mn,
                           Py_ssize_t ldy, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
-                          Py_ssize_t rows, bint first, bint last, float* scratch) noexcept nogil:
+                          Py_ssize_t rows, bint first, bint last, float* scratch,
+                          int nthreads) noexcept nogil:
     """dw (k, n) = x^T @ dy over one block of m <= rows rows (x rows of stride ldx, dy rows
     of stride ldy), summed over the blocks of a pass: the `first` block overwrites, later
     ones accumulate; dw is complete after the `last`.  scratch: wgrad_scratch_floats(rows,
@@ -71,42 +76,62 @@ cdef void f32_wgrad_block(float* dw_kn, const float* x_mk, Py_ssize_t ldx, const
         dwt = scratch                                       # dw^T (n, k)
         packed = dwt + k * n                                # x block as B (m, k)
         at = packed + gemm_packed_floats(rows, k)           # dy^T block (n, m)
-        f32_transpose(at, dy_mn, m, n, ldy)
-        f32_gemm_pack_b(packed, x_mk, ldx, m, k)
+        f32_transpose(at, dy_mn, m, n, ldy, nthreads)
+        f32_gemm_pack_b(packed, x_mk, ldx, m, k, nthreads)
         if first:
-            f32_gemm_forward(dwt, k, at, m, packed, NULL, n, k, m, &linear)
+            f32_gemm_forward(dwt, k, at, m, packed, NULL, n, k, m, &linear, nthreads)
         else:
-            f32_gemm_forward_acc(dwt, k, at, m, packed, n, k, m)
+            f32_gemm_forward_acc(dwt, k, at, m, packed, n, k, m, nthreads)
         if last:
-            f32_transpose(dw_kn, dwt, n, k, k)
+            f32_transpose(dw_kn, dwt, n, k, k, nthreads)
         return
     packed = scratch                                        # dy block as B (m, n)
     at = packed + gemm_packed_floats(rows, n)               # x^T block (k, m)
-    f32_transpose(at, x_mk, m, k, ldx)
-    f32_gemm_pack_b(packed, dy_mn, ldy, m, n)
+    f32_transpose(at, x_mk, m, k, ldx, nthreads)
+    f32_gemm_pack_b(packed, dy_mn, ldy, m, n, nthreads)
     if first:
-        f32_gemm_forward(dw_kn, n, at, m, packed, NULL, k, n, m, &linear)
+        f32_gemm_forward(dw_kn, n, at, m, packed, NULL, k, n, m, &linear, nthreads)
     else:
-        f32_gemm_forward_acc(dw_kn, n, at, m, packed, k, n, m)
+        f32_gemm_forward_acc(dw_kn, n, at, m, packed, k, n, m, nthreads)
 
 
-cdef void f32_column_sums(float* s_n, const float* a_mn, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
-    """s[j] = sum over rows of a[:, j] for a (m, n) contiguous; overwrites s.  Accumulated
-    in double (a bias gradient sums up to batch * pixels terms), rows streamed in order."""
+cdef void _column_sums_block(float* s_n, const float* a_mn, Py_ssize_t m, Py_ssize_t n,
+                             Py_ssize_t blk) noexcept nogil:
     cdef double acc[_COLSUM_BLOCK]
-    cdef Py_ssize_t blk, c0, nc, r, j
+    cdef Py_ssize_t c0 = blk * _COLSUM_BLOCK, nc, r, j
     cdef const float* row
-    for blk in range((n + _COLSUM_BLOCK - 1) // _COLSUM_BLOCK):
-        c0 = blk * _COLSUM_BLOCK
-        nc = min(<Py_ssize_t>_COLSUM_BLOCK, n - c0)
+    nc = min(<Py_ssize_t>_COLSUM_BLOCK, n - c0)
+    for j in range(nc):
+        acc[j] = 0.0
+    for r in range(m):
+        row = a_mn + r * n + c0
         for j in range(nc):
-            acc[j] = 0.0
-        for r in range(m):
-            row = a_mn + r * n + c0
-            for j in range(nc):
-                acc[j] += row[j]
-        for j in range(nc):
-            s_n[c0 + j] = <float>acc[j]
+            acc[j] += row[j]
+    for j in range(nc):
+        s_n[c0 + j] = <float>acc[j]
+
+
+cdef inline void f32_column_sums(float* s_n, const float* a_mn, Py_ssize_t m,
+                                 Py_ssize_t n) noexcept nogil:
+    """f32_column_sums_threads on one thread (the signature dwconv2d.pxi calls)."""
+    f32_column_sums_threads(s_n, a_mn, m, n, 1)
+
+
+cdef void f32_column_sums_threads(float* s_n, const float* a_mn, Py_ssize_t m, Py_ssize_t n,
+                                  int nthreads) noexcept nogil:
+    """s[j] = sum over rows of a[:, j] for a (m, n) contiguous; overwrites s.  Accumulated
+    in double (a bias gradient sums up to batch * pixels terms), rows streamed in order.
+    Threads take whole blocks of _COLSUM_BLOCK columns (each column summed by one)."""
+    cdef Py_ssize_t blocks = (n + _COLSUM_BLOCK - 1) // _COLSUM_BLOCK, blk
+    cdef int t = par_threads(m * n, PAR_MIN_FLOATS, nthreads)
+    if t > blocks:
+        t = <int>blocks
+    if t <= 1:
+        for blk in range(blocks):
+            _column_sums_block(s_n, a_mn, m, n, blk)
+        return
+    for blk in prange(blocks, nogil=True, num_threads=t, schedule="static", chunksize=1):
+        _column_sums_block(s_n, a_mn, m, n, blk)
 
 
 cdef inline bint _dense_dx_transposed(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
@@ -132,7 +157,7 @@ cdef inline Py_ssize_t dense_backward_scratch_floats(Py_ssize_t m, Py_ssize_t k,
 
 cdef void dense_backward(float* dx_mk, float* dw_kn, float* db_n, const float* x_mk,
                          const float* w_kn, const float* dy_mn, Py_ssize_t m, Py_ssize_t k,
-                         Py_ssize_t n, float* scratch) noexcept nogil:
+                         Py_ssize_t n, float* scratch, int nthreads) noexcept nogil:
     """Gradients of y = x @ w + b given dy (M, N) (after the activation's backward):
     dw (K, N) = x^T @ dy, db (N) = column sums of dy, dx (M, K) = dy @ w^T.  OVERWRITES each
     output; any of dx, dw, db may be NULL (not needed).  x (M, K) and w (K, N): plain
@@ -142,21 +167,21 @@ cdef void dense_backward(float* dx_mk, float* dw_kn, float* db_n, const float* x
     cdef Py_ssize_t blocks = (m + rows - 1) // rows, blk, r0
     cdef Activation linear = make_activation(ACT_LINEAR, 0.0, INFINITY, 0.0)
     if db_n != NULL:
-        f32_column_sums(db_n, dy_mn, m, n)
+        f32_column_sums_threads(db_n, dy_mn, m, n, nthreads)
     if dw_kn != NULL:
         for blk in range(blocks):
             r0 = blk * rows
             f32_wgrad_block(dw_kn, x_mk + r0 * k, k, dy_mn + r0 * n, n, min(rows, m - r0), k, n,
-                            rows, blk == 0, blk == blocks - 1, scratch)
+                            rows, blk == 0, blk == blocks - 1, scratch, nthreads)
     if dx_mk != NULL and _dense_dx_transposed(m, k, n):
         # B = dy^T (n, m), then dx^T (k, m) = w @ B in scratch, transposed into dx.
-        f32_gemm_pack_b_transposed(scratch, dy_mn, n, n, m)
+        f32_gemm_pack_b_transposed(scratch, dy_mn, n, n, m, nthreads)
         f32_gemm_forward(scratch + gemm_packed_floats(n, m), m, w_kn, n, scratch, NULL, k, m, n,
-                         &linear)
-        f32_transpose(dx_mk, scratch + gemm_packed_floats(n, m), k, m, m)
+                         &linear, nthreads)
+        f32_transpose(dx_mk, scratch + gemm_packed_floats(n, m), k, m, m, nthreads)
     elif dx_mk != NULL:
-        f32_gemm_pack_b_transposed(scratch, w_kn, n, n, k)          # B = w^T (n, k)
-        f32_gemm_forward(dx_mk, k, dy_mn, n, scratch, NULL, m, k, n, &linear)
+        f32_gemm_pack_b_transposed(scratch, w_kn, n, n, k, nthreads)  # B = w^T (n, k)
+        f32_gemm_forward(dx_mk, k, dy_mn, n, scratch, NULL, m, k, n, &linear, nthreads)
 
 
 # --- checked Python entry points ---------------------------------------------------------
@@ -167,7 +192,7 @@ def dense_grad_scratch_size(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n):
 
 
 def dense_grad(const float[:, ::1] x_mk, const float[:, ::1] w_kn, const float[:, ::1] dy_mn,
-               dx_mk, dw_kn, db_n, float[::1] scratch):
+               dx_mk, dw_kn, db_n, float[::1] scratch, int nthreads=1):
     """dw = x^T @ dy, db = column sums of dy, dx = dy @ w^T; overwrites each given output.
 
     dx_mk (M, K), dw_kn (K, N), db_n (N,): float32 C-contiguous arrays, or None when that
@@ -196,4 +221,4 @@ def dense_grad(const float[:, ::1] x_mk, const float[:, ::1] w_kn, const float[:
                       "dense_grad")
     with nogil:
         dense_backward(dxp, dwp, dbp, &x_mk[0, 0], &w_kn[0, 0], &dy_mn[0, 0], m, k, n,
-                       &scratch[0])
+                       &scratch[0], nthreads)

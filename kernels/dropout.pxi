@@ -28,32 +28,25 @@ cdef inline uint64_t _splitmix64(uint64_t z) noexcept nogil:
     return z ^ (z >> 31)
 
 
-cdef void dropout_forward(float* y, float* mask, const float* x, Py_ssize_t n, double rate,
-                          uint64_t* rng_state) noexcept nogil:
-    """mask[i] = 1 / (1 - rate) (float32) where kept, else 0; y = x * mask where kept, else
-    0 (NaN x included, as TF's where); OVERWRITES y and mask (y may be x).  0 <= rate < 1.
-    rng_state: the splitmix64 counter, advanced by n draws (see the file comment)."""
-    cdef uint64_t state = rng_state[0]
-    cdef uint64_t threshold = <uint64_t>ceil(rate * 4294967296.0)
-    cdef float scale = <float>(1.0 / (1.0 - rate))
+cdef void _dropout_range(float* y, float* mask, const float* x, uint64_t state,
+                         uint64_t threshold, float scale, Py_ssize_t lo,
+                         Py_ssize_t hi) noexcept nogil:
+    """Elements lo..hi of dropout_forward: element i's draw depends on i alone."""
     cdef Py_ssize_t i
     cdef uint64_t u
     cdef float keep
-    for i in range(n):
+    for i in range(lo, hi):
         u = _splitmix64(state + <uint64_t>(i + 1) * _SPLITMIX_GOLDEN) >> 32
         keep = scale if u >= threshold else 0
         mask[i] = keep
         y[i] = (x[i] if u >= threshold else 0) * keep    # as dropout_backward
-    rng_state[0] = state + <uint64_t>n * _SPLITMIX_GOLDEN
 
 
-cdef void dropout_backward(float* dx, const float* dy, const float* mask,
-                           Py_ssize_t n) noexcept nogil:
-    """dx = dy * mask where kept, else 0 (NaN dy included, as TF's where); mask: the
-    matching dropout_forward's.  OVERWRITES dx, which may be dy."""
+cdef void _dropout_backward_range(float* dx, const float* dy, const float* mask,
+                                  Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef Py_ssize_t i
     cdef float m, d
-    for i in range(n):
+    for i in range(lo, hi):
         # Select, then multiply: a select between a product and 0 has GCC sink the product
         # into the branch and give up vectorising (measured 9x slower).
         m = mask[i]
@@ -61,10 +54,57 @@ cdef void dropout_backward(float* dx, const float* dy, const float* mask,
         dx[i] = (d if m != 0 else 0) * m
 
 
+cdef void _dropout_part(float* y, float* mask, const float* x, Py_ssize_t n, uint64_t state,
+                        uint64_t threshold, float scale, Py_ssize_t part,
+                        Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t lo, hi
+    chunk_bounds(part, parts, n, 16, &lo, &hi)
+    _dropout_range(y, mask, x, state, threshold, scale, lo, hi)
+
+
+cdef void _dropout_backward_part(float* dx, const float* dy, const float* mask, Py_ssize_t n,
+                                 Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t lo, hi
+    chunk_bounds(part, parts, n, 16, &lo, &hi)
+    _dropout_backward_range(dx, dy, mask, lo, hi)
+
+
+cdef void dropout_forward(float* y, float* mask, const float* x, Py_ssize_t n, double rate,
+                          uint64_t* rng_state, int nthreads) noexcept nogil:
+    """mask[i] = 1 / (1 - rate) (float32) where kept, else 0; y = x * mask where kept, else
+    0 (NaN x included, as TF's where); OVERWRITES y and mask (y may be x).  0 <= rate < 1.
+    rng_state: the splitmix64 counter, advanced by n draws (see the file comment).  A draw
+    is a function of its index, so threads split the range and the mask is the same."""
+    cdef uint64_t state = rng_state[0]
+    cdef uint64_t threshold = <uint64_t>ceil(rate * 4294967296.0)
+    cdef float scale = <float>(1.0 / (1.0 - rate))
+    cdef Py_ssize_t part
+    cdef int t = par_threads(n, PAR_MIN_FLOATS // 2, nthreads)
+    if t <= 1:
+        _dropout_range(y, mask, x, state, threshold, scale, 0, n)
+    else:
+        for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+            _dropout_part(y, mask, x, n, state, threshold, scale, part, t)
+    rng_state[0] = state + <uint64_t>n * _SPLITMIX_GOLDEN
+
+
+cdef void dropout_backward(float* dx, const float* dy, const float* mask, Py_ssize_t n,
+                           int nthreads) noexcept nogil:
+    """dx = dy * mask where kept, else 0 (NaN dy included, as TF's where); mask: the
+    matching dropout_forward's.  OVERWRITES dx, which may be dy."""
+    cdef Py_ssize_t part
+    cdef int t = par_threads(n, PAR_MIN_FLOATS, nthreads)
+    if t <= 1:
+        _dropout_backward_range(dx, dy, mask, 0, n)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _dropout_backward_part(dx, dy, mask, n, part, t)
+
+
 # --- checked Python entry points ---------------------------------------------------------
 
 def dropout(const float[::1] x, float[::1] y, float[::1] mask, double rate,
-            uint64_t[::1] rng_state):
+            uint64_t[::1] rng_state, int nthreads=1):
     """Inverted dropout: y = x * mask where kept, else 0, mask = 1 / (1 - rate) or 0;
     overwrites y and mask and
     advances rng_state (a uint64 array of one element, the generator's counter)."""
@@ -81,10 +121,10 @@ def dropout(const float[::1] x, float[::1] y, float[::1] mask, double rate,
              and not _overlaps(&mask[0], mask.nbytes, &y[0], y.nbytes),
              "dropout: mask overlaps x or y")
     with nogil:
-        dropout_forward(&y[0], &mask[0], &x[0], n, rate, &rng_state[0])
+        dropout_forward(&y[0], &mask[0], &x[0], n, rate, &rng_state[0], nthreads)
 
 
-def dropout_grad(const float[::1] dy, const float[::1] mask, float[::1] dx):
+def dropout_grad(const float[::1] dy, const float[::1] mask, float[::1] dx, int nthreads=1):
     """dx = dy * mask where kept, else 0; overwrites dx, which may be dy."""
     cdef Py_ssize_t n = dy.shape[0]
     _require(mask.shape[0] == n and dx.shape[0] == n,
@@ -96,4 +136,4 @@ def dropout_grad(const float[::1] dy, const float[::1] mask, float[::1] dx):
     _require(not _overlaps(&dx[0], dx.nbytes, &mask[0], mask.nbytes),
              "dropout_grad: dx overlaps mask")
     with nogil:
-        dropout_backward(&dx[0], &dy[0], &mask[0], n)
+        dropout_backward(&dx[0], &dy[0], &mask[0], n, nthreads)

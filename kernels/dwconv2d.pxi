@@ -175,8 +175,9 @@ cdef inline void _clamp_inplace(float* y, Py_ssize_t n, float lo, float hi) noex
 
 cdef void dwconv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_hwcm,
                            const float* bias, const DwConvGeom* g,
-                           const Activation* act) noexcept nogil:
+                           const Activation* act, int nthreads) noexcept nogil:
     """y = act(depthwise_conv(x, w) + bias); overwrites y.  bias (C*M floats) may be NULL.
+    nthreads: serial on this branch.
 
     y must not overlap x.  Needs no scratch.  The activation runs on each finished output
     row while it is still in L1.  (Clamping inside the register block instead measured
@@ -197,7 +198,7 @@ cdef void dwconv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_hw
                 act_clamp_bounds(act, &lo, &hi)
                 _clamp_inplace(y_row, g.ow * cm, lo, hi)
             else:
-                activation_forward(y_row, y_row, g.ow * cm, act)
+                activation_forward(y_row, y_row, g.ow * cm, act, 1)
 
 
 cdef void _dwb_pixel(float* part, Py_ssize_t ldp, float* dx_b, const float* x_b,
@@ -366,7 +367,7 @@ def dwconv2d(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w_hwcm,
         _require(not _overlap(&y[0, 0, 0, 0], y.nbytes, biasp, biasv.nbytes),
                  "dwconv2d: y overlaps the bias")
     with nogil:
-        dwconv2d_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &w_hwcm[0, 0, 0, 0], biasp, &g, &a_)
+        dwconv2d_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &w_hwcm[0, 0, 0, 0], biasp, &g, &a_, 1)
 
 
 def dwconv2d_grad(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w_hwcm,

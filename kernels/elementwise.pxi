@@ -25,6 +25,10 @@
 # NaN, as TF 2.21: maximum and minimum return NaN when either operand is NaN (TF's
 # Maximum / Minimum propagate it; a plain `a > b ? a : b` would drop a NaN a), PReLU keeps
 # a NaN x (Keras: relu(x) - alpha * relu(-x)); the rest propagate it by arithmetic.
+# Threads: the forwards split the output's flat range (binary_forward walks any range of
+# it, part rows included) or its rows; the backward splits the positions of the output
+# gradient (and blocks of its columns), each summing over its broadcast positions alone:
+# the same bits at any thread count.
 # Non-goals: integer dtypes, negative strides, rank > 6.
 
 from libc.string cimport memcpy
@@ -161,91 +165,172 @@ cdef int _collapse_axes(int rank, const Py_ssize_t* shape, const Py_ssize_t* a_s
     return r
 
 
-cdef void binary_forward(float* y, const float* a, const float* b, int op, int rank,
-                         const Py_ssize_t* shape, const Py_ssize_t* a_strides,
-                         const Py_ssize_t* b_strides) noexcept nogil:
-    """y = a op b with broadcasting; overwrites y (contiguous, `shape`, rank 1..6).
+cdef struct _Bin:
+    # binary_forward's collapsed geometry (rank r, outermost first).
+    int r
+    int op
+    Py_ssize_t dims[_GRAD_AXES]
+    Py_ssize_t sa[_GRAD_AXES]
+    Py_ssize_t sb[_GRAD_AXES]
 
-    a and b are read at element offsets sum(index[i] * strides[i]) (stride 0 on broadcast
-    axes).  y may be a or b only where that operand is contiguous with y's shape.
-    """
-    cdef Py_ssize_t dims[_MAX_RANK]
-    cdef Py_ssize_t sa[_MAX_RANK]
-    cdef Py_ssize_t sb[_MAX_RANK]
-    cdef Py_ssize_t idx[_MAX_RANK]
-    cdef int r = _collapse_axes(rank, shape, a_strides, b_strides, dims, sa, sb)
-    cdef Py_ssize_t inner = dims[r - 1], rows = 1, row, ao = 0, bo = 0
-    cdef int k
-    for k in range(r - 1):
-        rows *= dims[k]
-        idx[k] = 0
-    for row in range(rows):
-        _binary_row(y + row * inner, a + ao, sa[r - 1], b + bo, sb[r - 1], inner, op)
+
+cdef void _binary_range(float* y, const float* a, const float* b, const _Bin* g,
+                        Py_ssize_t e0, Py_ssize_t e1) noexcept nogil:
+    """Output elements e0..e1 (flat, C order) of binary_forward: the row holding e0 from
+    its column on, whole rows, then the head of the last one."""
+    cdef Py_ssize_t idx[_GRAD_AXES]
+    cdef int r = g.r, k
+    cdef Py_ssize_t inner = g.dims[r - 1], ia = g.sa[r - 1], ib = g.sb[r - 1]
+    cdef Py_ssize_t row = e0 // inner, col = e0 - row * inner, rest = row, ao = 0, bo = 0
+    cdef Py_ssize_t e = e0, cnt
+    for k in range(r - 2, -1, -1):
+        idx[k] = rest % g.dims[k]
+        rest //= g.dims[k]
+        ao += idx[k] * g.sa[k]
+        bo += idx[k] * g.sb[k]
+    while e < e1:
+        cnt = min(inner - col, e1 - e)
+        _binary_row(y + e, a + ao + col * ia, ia, b + bo + col * ib, ib, cnt, g.op)
+        e += cnt
+        col = 0
         k = r - 2       # odometer over the outer axes
         while k >= 0:
             idx[k] += 1
-            ao += sa[k]
-            bo += sb[k]
-            if idx[k] < dims[k]:
+            ao += g.sa[k]
+            bo += g.sb[k]
+            if idx[k] < g.dims[k]:
                 break
-            ao -= sa[k] * dims[k]
-            bo -= sb[k] * dims[k]
+            ao -= g.sa[k] * g.dims[k]
+            bo -= g.sb[k] * g.dims[k]
             idx[k] = 0
             k -= 1
 
 
-cdef void scale_forward(float* y, const float* x, Py_ssize_t n, float scale) noexcept nogil:
-    """y[i] = x[i] * scale; overwrites y, which may be x."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        y[i] = x[i] * scale
+cdef void _binary_part(float* y, const float* a, const float* b, const _Bin* g,
+                       Py_ssize_t total, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t e0, e1
+    chunk_bounds(part, parts, total, 16, &e0, &e1)
+    if e1 > e0:
+        _binary_range(y, a, b, g, e0, e1)
 
 
-cdef void channel_affine_forward(float* y, const float* x, Py_ssize_t rows, Py_ssize_t c,
-                                 const float* scale, const float* shift) noexcept nogil:
-    """y[r, j] = x[r, j] * scale[j] + shift[j] over (rows, c); overwrites y, which may be x."""
+cdef void binary_forward(float* y, const float* a, const float* b, int op, int rank,
+                         const Py_ssize_t* shape, const Py_ssize_t* a_strides,
+                         const Py_ssize_t* b_strides, int nthreads) noexcept nogil:
+    """y = a op b with broadcasting; overwrites y (contiguous, `shape`, rank 1..7: 7 for
+    prelu_forward's batch axis).
+
+    a and b are read at element offsets sum(index[i] * strides[i]) (stride 0 on broadcast
+    axes).  y may be a or b only where that operand is contiguous with y's shape (each
+    element is read before it is written, by the thread that writes it).  Threads take
+    contiguous ranges of y.
+    """
+    cdef _Bin g
+    cdef Py_ssize_t total = 1, part
+    cdef int k, t
+    g.r = _collapse_axes(rank, shape, a_strides, b_strides, g.dims, g.sa, g.sb)
+    g.op = op
+    for k in range(g.r):
+        total *= g.dims[k]
+    t = par_threads(total, PAR_MIN_FLOATS, nthreads)
+    if t <= 1:
+        _binary_range(y, a, b, &g, 0, total)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _binary_part(y, a, b, &g, total, part, t)
+
+
+cdef void _affine_rows(float* y, const float* x, Py_ssize_t c, const float* scale,
+                       const float* shift, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Rows r0..r1 of y = x * scale (+ shift unless NULL) over (rows, c); scale_forward
+    is c = 1 with rows = elements, scale and shift read at index 0."""
     cdef Py_ssize_t r, j
     cdef float* yr
     cdef const float* xr
-    for r in range(rows):
+    cdef float s
+    if c == 1 and shift == NULL:
+        s = scale[0]
+        for r in range(r0, r1):
+            y[r] = x[r] * s
+        return
+    for r in range(r0, r1):
         yr = y + r * c
         xr = x + r * c
-        for j in range(c):
-            yr[j] = xr[j] * scale[j] + shift[j]
+        if shift == NULL:
+            for j in range(c):
+                yr[j] = xr[j] * scale[j]
+        else:
+            for j in range(c):
+                yr[j] = xr[j] * scale[j] + shift[j]
+
+
+cdef void _affine_part(float* y, const float* x, Py_ssize_t rows, Py_ssize_t c,
+                       const float* scale, const float* shift, Py_ssize_t part,
+                       Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t r0, r1
+    chunk_bounds(part, parts, rows, 16 if c == 1 else 1, &r0, &r1)
+    if r1 > r0:
+        _affine_rows(y, x, c, scale, shift, r0, r1)
+
+
+cdef void _affine(float* y, const float* x, Py_ssize_t rows, Py_ssize_t c, const float* scale,
+                  const float* shift, int nthreads) noexcept nogil:
+    cdef Py_ssize_t part
+    cdef int t = par_threads(rows * c, PAR_MIN_FLOATS, nthreads)
+    if t > rows:
+        t = <int>rows
+    if t <= 1:
+        _affine_rows(y, x, c, scale, shift, 0, rows)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _affine_part(y, x, rows, c, scale, shift, part, t)
+
+
+cdef void scale_forward(float* y, const float* x, Py_ssize_t n, float scale,
+                        int nthreads) noexcept nogil:
+    """y[i] = x[i] * scale; overwrites y, which may be x.  Threads split the range."""
+    _affine(y, x, n, 1, &scale, NULL, nthreads)
+
+
+cdef void channel_affine_forward(float* y, const float* x, Py_ssize_t rows, Py_ssize_t c,
+                                 const float* scale, const float* shift,
+                                 int nthreads) noexcept nogil:
+    """y[r, j] = x[r, j] * scale[j] + shift[j] over (rows, c); overwrites y, which may be x.
+    Threads split the rows."""
+    _affine(y, x, rows, c, scale, shift, nthreads)
 
 
 cdef void channel_affine_backward(float* dx, const float* dy, Py_ssize_t rows, Py_ssize_t c,
-                                  const float* scale) noexcept nogil:
+                                  const float* scale, int nthreads) noexcept nogil:
     """dx[r, j] = dy[r, j] * scale[j] over (rows, c): the input gradient of
     channel_affine_forward (scale and shift frozen).  OVERWRITES dx, which may be dy."""
-    cdef Py_ssize_t r, j
-    cdef float* dxr
-    cdef const float* dyr
-    for r in range(rows):
-        dxr = dx + r * c
-        dyr = dy + r * c
-        for j in range(c):
-            dxr[j] = dyr[j] * scale[j]
+    _affine(dx, dy, rows, c, scale, NULL, nthreads)
 
 
 cdef void prelu_forward(float* y, const float* x, const float* alpha, Py_ssize_t n,
                         Py_ssize_t per_sample, int rank, const Py_ssize_t* sample_shape,
-                        const Py_ssize_t* alpha_strides) noexcept nogil:
+                        const Py_ssize_t* alpha_strides, int nthreads) noexcept nogil:
     """Keras PReLU: y = max(x, 0) + alpha * min(x, 0); overwrites y, which may be x.
 
     x, y: n samples of per_sample = prod(sample_shape) floats (rank <= 6 axes after the
     batch); alpha is read through alpha_strides over the sample axes (0 on shared axes)
-    and is the same for every sample.
+    and is the same for every sample: one binary_forward over (n, *sample_shape), alpha
+    broadcast along the batch axis.
     """
-    cdef Py_ssize_t xs[_MAX_RANK]
-    cdef Py_ssize_t bi, step = 1
+    cdef Py_ssize_t shape[_GRAD_AXES]
+    cdef Py_ssize_t xs[_GRAD_AXES]
+    cdef Py_ssize_t als[_GRAD_AXES]
+    cdef Py_ssize_t step = 1
     cdef int i
-    for i in range(rank - 1, -1, -1):
+    shape[0] = n
+    als[0] = 0
+    for i in range(rank):
+        shape[i + 1] = sample_shape[i]
+        als[i + 1] = alpha_strides[i]
+    for i in range(rank, -1, -1):
         xs[i] = step
-        step *= sample_shape[i]
-    for bi in range(n):
-        binary_forward(y + bi * per_sample, x + bi * per_sample, alpha, BIN_PRELU, rank,
-                       sample_shape, xs, alpha_strides)
+        step *= shape[i]
+    binary_forward(y, x, alpha, BIN_PRELU, rank + 1, shape, xs, als, nthreads)
 
 
 # --- backward ---------------------------------------------------------------------------
@@ -346,15 +431,28 @@ cdef void _walk_split(const _Walk* full, int which, _Walk* kept, _Walk* red) noe
         to.r += 1
 
 
+cdef inline void _walk_seek(_Walk* w, Py_ssize_t pos) noexcept nogil:
+    """Put the walk at its pos-th position (last axis fastest), as _walk_next reaches it."""
+    cdef int k
+    w.oy = w.oa = w.ob = 0
+    for k in range(w.r - 1, -1, -1):
+        w.idx[k] = pos % w.dims[k]
+        pos //= w.dims[k]
+        w.oy += w.idx[k] * w.sy[k]
+        w.oa += w.idx[k] * w.sa[k]
+        w.ob += w.idx[k] * w.sb[k]
+
+
 cdef void _grad_columns(float* dx_row, const float* dy, const float* a, Py_ssize_t ia,
                         const float* b, Py_ssize_t ib, Py_ssize_t n, int op, int which,
-                        _Walk* red) noexcept nogil:
-    """dx_row[j] (j < n, the operand's innermost axis) = sum over the positions of `red`
-    of the gradient at column j; dy/a/b point at the row of red's first position."""
+                        _Walk* red, Py_ssize_t blk0, Py_ssize_t blk1) noexcept nogil:
+    """dx_row[j] (j < n, the operand's innermost axis; blocks blk0..blk1 of _GRAD_CB
+    columns) = sum over the positions of `red` of the gradient at column j; dy/a/b point
+    at the row of red's first position."""
     cdef double acc[_GRAD_CB]
     cdef float g[_GRAD_CB]
     cdef Py_ssize_t blk, c0, nc, j
-    for blk in range((n + _GRAD_CB - 1) // _GRAD_CB):
+    for blk in range(blk0, blk1):
         c0 = blk * _GRAD_CB
         nc = min(<Py_ssize_t>_GRAD_CB, n - c0)
         if red.r == 0:          # nothing to sum: write the float terms directly
@@ -400,33 +498,81 @@ cdef float _grad_total(const float* dy, const float* a, Py_ssize_t ia, const flo
     return <float>total
 
 
+cdef struct _GradJob:
+    # One operand's gradient: units are (kept position, block of _GRAD_CB columns).
+    float* dx
+    const float* dy
+    const float* a
+    const float* b
+    int op, which
+    Py_ssize_t n, ia, ib, col_blocks, units
+    bint inner_kept
+    _Walk kept
+    _Walk red
+
+
+cdef void _grad_unit(const _GradJob* jb, Py_ssize_t unit) noexcept nogil:
+    """Unit `unit`: a kept position's dx (one element, or one block of its columns),
+    summed over every broadcast position in order; the walks are copied, so units are
+    independent."""
+    cdef _Walk kept = jb.kept
+    cdef _Walk red = jb.red
+    cdef Py_ssize_t pos = unit // jb.col_blocks, blk = unit - pos * jb.col_blocks, ox
+    _walk_seek(&kept, pos)
+    ox = kept.oa if jb.which == 0 else kept.ob
+    if jb.inner_kept:
+        _grad_columns(jb.dx + ox, jb.dy + kept.oy, jb.a + kept.oa, jb.ia, jb.b + kept.ob, jb.ib,
+                      jb.n, jb.op, jb.which, &red, blk, blk + 1)
+    else:
+        jb.dx[ox] = _grad_total(jb.dy + kept.oy, jb.a + kept.oa, jb.ia, jb.b + kept.ob, jb.ib,
+                                jb.n, jb.op, jb.which, &red)
+
+
+cdef void _grad_units(const _GradJob* jb, Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
+    cdef Py_ssize_t u
+    for u in range(u0, u1):
+        _grad_unit(jb, u)
+
+
+cdef void _grad_part(const _GradJob* jb, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t u0, u1
+    chunk_bounds(part, parts, jb.units, 1, &u0, &u1)
+    _grad_units(jb, u0, u1)
+
+
 cdef void _binary_grad_operand(float* dx, int which, const float* dy, const float* a,
-                               const float* b, int op, const _Walk* full) noexcept nogil:
+                               const float* b, int op, const _Walk* full,
+                               int nthreads) noexcept nogil:
     """One operand's gradient in its compact shape; overwrites dx.  Every element of dx is
     one position of the kept outer axes (times the innermost axis unless that is
-    broadcast), written once."""
-    cdef _Walk kept, red
-    cdef int r = full.r
-    cdef Py_ssize_t n = full.dims[r - 1], ia = full.sa[r - 1], ib = full.sb[r - 1]
-    cdef bint inner_kept = (ia if which == 0 else ib) != 0
-    cdef Py_ssize_t ox
-    _walk_split(full, which, &kept, &red)
-    while True:
-        ox = kept.oa if which == 0 else kept.ob
-        if inner_kept:
-            _grad_columns(dx + ox, dy + kept.oy, a + kept.oa, ia, b + kept.ob, ib, n, op,
-                          which, &red)
-        else:
-            dx[ox] = _grad_total(dy + kept.oy, a + kept.oa, ia, b + kept.ob, ib, n, op,
-                                 which, &red)
-        if not _walk_next(&kept):
-            break
+    broadcast), written once, by one thread: threads take ranges of units."""
+    cdef _GradJob jb
+    cdef int r = full.r, k, t
+    cdef Py_ssize_t total = 1, part
+    jb.dx, jb.dy, jb.a, jb.b, jb.op, jb.which = dx, dy, a, b, op, which
+    jb.n, jb.ia, jb.ib = full.dims[r - 1], full.sa[r - 1], full.sb[r - 1]
+    jb.inner_kept = (jb.ia if which == 0 else jb.ib) != 0
+    _walk_split(full, which, &jb.kept, &jb.red)
+    jb.col_blocks = (jb.n + _GRAD_CB - 1) // _GRAD_CB if jb.inner_kept else 1
+    jb.units = jb.col_blocks
+    for k in range(jb.kept.r):
+        jb.units *= jb.kept.dims[k]
+    for k in range(r):
+        total *= full.dims[k]
+    t = par_threads(total, PAR_MIN_FLOATS, nthreads)
+    if t > jb.units:
+        t = <int>jb.units
+    if t <= 1:
+        _grad_units(&jb, 0, jb.units)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _grad_part(&jb, part, t)
 
 
 cdef void binary_backward(float* da, float* db, const float* dy, const float* a,
                           const float* b, int op, int rank, const Py_ssize_t* shape,
-                          const Py_ssize_t* a_strides,
-                          const Py_ssize_t* b_strides) noexcept nogil:
+                          const Py_ssize_t* a_strides, const Py_ssize_t* b_strides,
+                          int nthreads) noexcept nogil:
     """Gradients of y = a op b (binary_forward's geometry) given dy (contiguous, `shape`):
     da and db in a's and b's compact shapes, summed over their broadcast axes (in double).
     OVERWRITES da and db; either may be NULL (not needed).  a_strides / b_strides must be
@@ -442,15 +588,15 @@ cdef void binary_backward(float* da, float* db, const float* dy, const float* a,
         step *= full.dims[k]
     full.oy = full.oa = full.ob = 0
     if da != NULL:
-        _binary_grad_operand(da, 0, dy, a, b, op, &full)
+        _binary_grad_operand(da, 0, dy, a, b, op, &full, nthreads)
     if db != NULL:
-        _binary_grad_operand(db, 1, dy, a, b, op, &full)
+        _binary_grad_operand(db, 1, dy, a, b, op, &full, nthreads)
 
 
 cdef void prelu_backward(float* dx, float* dalpha, const float* dy, const float* x,
                          const float* alpha, Py_ssize_t n, Py_ssize_t per_sample, int rank,
-                         const Py_ssize_t* sample_shape,
-                         const Py_ssize_t* alpha_strides) noexcept nogil:
+                         const Py_ssize_t* sample_shape, const Py_ssize_t* alpha_strides,
+                         int nthreads) noexcept nogil:
     """Gradients of Keras PReLU (prelu_forward's geometry) given dy: dx = dy where x > 0,
     alpha * dy where x < 0, 0 where x == 0 (TF's relu gradient); dalpha = sum over the
     batch and the shared axes of dy * min(x, 0), in double.  OVERWRITES dx and dalpha;
@@ -467,7 +613,7 @@ cdef void prelu_backward(float* dx, float* dalpha, const float* dy, const float*
         als[i + 1] = alpha_strides[i]
     for i in range(rank, 0, -1):
         xs[i] = 1 if i == rank else xs[i + 1] * shape[i + 1]
-    binary_backward(dx, dalpha, dy, x, alpha, BIN_PRELU, rank + 1, shape, xs, als)
+    binary_backward(dx, dalpha, dy, x, alpha, BIN_PRELU, rank + 1, shape, xs, als, nthreads)
 
 
 # --- checked Python entry points --------------------------------------------------------
@@ -503,7 +649,7 @@ def _contiguous_strides(shape):
 
 
 def binary(const float[::1] a, const float[::1] b, float[::1] y, int op, shape, a_strides,
-           b_strides):
+           b_strides, int nthreads=1):
     """y = a op b with broadcasting (BINARY_OPS codes); overwrites y.
 
     y is contiguous of `shape` (rank 1..6); a and b are flat buffers read through element
@@ -528,21 +674,21 @@ def binary(const float[::1] a, const float[::1] b, float[::1] y, int op, shape, 
     for i in range(rank):
         c_shape[i], c_sa[i], c_sb[i] = shape[i], a_strides[i], b_strides[i]
     with nogil:
-        binary_forward(&y[0], &a[0], &b[0], op, rank, c_shape, c_sa, c_sb)
+        binary_forward(&y[0], &a[0], &b[0], op, rank, c_shape, c_sa, c_sb, nthreads)
 
 
-def scale(const float[::1] x, float[::1] y, float s):
+def scale(const float[::1] x, float[::1] y, float s, int nthreads=1):
     """y = x * s; overwrites y, which may be x."""
     _require(x.shape[0] == y.shape[0] and x.shape[0] > 0,
              f"scale: x has {x.shape[0]} elements, y {y.shape[0]}")
     _require(&y[0] == &x[0] or not _overlap(&y[0], y.nbytes, &x[0], x.nbytes),
              "scale: y partially overlaps x")
     with nogil:
-        scale_forward(&y[0], &x[0], x.shape[0], s)
+        scale_forward(&y[0], &x[0], x.shape[0], s, nthreads)
 
 
 def channel_affine(const float[:, ::1] x, const float[::1] scale, const float[::1] shift,
-                   float[:, ::1] y):
+                   float[:, ::1] y, int nthreads=1):
     """y[r, c] = x[r, c] * scale[c] + shift[c] for x viewed as (rows, C); overwrites y,
     which may be x."""
     cdef Py_ssize_t rows = x.shape[0], c = x.shape[1]
@@ -554,10 +700,11 @@ def channel_affine(const float[:, ::1] x, const float[::1] scale, const float[::
     _require(&y[0, 0] == &x[0, 0] or not _overlap(&y[0, 0], y.nbytes, &x[0, 0], x.nbytes),
              "channel_affine: y partially overlaps x")
     with nogil:
-        channel_affine_forward(&y[0, 0], &x[0, 0], rows, c, &scale[0], &shift[0])
+        channel_affine_forward(&y[0, 0], &x[0, 0], rows, c, &scale[0], &shift[0], nthreads)
 
 
-def channel_affine_grad(const float[:, ::1] dy, const float[::1] scale, float[:, ::1] dx):
+def channel_affine_grad(const float[:, ::1] dy, const float[::1] scale, float[:, ::1] dx,
+                        int nthreads=1):
     """dx[r, c] = dy[r, c] * scale[c] (input gradient of channel_affine); overwrites dx,
     which may be dy."""
     cdef Py_ssize_t rows = dy.shape[0], c = dy.shape[1]
@@ -570,11 +717,11 @@ def channel_affine_grad(const float[:, ::1] dy, const float[::1] scale, float[:,
     _require(not _overlap(&dx[0, 0], dx.nbytes, &scale[0], scale.nbytes),
              "channel_affine_grad: dx overlaps scale")
     with nogil:
-        channel_affine_backward(&dx[0, 0], &dy[0, 0], rows, c, &scale[0])
+        channel_affine_backward(&dx[0, 0], &dy[0, 0], rows, c, &scale[0], nthreads)
 
 
 def prelu(const float[::1] x, const float[::1] alpha, float[::1] y, sample_shape,
-          alpha_strides):
+          alpha_strides, int nthreads=1):
     """Keras PReLU over x = n samples of `sample_shape` (flat); alpha read through
     alpha_strides (0 on shared axes).  Overwrites y, which may be x."""
     cdef Py_ssize_t c_shape[_MAX_RANK]
@@ -600,7 +747,7 @@ def prelu(const float[::1] x, const float[::1] alpha, float[::1] y, sample_shape
     _require(not _overlap(&y[0], y.nbytes, &alpha[0], alpha.nbytes), "prelu: y overlaps alpha")
     with nogil:
         prelu_forward(&y[0], &x[0], &alpha[0], x.shape[0] // per_sample, per_sample, rank,
-                      c_shape, c_sa)
+                      c_shape, c_sa, nthreads)
 
 
 cdef Py_ssize_t _compact_size(tuple shape, tuple strides, str what) except -1:
@@ -630,7 +777,7 @@ cdef Py_ssize_t _grad_shape(tuple shape, Py_ssize_t* c_shape, str name) except -
 
 
 def binary_grad(const float[::1] a, const float[::1] b, const float[::1] dy, da, db, int op,
-                shape, a_strides, b_strides):
+                shape, a_strides, b_strides, int nthreads=1):
     """Gradients of binary(a, b, y, op, shape, a_strides, b_strides) given dy (contiguous,
     `shape`): da (len(a),) and db (len(b),), each summed over its operand's broadcast axes;
     overwrites each given output (flat float32, or None when not needed).  a and b are
@@ -664,11 +811,11 @@ def binary_grad(const float[::1] a, const float[::1] b, const float[::1] dy, da,
         c_sa[i] = a_strides[i]
         c_sb[i] = b_strides[i]
     with nogil:
-        binary_backward(dap, dbp, &dy[0], &a[0], &b[0], op, rank, c_shape, c_sa, c_sb)
+        binary_backward(dap, dbp, &dy[0], &a[0], &b[0], op, rank, c_shape, c_sa, c_sb, nthreads)
 
 
 def prelu_grad(const float[::1] x, const float[::1] alpha, const float[::1] dy, dx, dalpha,
-               sample_shape, alpha_strides):
+               sample_shape, alpha_strides, int nthreads=1):
     """Gradients of prelu(x, alpha, y, sample_shape, alpha_strides) given dy: dx (len(x),)
     and dalpha (len(alpha),), summed over the batch and the shared axes; overwrites each
     given output (flat float32, or None).  alpha_strides must be alpha's compact broadcast
@@ -700,4 +847,4 @@ def prelu_grad(const float[::1] x, const float[::1] alpha, const float[::1] dy, 
         c_sa[i] = alpha_strides[i]
     with nogil:
         prelu_backward(dxp, dap, &dy[0], &x[0], &alpha[0], x.shape[0] // per_sample,
-                       per_sample, rank, c_shape, c_sa)
+                       per_sample, rank, c_shape, c_sa, nthreads)

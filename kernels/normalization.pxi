@@ -82,12 +82,35 @@ cdef inline float _row_inv_std(const float* xr, Py_ssize_t cols, float epsilon, 
     return <float>(1.0 / sqrt(var + epsilon))
 
 
+cdef void _layernorm_part(float* y, const float* x, Py_ssize_t rows, Py_ssize_t cols,
+                          const float* gamma, const float* beta, float epsilon, int mode,
+                          Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t r0, r1
+    chunk_bounds(part, parts, rows, 1, &r0, &r1)
+    if r1 > r0:
+        _layernorm_rows(y + r0 * cols, x + r0 * cols, r1 - r0, cols, gamma, beta, epsilon, mode)
+
+
 cdef void layernorm_forward(float* y, const float* x, Py_ssize_t rows, Py_ssize_t cols,
-                            const float* gamma, const float* beta, float epsilon,
-                            int mode) noexcept nogil:
+                            const float* gamma, const float* beta, float epsilon, int mode,
+                            int nthreads) noexcept nogil:
     """Normalise each of `rows` rows of `cols` floats over the trailing axes (NormMode);
     overwrites y, which may be x.  gamma, beta: cols floats or NULL; beta is ignored in
-    the two rms modes (Keras has none there).  cols >= 1."""
+    the two rms modes (Keras has none there).  cols >= 1.  Threads split the rows."""
+    cdef Py_ssize_t part
+    cdef int t = par_threads(rows * cols, PAR_MIN_FLOATS // 2, nthreads)
+    if t > rows:
+        t = <int>rows
+    if t <= 1:
+        _layernorm_rows(y, x, rows, cols, gamma, beta, epsilon, mode)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _layernorm_part(y, x, rows, cols, gamma, beta, epsilon, mode, part, t)
+
+
+cdef void _layernorm_rows(float* y, const float* x, Py_ssize_t rows, Py_ssize_t cols,
+                          const float* gamma, const float* beta, float epsilon,
+                          int mode) noexcept nogil:
     cdef Py_ssize_t r, j
     cdef const float* xr
     cdef float* yr
@@ -175,32 +198,58 @@ cdef void _layernorm_param_grads(float* dgamma, float* dbeta, float* dx, const f
 
 cdef void layernorm_backward(float* dx, float* dgamma, float* dbeta, const float* x,
                              const float* dy, Py_ssize_t rows, Py_ssize_t cols,
-                             const float* gamma, float epsilon, int mode) noexcept nogil:
+                             const float* gamma, float epsilon, int mode,
+                             int nthreads) noexcept nogil:
     """Gradients of layernorm_forward (same NormMode, epsilon, gamma) over rows of cols
     floats, the row statistics recomputed from x: dgamma, dbeta per column summed over
     rows, dx per row (see _layernorm_row_dx), as TF's autodiff of Keras 3's formulas gives
     them.  OVERWRITES each output; any of dx, dgamma, dbeta may be NULL (not needed); dbeta
     must be NULL in the rms modes (no beta); gamma NULL means scale=False.  dx may be dy
-    (every sum reading dy is taken before that part of dx is written)."""
-    cdef Py_ssize_t r
-    cdef double mean
-    cdef float inv
+    (every sum reading dy is taken before that part of dx is written).  Threads: the dx
+    rows are split when dx is the only output or cols > _NORM_BLOCK; the parameter sums
+    (and the dx fused with them) stay on one thread."""
+    cdef Py_ssize_t part
+    cdef int t
     if dgamma != NULL or dbeta != NULL:
         _layernorm_param_grads(dgamma, dbeta, dx, x, dy, rows, cols, gamma, epsilon, mode)
         if cols <= _NORM_BLOCK:
             return          # dx (if any) was written with the sums
     if dx == NULL:
         return
-    for r in range(rows):
+    t = par_threads(rows * cols, PAR_MIN_FLOATS // 2, nthreads)
+    if t > rows:
+        t = <int>rows
+    if t <= 1:
+        _layernorm_dx_rows(dx, x, dy, cols, gamma, epsilon, mode, 0, rows)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _layernorm_dx_part(dx, x, dy, rows, cols, gamma, epsilon, mode, part, t)
+
+
+cdef void _layernorm_dx_rows(float* dx, const float* x, const float* dy, Py_ssize_t cols,
+                             const float* gamma, float epsilon, int mode, Py_ssize_t r0,
+                             Py_ssize_t r1) noexcept nogil:
+    cdef Py_ssize_t r
+    cdef double mean
+    cdef float inv
+    for r in range(r0, r1):
         inv = _row_inv_std(x + r * cols, cols, epsilon, mode, &mean)
         _layernorm_row_dx(dx + r * cols, x + r * cols, dy + r * cols, cols, gamma, mode, mean,
                           inv)
 
 
+cdef void _layernorm_dx_part(float* dx, const float* x, const float* dy, Py_ssize_t rows,
+                             Py_ssize_t cols, const float* gamma, float epsilon, int mode,
+                             Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t r0, r1
+    chunk_bounds(part, parts, rows, 1, &r0, &r1)
+    _layernorm_dx_rows(dx, x, dy, cols, gamma, epsilon, mode, r0, r1)
+
+
 # --- checked Python entry points --------------------------------------------------------
 
 def layernorm(const float[:, ::1] x, float[:, ::1] y, gamma=None, beta=None,
-              float epsilon=1e-3, int mode=NORM_LAYER):
+              float epsilon=1e-3, int mode=NORM_LAYER, int nthreads=1):
     """Keras LayerNormalization of x viewed as (rows, cols), cols = the normalised trailing
     axes; overwrites y, which may be x.  gamma/beta: cols floats or None."""
     cdef Py_ssize_t rows = x.shape[0], cols = x.shape[1]
@@ -226,7 +275,7 @@ def layernorm(const float[:, ::1] x, float[:, ::1] y, gamma=None, beta=None,
         _require(bv.shape[0] == cols, f"layernorm: beta has {bv.shape[0]} values, cols = {cols}")
         bp = &bv[0]
     with nogil:
-        layernorm_forward(&y[0, 0], &x[0, 0], rows, cols, gp, bp, epsilon, mode)
+        layernorm_forward(&y[0, 0], &x[0, 0], rows, cols, gp, bp, epsilon, mode, nthreads)
 
 
 cdef const float* _optional_in(object buf, Py_ssize_t n, str what, _Span* span) except? NULL:
@@ -301,7 +350,7 @@ _LAYERNORM_GRAD = _grad_names("layernorm_grad")
 
 
 def layernorm_grad(const float[:, ::1] x, const float[:, ::1] dy, gamma, dx, dgamma, dbeta,
-                   float epsilon=1e-3, int mode=NORM_LAYER):
+                   float epsilon=1e-3, int mode=NORM_LAYER, int nthreads=1):
     """Backward of layernorm(x, ..., epsilon, mode) over (rows, cols): dgamma, dbeta (cols,)
     and dx (rows, cols), each a float32 C-contiguous array or None (dbeta must be None in
     the rms modes, which have no beta); gamma (cols,) or None.  Overwrites each given
@@ -314,4 +363,4 @@ def layernorm_grad(const float[:, ::1] x, const float[:, ::1] dy, gamma, dx, dga
     g = _norm_grad_args(_LAYERNORM_GRAD, x, dy, None, gamma, dx, dgamma, dbeta)
     with nogil:
         layernorm_backward(g.dx, g.dgamma, g.dbeta, &x[0, 0], &dy[0, 0], x.shape[0], x.shape[1],
-                           g.gamma, epsilon, mode)
+                           g.gamma, epsilon, mode, nthreads)

@@ -15,6 +15,8 @@
 # All updates run in place; no state array may overlap another or the gradient.  The
 # caller runs them in Keras's order: clip the gradients, weight_decay_update (optimizers
 # with weight_decay), then the update; `step` counts from 1 (Keras's iterations + 1).
+# Threads: an update is elementwise, so threads take contiguous parts of the n elements and
+# every thread count gives the same bits (_opt_run).
 # Non-goals: gradient clipping and accumulation, EMA, learning-rate schedules (the caller
 # evaluates the schedule and passes float32 lr), the other Keras optimizers.
 
@@ -32,16 +34,99 @@ cdef extern from "f32_optimizer_updates.h" nogil:
     float ec_adam_alpha(float lr, double beta_1, double beta_2, int64_t step)
 
 
-cdef inline void sgd_update(float* w, const float* g, Py_ssize_t n, float lr) noexcept nogil:
+cdef enum _OptKind:
+    _OPT_SGD = 0
+    _OPT_SGD_MOMENTUM = 1
+    _OPT_ADAM = 2
+    _OPT_RMSPROP = 3
+    _OPT_WEIGHT_DECAY = 4
+
+
+cdef struct _OptArgs:
+    # One update's arrays (NULL: absent) and hyperparameters, as the C loops take them.
+    int kind
+    float* w
+    float* m
+    float* v
+    float* extra        # Adam's v_hat, RMSprop's mean gradient
+    float* mom          # RMSprop's momentum
+    const float* g
+    float a, b, c, d, e  # per kind, in the C function's argument order
+    int flag
+
+
+cdef inline float* _at(float* p, Py_ssize_t i) noexcept nogil:
+    return p + i if p != NULL else NULL
+
+
+cdef void _opt_range(const _OptArgs* o, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """The update on elements lo..hi (every element is independent of the others)."""
+    cdef size_t n = hi - lo
+    if n == 0:
+        return
+    if o.kind == _OPT_SGD:
+        ec_sgd_update(o.w + lo, o.g + lo, n, o.a)
+    elif o.kind == _OPT_SGD_MOMENTUM:
+        ec_sgd_momentum_update(o.w + lo, o.m + lo, o.g + lo, n, o.a, o.b, o.flag)
+    elif o.kind == _OPT_ADAM:
+        ec_adam_update(o.w + lo, o.m + lo, o.v + lo, _at(o.extra, lo), o.g + lo, n, o.a, o.b,
+                       o.c, o.d)
+    elif o.kind == _OPT_RMSPROP:
+        ec_rmsprop_update(o.w + lo, o.v + lo, _at(o.extra, lo), _at(o.mom, lo), o.g + lo, n,
+                          o.a, o.b, o.c, o.d, o.e)
+    else:
+        ec_weight_decay_update(o.w + lo, n, o.a, o.b)
+
+
+cdef void _opt_part(const _OptArgs* o, Py_ssize_t n, Py_ssize_t part,
+                    Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t lo, hi
+    chunk_bounds(part, parts, n, 16, &lo, &hi)
+    _opt_range(o, lo, hi)
+
+
+cdef void _opt_run(const _OptArgs* o, Py_ssize_t n, int nthreads) noexcept nogil:
+    """Run an update over n elements, split in contiguous parts (on 64-byte boundaries)
+    across threads: elementwise, so the same bits at any thread count."""
+    cdef Py_ssize_t part
+    cdef int t = par_threads(n, PAR_MIN_FLOATS // 4, nthreads)   # ~4 loads + stores each
+    if t <= 1:
+        _opt_range(o, 0, n)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _opt_part(o, n, part, t)
+
+
+cdef inline _OptArgs _opt_args(int kind, float* w, const float* g) noexcept nogil:
+    cdef _OptArgs o
+    o.kind = kind
+    o.w = w
+    o.g = g
+    o.m = o.v = o.extra = o.mom = NULL
+    o.a = o.b = o.c = o.d = o.e = 0
+    o.flag = 0
+    return o
+
+
+cdef inline void sgd_update(float* w, const float* g, Py_ssize_t n, float lr,
+                            int nthreads) noexcept nogil:
     """keras.optimizers.SGD(momentum=0): w -= g * lr."""
-    ec_sgd_update(w, g, n, lr)
+    cdef _OptArgs o = _opt_args(_OPT_SGD, w, g)
+    o.a = lr
+    _opt_run(&o, n, nthreads)
 
 
 cdef inline void sgd_momentum_update(float* w, float* m, const float* g, Py_ssize_t n, float lr,
-                                     float momentum, bint nesterov) noexcept nogil:
+                                     float momentum, bint nesterov,
+                                     int nthreads) noexcept nogil:
     """keras.optimizers.SGD(momentum > 0): m = m * momentum - g * lr, then w += m
     (Nesterov: w += m * momentum - g * lr).  m: the momentum slot, zeros at step 1."""
-    ec_sgd_momentum_update(w, m, g, n, lr, momentum, nesterov)
+    cdef _OptArgs o = _opt_args(_OPT_SGD_MOMENTUM, w, g)
+    o.m = m
+    o.a = lr
+    o.b = momentum
+    o.flag = nesterov
+    _opt_run(&o, n, nthreads)
 
 
 cdef inline float adam_alpha(float lr, double beta_1, double beta_2, int64_t step) noexcept nogil:
@@ -49,46 +134,50 @@ cdef inline float adam_alpha(float lr, double beta_1, double beta_2, int64_t ste
     return ec_adam_alpha(lr, beta_1, beta_2, step)
 
 
-cdef inline void adam_update(float* w, float* m, float* v, const float* g, Py_ssize_t n,
-                             float alpha, double beta_1, double beta_2,
-                             float epsilon) noexcept nogil:
+cdef inline void adam_update(float* w, float* m, float* v, float* v_hat, const float* g,
+                             Py_ssize_t n, float alpha, double beta_1, double beta_2,
+                             float epsilon, int nthreads) noexcept nogil:
     """keras.optimizers.Adam / AdamW: m += (g - m) * (1 - beta_1); v += (g^2 - v) *
-    (1 - beta_2); w -= (m * alpha) / (sqrt(v) + epsilon).  alpha from adam_alpha; beta_1,
-    beta_2 are Keras's Python floats (1 - beta is taken in double, then rounded, as Keras
-    does)."""
-    ec_adam_update(w, m, v, NULL, g, n, alpha, <float>(1.0 - beta_1), <float>(1.0 - beta_2),
-                   epsilon)
+    (1 - beta_2); w -= (m * alpha) / (sqrt(v) + epsilon); with v_hat (amsgrad) v_hat =
+    max(v_hat, v) in the denominator.  alpha from adam_alpha; beta_1, beta_2 are Keras's
+    Python floats (1 - beta is taken in double, then rounded, as Keras does)."""
+    cdef _OptArgs o = _opt_args(_OPT_ADAM, w, g)
+    o.m = m
+    o.v = v
+    o.extra = v_hat
+    o.a = alpha
+    o.b = <float>(1.0 - beta_1)
+    o.c = <float>(1.0 - beta_2)
+    o.d = epsilon
+    _opt_run(&o, n, nthreads)
 
 
-cdef inline void adam_amsgrad_update(float* w, float* m, float* v, float* v_hat, const float* g,
-                                     Py_ssize_t n, float alpha, double beta_1, double beta_2,
-                                     float epsilon) noexcept nogil:
-    """Adam(amsgrad=True): as adam_update with v_hat = max(v_hat, v) in the denominator."""
-    ec_adam_update(w, m, v, v_hat, g, n, alpha, <float>(1.0 - beta_1), <float>(1.0 - beta_2),
-                   epsilon)
+cdef inline void rmsprop_update(float* w, float* v, float* mg, float* mom, const float* g,
+                                Py_ssize_t n, float lr, double rho, float momentum,
+                                float epsilon, int nthreads) noexcept nogil:
+    """keras.optimizers.RMSprop: v = rho v + (1 - rho) g^2; increment = lr g / sqrt(v +
+    epsilon); with momentum (mom != NULL, Keras's momentum > 0) mom = momentum mom +
+    increment, w -= mom, else w -= increment.  centered=True (mg != NULL): also mg = rho mg
+    + (1 - rho) g, denominator v - mg^2 + eps."""
+    cdef _OptArgs o = _opt_args(_OPT_RMSPROP, w, g)
+    o.v = v
+    o.extra = mg
+    o.mom = mom
+    o.a = lr
+    o.b = <float>rho
+    o.c = <float>(1.0 - rho)
+    o.d = momentum
+    o.e = epsilon
+    _opt_run(&o, n, nthreads)
 
 
-cdef inline void rmsprop_update(float* w, float* v, float* mom, const float* g, Py_ssize_t n,
-                                float lr, double rho, float momentum,
-                                float epsilon) noexcept nogil:
-    """keras.optimizers.RMSprop(centered=False): v = rho v + (1 - rho) g^2; increment =
-    lr g / sqrt(v + epsilon); with momentum (mom != NULL, Keras's momentum > 0) mom =
-    momentum mom + increment, w -= mom, else w -= increment."""
-    ec_rmsprop_update(w, v, NULL, mom, g, n, lr, <float>rho, <float>(1.0 - rho), momentum,
-                      epsilon)
-
-
-cdef inline void rmsprop_centered_update(float* w, float* v, float* mg, float* mom,
-                                         const float* g, Py_ssize_t n, float lr, double rho,
-                                         float momentum, float epsilon) noexcept nogil:
-    """RMSprop(centered=True): also mg = rho mg + (1 - rho) g, denominator v - mg^2 + eps."""
-    ec_rmsprop_update(w, v, mg, mom, g, n, lr, <float>rho, <float>(1.0 - rho), momentum,
-                      epsilon)
-
-
-cdef inline void weight_decay_update(float* w, Py_ssize_t n, float lr, float wd) noexcept nogil:
+cdef inline void weight_decay_update(float* w, Py_ssize_t n, float lr, float wd,
+                                     int nthreads) noexcept nogil:
     """Keras's decoupled weight decay, applied before the update: w -= w * (wd * lr)."""
-    ec_weight_decay_update(w, n, lr, wd)
+    cdef _OptArgs o = _opt_args(_OPT_WEIGHT_DECAY, w, NULL)
+    o.a = lr
+    o.b = wd
+    _opt_run(&o, n, nthreads)
 
 
 # --- checked Python entry points ---------------------------------------------------------
@@ -123,7 +212,7 @@ cdef inline float* _slot(buf) except? NULL:
 
 
 def sgd_step(float[::1] w, const float[::1] g, float lr, momentums=None, float momentum=0.0,
-             bint nesterov=False):
+             bint nesterov=False, int nthreads=1):
     """One keras.optimizers.SGD update of w in place; momentums (the slot, zeros at the
     start) is required exactly when momentum != 0, as Keras creates it."""
     cdef Py_ssize_t n = _check_slots(("w", "momentums"), (w, momentums), g, "sgd_step")
@@ -131,9 +220,9 @@ def sgd_step(float[::1] w, const float[::1] g, float lr, momentums=None, float m
     _require((momentum != 0) == (mp != NULL), "sgd_step: momentums must be given iff momentum != 0")
     with nogil:
         if mp == NULL:
-            sgd_update(&w[0], &g[0], n, lr)
+            sgd_update(&w[0], &g[0], n, lr, nthreads)
         else:
-            sgd_momentum_update(&w[0], mp, &g[0], n, lr, momentum, nesterov)
+            sgd_momentum_update(&w[0], mp, &g[0], n, lr, momentum, nesterov, nthreads)
 
 
 def adam_step_size(float lr, double beta_1, double beta_2, int64_t step):
@@ -143,22 +232,21 @@ def adam_step_size(float lr, double beta_1, double beta_2, int64_t step):
 
 
 def adam_step(float[::1] w, float[::1] m, float[::1] v, const float[::1] g, float alpha,
-              double beta_1=0.9, double beta_2=0.999, float epsilon=1e-7, v_hat=None):
+              double beta_1=0.9, double beta_2=0.999, float epsilon=1e-7, v_hat=None,
+              int nthreads=1):
     """One keras.optimizers.Adam update in place (AdamW: weight_decay_step first); alpha
     from adam_step_size; v_hat given means amsgrad=True."""
     cdef Py_ssize_t n = _check_slots(("w", "m", "v", "v_hat"), (w, m, v, v_hat), g,
                                      "adam_step")
     cdef float* vh = _slot(v_hat)
     with nogil:
-        if vh == NULL:
-            adam_update(&w[0], &m[0], &v[0], &g[0], n, alpha, beta_1, beta_2, epsilon)
-        else:
-            adam_amsgrad_update(&w[0], &m[0], &v[0], vh, &g[0], n, alpha, beta_1, beta_2,
-                                epsilon)
+        adam_update(&w[0], &m[0], &v[0], vh, &g[0], n, alpha, beta_1, beta_2, epsilon,
+                    nthreads)
 
 
 def rmsprop_step(float[::1] w, float[::1] v, const float[::1] g, float lr, double rho=0.9,
-                 float momentum=0.0, float epsilon=1e-7, momentums=None, average_grad=None):
+                 float momentum=0.0, float epsilon=1e-7, momentums=None, average_grad=None,
+                 int nthreads=1):
     """One keras.optimizers.RMSprop update in place; momentums required iff momentum > 0,
     average_grad given means centered=True."""
     cdef Py_ssize_t n = _check_slots(("w", "v", "momentums", "average_grad"),
@@ -167,14 +255,11 @@ def rmsprop_step(float[::1] w, float[::1] v, const float[::1] g, float lr, doubl
     cdef float* ag = _slot(average_grad)
     _require((momentum > 0) == (mp != NULL), "rmsprop_step: momentums must be given iff momentum > 0")
     with nogil:
-        if ag == NULL:
-            rmsprop_update(&w[0], &v[0], mp, &g[0], n, lr, rho, momentum, epsilon)
-        else:
-            rmsprop_centered_update(&w[0], &v[0], ag, mp, &g[0], n, lr, rho, momentum, epsilon)
+        rmsprop_update(&w[0], &v[0], ag, mp, &g[0], n, lr, rho, momentum, epsilon, nthreads)
 
 
-def weight_decay_step(float[::1] w, float lr, float wd):
+def weight_decay_step(float[::1] w, float lr, float wd, int nthreads=1):
     """Keras's weight decay before an update: w -= w * (wd * lr), in place."""
     _require(w.shape[0] > 0, "weight_decay_step: empty variable")
     with nogil:
-        weight_decay_update(&w[0], w.shape[0], lr, wd)
+        weight_decay_update(&w[0], w.shape[0], lr, wd, nthreads)

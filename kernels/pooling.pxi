@@ -26,6 +26,10 @@
 #   global average (reduce_mean) dy / (H*W) to every pixel;
 #   global max (reduce_max)      dy split EQUALLY among the pixels tied at the maximum (TF's
 #                                _MinOrMaxGrad: (x == max) / count * dy), unlike max pooling.
+# Threads: the forward splits output rows, global pooling and every backward split
+# (sample, channel range) pairs: overlapping windows add into the same dx cells, so the
+# backward never splits pixels, and each dx element gets its terms in window order at any
+# thread count (the same bits).
 # Non-goals: dilated pooling, count_include_pad averaging.
 
 from libc.float cimport FLT_MAX
@@ -139,34 +143,100 @@ cdef void _pool_pixel(float* y_c, const float* x_b, const PoolGeom* g, Py_ssize_
             y_c[j] *= inv
 
 
-cdef void _pool2d_forward(float* y_nhwc, const float* x_nhwc, const PoolGeom* g,
-                          bint is_max) noexcept nogil:
-    cdef Py_ssize_t b, oy, ox
-    for b in range(g.n):
-        for oy in range(g.oh):
-            for ox in range(g.ow):
-                _pool_pixel(y_nhwc + ((b * g.oh + oy) * g.ow + ox) * g.c,
-                            x_nhwc + b * g.h * g.w * g.c, g, oy * g.sh - g.pad_top,
-                            ox * g.sw - g.pad_left, is_max)
+cdef void _pool2d_rows(float* y_nhwc, const float* x_nhwc, const PoolGeom* g, bint is_max,
+                       Py_ssize_t row0, Py_ssize_t row1) noexcept nogil:
+    """Output rows row0..row1 of the n * oh rows (b, oy)."""
+    cdef Py_ssize_t row, b, oy, ox
+    for row in range(row0, row1):
+        b = row // g.oh
+        oy = row - b * g.oh
+        for ox in range(g.ow):
+            _pool_pixel(y_nhwc + (row * g.ow + ox) * g.c, x_nhwc + b * g.h * g.w * g.c, g,
+                        oy * g.sh - g.pad_top, ox * g.sw - g.pad_left, is_max)
 
 
-cdef void maxpool2d_forward(float* y_nhwc, const float* x_nhwc, const PoolGeom* g) noexcept nogil:
+cdef void _pool2d_part(float* y_nhwc, const float* x_nhwc, const PoolGeom* g, bint is_max,
+                       Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t r0, r1
+    chunk_bounds(part, parts, g.n * g.oh, 1, &r0, &r1)
+    _pool2d_rows(y_nhwc, x_nhwc, g, is_max, r0, r1)
+
+
+cdef void _pool2d_forward(float* y_nhwc, const float* x_nhwc, const PoolGeom* g, bint is_max,
+                          int nthreads) noexcept nogil:
+    cdef Py_ssize_t part
+    cdef int t = par_threads(g.n * g.oh * g.ow * g.c * g.ph * g.pw, PAR_MIN_FLOATS, nthreads)
+    if t > g.n * g.oh:
+        t = <int>(g.n * g.oh)
+    if t <= 1:
+        _pool2d_rows(y_nhwc, x_nhwc, g, is_max, 0, g.n * g.oh)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _pool2d_part(y_nhwc, x_nhwc, g, is_max, part, t)
+
+
+cdef void maxpool2d_forward(float* y_nhwc, const float* x_nhwc, const PoolGeom* g,
+                            int nthreads) noexcept nogil:
     """y = max over each window's valid cells (padding ignored), NaN cells skipped and the
     result at least -FLT_MAX, as TF's MaxPool; overwrites y.  y must not overlap x; every
-    window must hold a valid cell (pads < window size)."""
-    _pool2d_forward(y_nhwc, x_nhwc, g, True)
+    window must hold a valid cell (pads < window size).  Threads split output rows."""
+    _pool2d_forward(y_nhwc, x_nhwc, g, True, nthreads)
 
 
-cdef void avgpool2d_forward(float* y_nhwc, const float* x_nhwc, const PoolGeom* g) noexcept nogil:
+cdef void avgpool2d_forward(float* y_nhwc, const float* x_nhwc, const PoolGeom* g,
+                            int nthreads) noexcept nogil:
     """y = mean over each window's valid cells: Keras 'same' average EXCLUDES padded cells,
     dividing by the number of valid ones; overwrites y.  Same constraints as max."""
-    _pool2d_forward(y_nhwc, x_nhwc, g, False)
+    _pool2d_forward(y_nhwc, x_nhwc, g, False, nthreads)
+
+
+cdef struct _ChanSplit:
+    # Work units of (sample, channel range): n samples x parts ranges of `width` channels.
+    Py_ssize_t width, parts, units
+
+
+cdef inline _ChanSplit _chan_split(Py_ssize_t n, Py_ssize_t c, Py_ssize_t block,
+                                   int nthreads) noexcept nogil:
+    """Ranges of `block` channels, narrowed (down to 16) until there are two units per
+    thread; the width changes no result, each channel being computed alone."""
+    cdef _ChanSplit s
+    s.width = block
+    while s.width > 16 and n * ((c + s.width - 1) // s.width) < 2 * nthreads:
+        s.width //= 2
+    s.parts = (c + s.width - 1) // s.width
+    s.units = n * s.parts
+    return s
+
+
+cdef void _global_pool_unit(float* y_nc, const float* x_nhwc, Py_ssize_t hw, Py_ssize_t c,
+                            const _ChanSplit* sp, Py_ssize_t unit, bint is_max) noexcept nogil:
+    cdef Py_ssize_t b = unit // sp.parts, c0 = (unit - b * sp.parts) * sp.width
+    cdef Py_ssize_t nc = min(sp.width, c - c0)
+    if is_max:
+        _global_max(y_nc + b * c + c0, x_nhwc + b * hw * c + c0, hw, c, nc)
+    else:
+        _global_avg(y_nc + b * c + c0, x_nhwc + b * hw * c + c0, hw, c, nc)
+
+
+cdef void _global_pool(float* y_nc, const float* x_nhwc, Py_ssize_t n, Py_ssize_t hw,
+                       Py_ssize_t c, bint is_max, int nthreads) noexcept nogil:
+    cdef int t = par_threads(n * hw * c, PAR_MIN_FLOATS, nthreads)
+    cdef _ChanSplit sp = _chan_split(n, c, _GAP_BLOCK, t)
+    cdef Py_ssize_t unit
+    if t > sp.units:
+        t = <int>sp.units
+    if t <= 1:
+        for unit in range(sp.units):
+            _global_pool_unit(y_nc, x_nhwc, hw, c, &sp, unit, is_max)
+        return
+    for unit in prange(sp.units, nogil=True, num_threads=t, schedule="static", chunksize=1):
+        _global_pool_unit(y_nc, x_nhwc, hw, c, &sp, unit, is_max)
 
 
 cdef void global_avgpool_forward(float* y_nc, const float* x_nhwc, Py_ssize_t n,
-                                 Py_ssize_t hw, Py_ssize_t c) noexcept nogil:
+                                 Py_ssize_t hw, Py_ssize_t c, int nthreads) noexcept nogil:
     """y[b, :] = mean of x[b] over its hw pixels; overwrites y (n, c), which must not
-    overlap x.
+    overlap x.  Threads split (sample, channel range) pairs (_global_avg per pair).
 
     Two-level sum (stack arrays, not allocations): runs of _GAP_RUN pixels are summed in
     float, each run's sum is added in double.  A float32 running sum over 56x56 = 3136
@@ -174,57 +244,59 @@ cdef void global_avgpool_forward(float* y_nc, const float* x_nhwc, Py_ssize_t n,
     the inner loop runs at float vector width (plain double accumulation measured 1.6x
     slower than NumPy's pairwise float mean on 7x7x1280).
     """
+    _global_pool(y_nc, x_nhwc, n, hw, c, False, nthreads)
+
+
+cdef void _global_avg(float* y_c, const float* x, Py_ssize_t hw, Py_ssize_t ld,
+                      Py_ssize_t nc) noexcept nogil:
+    """y_c[j] = mean over the hw pixels (rows of stride ld) of x[p * ld + j], j < nc <=
+    _GAP_BLOCK (the sum of global_avgpool_forward)."""
     cdef float part[_GAP_BLOCK]
     cdef double acc[_GAP_BLOCK]
-    cdef Py_ssize_t b, p, p0, pe, j, blk, run, c0, nc
+    cdef Py_ssize_t p, p0, pe, j, run
     cdef const float* xp
     cdef double inv = 1.0 / <double>hw
-    for b in range(n):
-        for blk in range((c + _GAP_BLOCK - 1) // _GAP_BLOCK):
-            c0 = blk * _GAP_BLOCK
-            nc = min(<Py_ssize_t>_GAP_BLOCK, c - c0)
+    for j in range(nc):
+        acc[j] = 0.0
+    for run in range((hw + _GAP_RUN - 1) // _GAP_RUN):
+        p0 = run * _GAP_RUN
+        pe = min(p0 + _GAP_RUN, hw)
+        xp = x + p0 * ld
+        for j in range(nc):
+            part[j] = xp[j]
+        for p in range(p0 + 1, pe):
+            xp = x + p * ld
             for j in range(nc):
-                acc[j] = 0.0
-            for run in range((hw + _GAP_RUN - 1) // _GAP_RUN):
-                p0 = run * _GAP_RUN
-                pe = min(p0 + _GAP_RUN, hw)
-                xp = x_nhwc + (b * hw + p0) * c + c0
-                for j in range(nc):
-                    part[j] = xp[j]
-                for p in range(p0 + 1, pe):
-                    xp = x_nhwc + (b * hw + p) * c + c0
-                    for j in range(nc):
-                        part[j] += xp[j]
-                for j in range(nc):
-                    acc[j] += part[j]
-            for j in range(nc):
-                y_nc[b * c + c0 + j] = <float>(acc[j] * inv)
+                part[j] += xp[j]
+        for j in range(nc):
+            acc[j] += part[j]
+    for j in range(nc):
+        y_c[j] = <float>(acc[j] * inv)
 
 
 cdef void global_maxpool_forward(float* y_nc, const float* x_nhwc, Py_ssize_t n,
-                                 Py_ssize_t hw, Py_ssize_t c) noexcept nogil:
+                                 Py_ssize_t hw, Py_ssize_t c, int nthreads) noexcept nogil:
     """y[b, :] = max of x[b] over its hw pixels, NaN if any is (TF's reduce_max);
-    overwrites y (n, c).  hw >= 1."""
-    cdef Py_ssize_t b
-    for b in range(n):
-        _global_max(y_nc + b * c, x_nhwc + b * hw * c, hw, c, c)
+    overwrites y (n, c).  hw >= 1.  Threads split (sample, channel range) pairs."""
+    _global_pool(y_nc, x_nhwc, n, hw, c, True, nthreads)
 
 
 cdef void _maxpool_pixel_backward(float* dx_b, const float* dy_c, const float* x_b,
-                                  const PoolGeom* g, Py_ssize_t iy, Py_ssize_t ix) noexcept nogil:
-    """dx_b[argmax cell, j] += dy_c[j] for the window whose top-left input cell is (iy, ix);
-    the argmax is the first maximum in row-major window order (strict > while scanning,
-    from the first cell: a NaN there keeps the gradient, a later NaN never takes it, as
-    TF's MaxPoolGrad)."""
+                                  const PoolGeom* g, Py_ssize_t iy, Py_ssize_t ix,
+                                  Py_ssize_t cl, Py_ssize_t ch) noexcept nogil:
+    """dx_b[argmax cell, j] += dy_c[j] for the window whose top-left input cell is (iy, ix),
+    channels cl..ch; the argmax is the first maximum in row-major window order (strict >
+    while scanning, from the first cell: a NaN there keeps the gradient, a later NaN never
+    takes it, as TF's MaxPoolGrad)."""
     cdef float best[_POOLB_BLOCK]
     cdef Py_ssize_t at[_POOLB_BLOCK]
     cdef Py_ssize_t ky0, ky1, kx0, kx1, ky, kx, j, blk, c0, nc, off
     cdef const float* xp
     _window_taps(iy, g.h, g.ph, 1, &ky0, &ky1)
     _window_taps(ix, g.w, g.pw, 1, &kx0, &kx1)
-    for blk in range((g.c + _POOLB_BLOCK - 1) // _POOLB_BLOCK):
-        c0 = blk * _POOLB_BLOCK
-        nc = min(<Py_ssize_t>_POOLB_BLOCK, g.c - c0)
+    for blk in range((ch - cl + _POOLB_BLOCK - 1) // _POOLB_BLOCK):
+        c0 = cl + blk * _POOLB_BLOCK
+        nc = min(<Py_ssize_t>_POOLB_BLOCK, ch - c0)
         off = ((iy + ky0) * g.w + ix + kx0) * g.c + c0
         for j in range(nc):
             best[j] = x_b[off + j]
@@ -241,97 +313,162 @@ cdef void _maxpool_pixel_backward(float* dx_b, const float* dy_c, const float* x
             dx_b[at[j] + j] += dy_c[c0 + j]
 
 
+cdef void _avgpool_pixel_backward(float* dx_b, const float* dy_c, const PoolGeom* g,
+                                  Py_ssize_t iy, Py_ssize_t ix, Py_ssize_t cl,
+                                  Py_ssize_t ch) noexcept nogil:
+    """dx_b[cell, j] += dy_c[j] / (valid cells) over the window at (iy, ix), channels
+    cl..ch."""
+    cdef Py_ssize_t ky0, ky1, kx0, kx1, ky, kx, j
+    cdef float* dxp
+    cdef float inv
+    _window_taps(iy, g.h, g.ph, 1, &ky0, &ky1)
+    _window_taps(ix, g.w, g.pw, 1, &kx0, &kx1)
+    # TF's AvgPoolGrad scales by 1.0 / count computed in double, then float.
+    inv = <float>(1.0 / <double>((ky1 - ky0) * (kx1 - kx0)))
+    for ky in range(ky0, ky1):
+        for kx in range(kx0, kx1):
+            dxp = dx_b + ((iy + ky) * g.w + ix + kx) * g.c
+            for j in range(cl, ch):
+                dxp[j] += dy_c[j] * inv
+
+
+cdef void _pool2d_backward_unit(float* dx_nhwc, const float* dy_nhwc, const float* x_nhwc,
+                                const PoolGeom* g, const _ChanSplit* sp, Py_ssize_t unit,
+                                bint is_max) noexcept nogil:
+    """Every window of one sample, channels of one range: its dx cells get their terms in
+    window order, as in the serial loop."""
+    cdef Py_ssize_t b = unit // sp.parts, cl = (unit - b * sp.parts) * sp.width
+    cdef Py_ssize_t ch = min(cl + sp.width, g.c), oy, ox
+    cdef float* dx_b = dx_nhwc + b * g.h * g.w * g.c
+    cdef const float* dy_c
+    for oy in range(g.oh):
+        for ox in range(g.ow):
+            dy_c = dy_nhwc + ((b * g.oh + oy) * g.ow + ox) * g.c
+            if is_max:
+                _maxpool_pixel_backward(dx_b, dy_c, x_nhwc + b * g.h * g.w * g.c, g,
+                                        oy * g.sh - g.pad_top, ox * g.sw - g.pad_left, cl, ch)
+            else:
+                _avgpool_pixel_backward(dx_b, dy_c, g, oy * g.sh - g.pad_top,
+                                        ox * g.sw - g.pad_left, cl, ch)
+
+
+cdef void _pool2d_backward(float* dx_nhwc, const float* dy_nhwc, const float* x_nhwc,
+                           const PoolGeom* g, bint is_max, int nthreads) noexcept nogil:
+    cdef int t = par_threads(g.n * g.oh * g.ow * g.c * g.ph * g.pw, PAR_MIN_FLOATS, nthreads)
+    cdef _ChanSplit sp = _chan_split(g.n, g.c, _POOLB_BLOCK if is_max else g.c, t)
+    cdef Py_ssize_t unit
+    par_zero(dx_nhwc, g.n * g.h * g.w * g.c, nthreads)
+    if t > sp.units:
+        t = <int>sp.units
+    if t <= 1:
+        for unit in range(sp.units):
+            _pool2d_backward_unit(dx_nhwc, dy_nhwc, x_nhwc, g, &sp, unit, is_max)
+        return
+    for unit in prange(sp.units, nogil=True, num_threads=t, schedule="dynamic"):
+        _pool2d_backward_unit(dx_nhwc, dy_nhwc, x_nhwc, g, &sp, unit, is_max)
+
+
 cdef void maxpool2d_backward(float* dx_nhwc, const float* dy_nhwc, const float* x_nhwc,
-                             const PoolGeom* g) noexcept nogil:
+                             const PoolGeom* g, int nthreads) noexcept nogil:
     """Gradient of maxpool2d_forward: each window's dy goes to its first maximum in
     row-major window order (ties: the earliest cell, as TF's CPU MaxPoolGrad), summed over
     overlapping windows; padding is ignored as in the forward.  OVERWRITES dx (N, H, W, C),
     which must not overlap dy or x."""
-    cdef Py_ssize_t b, oy, ox
-    memset(dx_nhwc, 0, g.n * g.h * g.w * g.c * sizeof(float))
-    for b in range(g.n):
-        for oy in range(g.oh):
-            for ox in range(g.ow):
-                _maxpool_pixel_backward(dx_nhwc + b * g.h * g.w * g.c,
-                                        dy_nhwc + ((b * g.oh + oy) * g.ow + ox) * g.c,
-                                        x_nhwc + b * g.h * g.w * g.c, g,
-                                        oy * g.sh - g.pad_top, ox * g.sw - g.pad_left)
+    _pool2d_backward(dx_nhwc, dy_nhwc, x_nhwc, g, True, nthreads)
 
 
-cdef void avgpool2d_backward(float* dx_nhwc, const float* dy_nhwc,
-                             const PoolGeom* g) noexcept nogil:
+cdef void avgpool2d_backward(float* dx_nhwc, const float* dy_nhwc, const PoolGeom* g,
+                             int nthreads) noexcept nogil:
     """Gradient of avgpool2d_forward: each window's dy times 1 / (its number of VALID cells,
     the Keras 'same' rule) to each valid cell, summed over overlapping windows.  OVERWRITES
     dx (N, H, W, C), which must not overlap dy."""
-    cdef Py_ssize_t b, oy, ox, iy, ix, ky0, ky1, kx0, kx1, ky, kx, j
-    cdef const float* dyp
-    cdef float* dxp
-    cdef float inv
-    memset(dx_nhwc, 0, g.n * g.h * g.w * g.c * sizeof(float))
-    for b in range(g.n):
-        for oy in range(g.oh):
-            iy = oy * g.sh - g.pad_top
-            _window_taps(iy, g.h, g.ph, 1, &ky0, &ky1)
-            for ox in range(g.ow):
-                ix = ox * g.sw - g.pad_left
-                _window_taps(ix, g.w, g.pw, 1, &kx0, &kx1)
-                # TF's AvgPoolGrad scales by 1.0 / count computed in double, then float.
-                inv = <float>(1.0 / <double>((ky1 - ky0) * (kx1 - kx0)))
-                dyp = dy_nhwc + ((b * g.oh + oy) * g.ow + ox) * g.c
-                for ky in range(ky0, ky1):
-                    for kx in range(kx0, kx1):
-                        dxp = dx_nhwc + ((b * g.h + iy + ky) * g.w + ix + kx) * g.c
-                        for j in range(g.c):
-                            dxp[j] += dyp[j] * inv
+    _pool2d_backward(dx_nhwc, dy_nhwc, NULL, g, False, nthreads)
+
+
+cdef void _global_avg_backward_rows(float* dx_nhwc, const float* dy_nc, Py_ssize_t hw,
+                                    Py_ssize_t c, Py_ssize_t row0,
+                                    Py_ssize_t row1) noexcept nogil:
+    """Pixel rows row0..row1 of the n * hw (b, p): dx[row, :] = dy[b, :] / hw."""
+    cdef Py_ssize_t row, j
+    cdef float fhw = <float>hw
+    cdef float* dxr
+    cdef const float* dyb
+    for row in range(row0, row1):
+        dxr = dx_nhwc + row * c
+        dyb = dy_nc + (row // hw) * c
+        for j in range(c):
+            dxr[j] = dyb[j] / fhw
+
+
+cdef void _global_avg_backward_part(float* dx_nhwc, const float* dy_nc, Py_ssize_t n,
+                                    Py_ssize_t hw, Py_ssize_t c, Py_ssize_t part,
+                                    Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t r0, r1
+    chunk_bounds(part, parts, n * hw, 1, &r0, &r1)
+    _global_avg_backward_rows(dx_nhwc, dy_nc, hw, c, r0, r1)
 
 
 cdef void global_avgpool_backward(float* dx_nhwc, const float* dy_nc, Py_ssize_t n,
-                                  Py_ssize_t hw, Py_ssize_t c) noexcept nogil:
+                                  Py_ssize_t hw, Py_ssize_t c, int nthreads) noexcept nogil:
     """Gradient of global_avgpool_forward: dx[b, p, :] = dy[b, :] / hw for every pixel p
-    (a division, as TF's reduce_mean gradient).  OVERWRITES dx (n, hw, c)."""
-    cdef Py_ssize_t b, p, j
-    cdef float fhw = <float>hw
-    cdef float* first
-    for b in range(n):
-        first = dx_nhwc + b * hw * c
-        for j in range(c):
-            first[j] = dy_nc[b * c + j] / fhw
-        for p in range(1, hw):
-            memcpy(first + p * c, first, c * sizeof(float))
+    (a division, as TF's reduce_mean gradient).  OVERWRITES dx (n, hw, c).  Threads split
+    the pixels."""
+    cdef Py_ssize_t part
+    cdef int t = par_threads(n * hw * c, PAR_MIN_FLOATS, nthreads)
+    if t <= 1:
+        _global_avg_backward_rows(dx_nhwc, dy_nc, hw, c, 0, n * hw)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _global_avg_backward_part(dx_nhwc, dy_nc, n, hw, c, part, t)
 
 
-cdef void global_maxpool_backward(float* dx_nhwc, const float* dy_nc, const float* x_nhwc,
-                                  Py_ssize_t n, Py_ssize_t hw, Py_ssize_t c) noexcept nogil:
-    """Gradient of global_maxpool_forward as TF's reduce_max: dy split equally among the
-    pixels tied at the maximum, dx = ((x == max) / count) * dy: (1 / count) * dy there,
-    0 * dy elsewhere (NaN where dy is), and 0 / 0 * dy = NaN over a channel whose maximum is
-    NaN.  OVERWRITES dx (n, hw, c), which must not overlap dy or x."""
+cdef void _global_max_backward_unit(float* dx_nhwc, const float* dy_nc, const float* x_nhwc,
+                                    Py_ssize_t hw, Py_ssize_t c, const _ChanSplit* sp,
+                                    Py_ssize_t unit) noexcept nogil:
     cdef float mx[_POOLB_BLOCK]
     cdef float share[_POOLB_BLOCK]
     cdef float other[_POOLB_BLOCK]
-    cdef Py_ssize_t b, p, j, blk, c0, nc
+    cdef Py_ssize_t b = unit // sp.parts, c0 = (unit - b * sp.parts) * sp.width
+    cdef Py_ssize_t nc = min(sp.width, c - c0), p, j
     cdef const float* xp
     cdef float* dxp
-    for b in range(n):
-        for blk in range((c + _POOLB_BLOCK - 1) // _POOLB_BLOCK):
-            c0 = blk * _POOLB_BLOCK
-            nc = min(<Py_ssize_t>_POOLB_BLOCK, c - c0)
-            _global_max(mx, x_nhwc + b * hw * c + c0, hw, c, nc)
-            for j in range(nc):
-                share[j] = 0
-            for p in range(hw):
-                xp = x_nhwc + (b * hw + p) * c + c0
-                for j in range(nc):
-                    share[j] += 1 if xp[j] == mx[j] else 0
-            for j in range(nc):
-                # 0 * dy, or NaN when no pixel equals the maximum (a NaN one): 0 / 0.
-                other[j] = (<float>0 / share[j]) * dy_nc[b * c + c0 + j]
-                share[j] = (<float>1 / share[j]) * dy_nc[b * c + c0 + j]
-            for p in range(hw):
-                xp = x_nhwc + (b * hw + p) * c + c0
-                dxp = dx_nhwc + (b * hw + p) * c + c0
-                for j in range(nc):
-                    dxp[j] = share[j] if xp[j] == mx[j] else other[j]
+    _global_max(mx, x_nhwc + b * hw * c + c0, hw, c, nc)
+    for j in range(nc):
+        share[j] = 0
+    for p in range(hw):
+        xp = x_nhwc + (b * hw + p) * c + c0
+        for j in range(nc):
+            share[j] += 1 if xp[j] == mx[j] else 0
+    for j in range(nc):
+        # 0 * dy, or NaN when no pixel equals the maximum (a NaN one): 0 / 0.
+        other[j] = (<float>0 / share[j]) * dy_nc[b * c + c0 + j]
+        share[j] = (<float>1 / share[j]) * dy_nc[b * c + c0 + j]
+    for p in range(hw):
+        xp = x_nhwc + (b * hw + p) * c + c0
+        dxp = dx_nhwc + (b * hw + p) * c + c0
+        for j in range(nc):
+            dxp[j] = share[j] if xp[j] == mx[j] else other[j]
+
+
+cdef void global_maxpool_backward(float* dx_nhwc, const float* dy_nc, const float* x_nhwc,
+                                  Py_ssize_t n, Py_ssize_t hw, Py_ssize_t c,
+                                  int nthreads) noexcept nogil:
+    """Gradient of global_maxpool_forward as TF's reduce_max: dy split equally among the
+    pixels tied at the maximum, dx = ((x == max) / count) * dy: (1 / count) * dy there,
+    0 * dy elsewhere (NaN where dy is), and 0 / 0 * dy = NaN over a channel whose maximum is
+    NaN.  OVERWRITES dx (n, hw, c), which must not overlap dy or x.  Threads split (sample,
+    channel range) pairs."""
+    cdef int t = par_threads(n * hw * c, PAR_MIN_FLOATS, nthreads)
+    cdef _ChanSplit sp = _chan_split(n, c, _POOLB_BLOCK, t)
+    cdef Py_ssize_t unit
+    if t > sp.units:
+        t = <int>sp.units
+    if t <= 1:
+        for unit in range(sp.units):
+            _global_max_backward_unit(dx_nhwc, dy_nc, x_nhwc, hw, c, &sp, unit)
+        return
+    for unit in prange(sp.units, nogil=True, num_threads=t, schedule="static", chunksize=1):
+        _global_max_backward_unit(dx_nhwc, dy_nc, x_nhwc, hw, c, &sp, unit)
 
 
 # --- checked Python entry points -------------------------------------------------------
@@ -363,22 +500,22 @@ cdef PoolGeom _pool_geom(const float[:, :, :, ::1] x, const float[:, :, :, ::1] 
 
 
 def maxpool2d(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, pool=(2, 2), strides=None,
-              pads=(0, 0, 0, 0)):
+              pads=(0, 0, 0, 0), int nthreads=1):
     """MaxPooling2D: y = max over windows (padding ignored); overwrites y.
     strides default to the pool size, as in Keras."""
     cdef PoolGeom g = _pool_geom(x, y, tuple(pool), tuple(pool if strides is None else strides),
                                  tuple(pads), "maxpool2d")
     with nogil:
-        maxpool2d_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &g)
+        maxpool2d_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads)
 
 
 def avgpool2d(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, pool=(2, 2), strides=None,
-              pads=(0, 0, 0, 0)):
+              pads=(0, 0, 0, 0), int nthreads=1):
     """AveragePooling2D: y = mean over the valid cells of each window; overwrites y."""
     cdef PoolGeom g = _pool_geom(x, y, tuple(pool), tuple(pool if strides is None else strides),
                                  tuple(pads), "avgpool2d")
     with nogil:
-        avgpool2d_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &g)
+        avgpool2d_forward(&y[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads)
 
 
 cdef void _check_global(const float[:, :, :, ::1] x, const float[:, ::1] y, str name) except *:
@@ -389,24 +526,25 @@ cdef void _check_global(const float[:, :, :, ::1] x, const float[:, ::1] y, str 
     _require(not _overlap(&y[0, 0], y.nbytes, &x[0, 0, 0, 0], x.nbytes), f"{name}: y overlaps x")
 
 
-def global_avgpool(const float[:, :, :, ::1] x, float[:, ::1] y):
+def global_avgpool(const float[:, :, :, ::1] x, float[:, ::1] y, int nthreads=1):
     """GlobalAveragePooling2D: y (N, C) = mean of x (N, H, W, C) over H and W; overwrites y."""
     _check_global(x, y, "global_avgpool")
     with nogil:
         global_avgpool_forward(&y[0, 0], &x[0, 0, 0, 0], x.shape[0], x.shape[1] * x.shape[2],
-                               x.shape[3])
+                               x.shape[3], nthreads)
 
 
-def global_maxpool(const float[:, :, :, ::1] x, float[:, ::1] y):
+def global_maxpool(const float[:, :, :, ::1] x, float[:, ::1] y, int nthreads=1):
     """GlobalMaxPooling2D: y (N, C) = max of x (N, H, W, C) over H and W; overwrites y."""
     _check_global(x, y, "global_maxpool")
     with nogil:
         global_maxpool_forward(&y[0, 0], &x[0, 0, 0, 0], x.shape[0], x.shape[1] * x.shape[2],
-                               x.shape[3])
+                               x.shape[3], nthreads)
 
 
 def maxpool2d_grad(const float[:, :, :, ::1] x, const float[:, :, :, ::1] dy,
-                   float[:, :, :, ::1] dx, pool=(2, 2), strides=None, pads=(0, 0, 0, 0)):
+                   float[:, :, :, ::1] dx, pool=(2, 2), strides=None, pads=(0, 0, 0, 0),
+                   int nthreads=1):
     """MaxPooling2D backward: dx (shape of x) from dy (shape of the pooled output); each
     window's gradient goes to its first maximum in row-major order.  Overwrites dx."""
     cdef PoolGeom g = _pool_geom(x, dy, tuple(pool), tuple(pool if strides is None else strides),
@@ -417,28 +555,28 @@ def maxpool2d_grad(const float[:, :, :, ::1] x, const float[:, :, :, ::1] dy,
              and not _overlap(&dx[0, 0, 0, 0], dx.nbytes, &dy[0, 0, 0, 0], dy.nbytes),
              "maxpool2d_grad: dx overlaps x or dy")
     with nogil:
-        maxpool2d_backward(&dx[0, 0, 0, 0], &dy[0, 0, 0, 0], &x[0, 0, 0, 0], &g)
+        maxpool2d_backward(&dx[0, 0, 0, 0], &dy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads)
 
 
 def avgpool2d_grad(const float[:, :, :, ::1] dy, float[:, :, :, ::1] dx, pool=(2, 2),
-                   strides=None, pads=(0, 0, 0, 0)):
+                   strides=None, pads=(0, 0, 0, 0), int nthreads=1):
     """AveragePooling2D backward: dx (the input's shape) from dy; overwrites dx."""
     cdef PoolGeom g = _pool_geom(dx, dy, tuple(pool), tuple(pool if strides is None else strides),
                                  tuple(pads), "avgpool2d_grad")
     with nogil:
-        avgpool2d_backward(&dx[0, 0, 0, 0], &dy[0, 0, 0, 0], &g)
+        avgpool2d_backward(&dx[0, 0, 0, 0], &dy[0, 0, 0, 0], &g, nthreads)
 
 
-def global_avgpool_grad(const float[:, ::1] dy, float[:, :, :, ::1] dx):
+def global_avgpool_grad(const float[:, ::1] dy, float[:, :, :, ::1] dx, int nthreads=1):
     """GlobalAveragePooling2D backward: dx (N, H, W, C) = dy (N, C) / (H*W); overwrites dx."""
     _check_global(dx, dy, "global_avgpool_grad")
     with nogil:
         global_avgpool_backward(&dx[0, 0, 0, 0], &dy[0, 0], dx.shape[0],
-                                dx.shape[1] * dx.shape[2], dx.shape[3])
+                                dx.shape[1] * dx.shape[2], dx.shape[3], nthreads)
 
 
 def global_maxpool_grad(const float[:, :, :, ::1] x, const float[:, ::1] dy,
-                        float[:, :, :, ::1] dx):
+                        float[:, :, :, ::1] dx, int nthreads=1):
     """GlobalMaxPooling2D backward: dy split equally among tied maxima; overwrites dx."""
     _check_global(x, dy, "global_maxpool_grad")
     _require(tuple(dx.shape)[:4] == tuple(x.shape)[:4],
@@ -448,4 +586,4 @@ def global_maxpool_grad(const float[:, :, :, ::1] x, const float[:, ::1] dy,
              "global_maxpool_grad: dx overlaps x or dy")
     with nogil:
         global_maxpool_backward(&dx[0, 0, 0, 0], &dy[0, 0], &x[0, 0, 0, 0], x.shape[0],
-                                x.shape[1] * x.shape[2], x.shape[3])
+                                x.shape[1] * x.shape[2], x.shape[3], nthreads)

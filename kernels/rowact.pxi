@@ -39,18 +39,67 @@ cdef enum SparsemaxMode:
 SPARSEMAX_MODES = {"keras_3_15": SPARSEMAX_KERAS_3_15, "simplex": SPARSEMAX_SIMPLEX}
 
 
+# Threads: log_softmax and glu (and their backward) split rows; sparsemax stays serial
+# (its sort needs scratch per row, which is not planned per thread yet).
+
 # --- log_softmax ---------------------------------------------------------------------------
 
-cdef void log_softmax_forward(float* y, const float* x, Py_ssize_t rows,
-                              Py_ssize_t n) noexcept nogil:
+cdef enum:
+    # The row kernels threads split (rows.. of one call each, _rowact_run)
+    _RA_LOG_SOFTMAX = 0
+    _RA_LOG_SOFTMAX_BACK = 1
+    _RA_GLU = 2
+    _RA_GLU_BACK = 3
+
+
+cdef void _rowact_rows(int kind, float* y, const float* x, const float* aux, Py_ssize_t n,
+                       Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    if kind == _RA_LOG_SOFTMAX:
+        _log_softmax_rows(y, x, n, r0, r1)
+    elif kind == _RA_LOG_SOFTMAX_BACK:
+        _log_softmax_backward_rows(y, x, aux, n, r0, r1)
+    elif kind == _RA_GLU:
+        _glu_rows(y, x, n, r0, r1)
+    else:
+        _glu_backward_rows(y, x, aux, n, r0, r1)
+
+
+cdef void _rowact_part(int kind, float* y, const float* x, const float* aux, Py_ssize_t rows,
+                       Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t r0, r1
+    chunk_bounds(part, parts, rows, 1, &r0, &r1)
+    _rowact_rows(kind, y, x, aux, n, r0, r1)
+
+
+cdef void _rowact_run(int kind, float* y, const float* x, const float* aux, Py_ssize_t rows,
+                      Py_ssize_t n, Py_ssize_t work, int nthreads) noexcept nogil:
+    """Rows split across threads (each row computed alone: the same bits at any count)."""
+    cdef Py_ssize_t part
+    cdef int t = par_threads(work, PAR_MIN_FLOATS // 4, nthreads)    # exp per element
+    if t > rows:
+        t = <int>rows
+    if t <= 1:
+        _rowact_rows(kind, y, x, aux, n, 0, rows)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _rowact_part(kind, y, x, aux, rows, n, part, t)
+
+
+cdef void log_softmax_forward(float* y, const float* x, Py_ssize_t rows, Py_ssize_t n,
+                              int nthreads) noexcept nogil:
     """y = log_softmax(x) over each of `rows` rows of n >= 1 floats; OVERWRITES y, which
-    may be x (a row is read twice, then written)."""
+    may be x (a row is read twice, then written).  Threads split the rows."""
+    _rowact_run(_RA_LOG_SOFTMAX, y, x, NULL, rows, n, rows * n, nthreads)
+
+
+cdef void _log_softmax_rows(float* y, const float* x, Py_ssize_t n, Py_ssize_t r0,
+                            Py_ssize_t r1) noexcept nogil:
     cdef Py_ssize_t r, i
     cdef const float* xr
     cdef float* yr
     cdef float m, v
     cdef double acc, shift
-    for r in range(rows):
+    for r in range(r0, r1):
         xr = x + r * n
         yr = y + r * n
         m = _max_of(xr, n)                               # softmax.pxi
@@ -67,12 +116,17 @@ cdef void log_softmax_forward(float* y, const float* x, Py_ssize_t rows,
 
 
 cdef void log_softmax_backward(float* dx, const float* dy, const float* y, Py_ssize_t rows,
-                               Py_ssize_t n) noexcept nogil:
+                               Py_ssize_t n, int nthreads) noexcept nogil:
     """dx = dy - exp(y) * sum(dy) per row, y the forward output; OVERWRITES dx, which may
-    be dy or y (each row's sum is taken before it is written)."""
+    be dy or y (each row's sum is taken before it is written).  Threads split the rows."""
+    _rowact_run(_RA_LOG_SOFTMAX_BACK, dx, dy, y, rows, n, rows * n, nthreads)
+
+
+cdef void _log_softmax_backward_rows(float* dx, const float* dy, const float* y, Py_ssize_t n,
+                                     Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     cdef Py_ssize_t r, i
     cdef double s
-    for r in range(rows):
+    for r in range(r0, r1):
         s = 0.0
         for i in range(r * n, r * n + n):
             s += dy[i]
@@ -180,23 +234,36 @@ cdef void sparsemax_backward(float* dx, const float* dy, const float* x, Py_ssiz
 
 # --- glu -----------------------------------------------------------------------------------
 
-cdef void glu_forward(float* y, const float* x, Py_ssize_t rows, Py_ssize_t h) noexcept nogil:
-    """y (rows, h) = a * sigmoid(b) of x (rows, 2h) = [a | b]; OVERWRITES y (not x)."""
+cdef void glu_forward(float* y, const float* x, Py_ssize_t rows, Py_ssize_t h,
+                      int nthreads) noexcept nogil:
+    """y (rows, h) = a * sigmoid(b) of x (rows, 2h) = [a | b]; OVERWRITES y (not x).
+    Threads split the rows."""
+    _rowact_run(_RA_GLU, y, x, NULL, rows, h, rows * h, nthreads)
+
+
+cdef void _glu_rows(float* y, const float* x, Py_ssize_t h, Py_ssize_t r0,
+                    Py_ssize_t r1) noexcept nogil:
     cdef Py_ssize_t r, j
     cdef const float* xr
-    for r in range(rows):
+    for r in range(r0, r1):
         xr = x + 2 * h * r
         for j in range(h):
             y[h * r + j] = <float>(xr[j] * _sigmoid(xr[h + j]))      # activations.pxi
 
 
 cdef void glu_backward(float* dx, const float* dy, const float* x, Py_ssize_t rows,
-                       Py_ssize_t h) noexcept nogil:
+                       Py_ssize_t h, int nthreads) noexcept nogil:
     """dx (rows, 2h) = [dy sigmoid(b) | dy a sigmoid(b) sigmoid(-b)] from the forward input x
-    (rows, 2h) and dy (rows, h); OVERWRITES dx, which overlaps neither."""
+    (rows, 2h) and dy (rows, h); OVERWRITES dx, which overlaps neither.  Threads split the
+    rows."""
+    _rowact_run(_RA_GLU_BACK, dx, dy, x, rows, h, 2 * rows * h, nthreads)
+
+
+cdef void _glu_backward_rows(float* dx, const float* dy, const float* x, Py_ssize_t h,
+                             Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     cdef Py_ssize_t r, j
     cdef double a, s, t
-    for r in range(rows):
+    for r in range(r0, r1):
         for j in range(h):
             a = x[2 * h * r + j]
             s = _sigmoid(x[2 * h * r + h + j])
@@ -216,7 +283,7 @@ cdef inline void _require_nonempty_rows(str name, Py_ssize_t rows, Py_ssize_t n)
     _require(rows > 0 and n > 0, f"{name}: empty input ({rows}, {n})")
 
 
-def log_softmax(const float[:, ::1] x, float[:, ::1] y):
+def log_softmax(const float[:, ::1] x, float[:, ::1] y, int nthreads=1):
     """y = log_softmax(x) over axis 1 of (rows, n) arrays; y may be x (not a partial overlap)."""
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
     _require_nonempty_rows("log_softmax", rows, n)
@@ -225,10 +292,11 @@ def log_softmax(const float[:, ::1] x, float[:, ::1] y):
     _require(_same_or_apart(&y[0, 0], y.nbytes, &x[0, 0], x.nbytes),
              "log_softmax: y partially overlaps x")
     with nogil:
-        log_softmax_forward(&y[0, 0], &x[0, 0], rows, n)
+        log_softmax_forward(&y[0, 0], &x[0, 0], rows, n, nthreads)
 
 
-def log_softmax_grad(const float[:, ::1] dy, const float[:, ::1] y, float[:, ::1] dx):
+def log_softmax_grad(const float[:, ::1] dy, const float[:, ::1] y, float[:, ::1] dx,
+                     int nthreads=1):
     """dx = dy - exp(y) sum(dy) per row, y the log_softmax output; dx may be dy or y."""
     cdef Py_ssize_t rows = y.shape[0], n = y.shape[1]
     _require_nonempty_rows("log_softmax_grad", rows, n)
@@ -239,7 +307,7 @@ def log_softmax_grad(const float[:, ::1] dy, const float[:, ::1] y, float[:, ::1
              and _same_or_apart(&dx[0, 0], dx.nbytes, &y[0, 0], y.nbytes),
              "log_softmax_grad: dx partially overlaps dy or y")
     with nogil:
-        log_softmax_backward(&dx[0, 0], &dy[0, 0], &y[0, 0], rows, n)
+        log_softmax_backward(&dx[0, 0], &dy[0, 0], &y[0, 0], rows, n, nthreads)
 
 
 def sparsemax_scratch_size(Py_ssize_t n):
@@ -292,7 +360,7 @@ def sparsemax_grad(const float[:, ::1] dy, const float[:, ::1] x, float[:, ::1] 
         sparsemax_backward(&dx[0, 0], &dy[0, 0], &x[0, 0], rows, n, mode, &scratch[0])
 
 
-def glu(const float[:, ::1] x, float[:, ::1] y):
+def glu(const float[:, ::1] x, float[:, ::1] y, int nthreads=1):
     """y (rows, h) = x[:, :h] * sigmoid(x[:, h:]) for x (rows, 2h); y apart from x."""
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
     _require_nonempty_rows("glu", rows, n)
@@ -301,10 +369,11 @@ def glu(const float[:, ::1] x, float[:, ::1] y):
              f"glu: y is {tuple(y.shape)[:2]}, expected {(rows, n // 2)}")
     _require(not _overlaps(&y[0, 0], y.nbytes, &x[0, 0], x.nbytes), "glu: y overlaps x")
     with nogil:
-        glu_forward(&y[0, 0], &x[0, 0], rows, n // 2)
+        glu_forward(&y[0, 0], &x[0, 0], rows, n // 2, nthreads)
 
 
-def glu_grad(const float[:, ::1] dy, const float[:, ::1] x, float[:, ::1] dx):
+def glu_grad(const float[:, ::1] dy, const float[:, ::1] x, float[:, ::1] dx,
+             int nthreads=1):
     """dx (rows, 2h) of glu at x (rows, 2h) given dy (rows, h); dx apart from both."""
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
     _require_nonempty_rows("glu_grad", rows, n)
@@ -316,4 +385,4 @@ def glu_grad(const float[:, ::1] dy, const float[:, ::1] x, float[:, ::1] dx):
              and not _overlaps(&dx[0, 0], dx.nbytes, &x[0, 0], x.nbytes),
              "glu_grad: dx overlaps dy or x")
     with nogil:
-        glu_backward(&dx[0, 0], &dy[0, 0], &x[0, 0], rows, n // 2)
+        glu_backward(&dx[0, 0], &dy[0, 0], &x[0, 0], rows, n // 2, nthreads)

@@ -17,7 +17,9 @@
 # x2 = the moving statistics, which it updates in place).  The planner validated every
 # shape and size when it built the table, so the loop calls the kernel cores without
 # checks; run_plan only checks that the table and buffers are the ones the plan was made
-# for.
+# for.  nthreads is the plan's thread count (the one its scratch was sized for); the
+# runner passes it to every core that runs in parallel (threads.pxi), and with 1 no
+# OpenMP region is entered.
 
 from libc.string cimport memcpy
 from libc.stdint cimport uint64_t
@@ -153,7 +155,7 @@ cdef inline float* _ref(int64_t ref, float** bases) noexcept nogil:
     return bases[ref >> REF_SHIFT] + (ref & ((<int64_t>1 << REF_SHIFT) - 1))
 
 
-cdef void _run_op(const int64_t* r, const float* f, float** bases) noexcept nogil:
+cdef void _run_op(const int64_t* r, const float* f, float** bases, int nthreads) noexcept nogil:
     cdef float* y = _ref(r[1], bases)
     cdef float* x0 = _ref(r[2], bases)
     cdef float* x1 = _ref(r[3], bases)
@@ -175,57 +177,56 @@ cdef void _run_op(const int64_t* r, const float* f, float** bases) noexcept nogi
     cdef int code = <int>r[0]
     if code == OP_COPY:
         if y != x0:
-            memcpy(y, x0, p[0] * sizeof(float))
+            par_copy(y, x0, p[0], nthreads)
     elif code == OP_GEMM:
-        f32_gemm_forward(y, p[1], x0, p[2], w, b, p[0], p[1], p[2], &act)
+        f32_gemm_forward(y, p[1], x0, p[2], w, b, p[0], p[1], p[2], &act, nthreads)
     elif code == OP_CONV2D:
         _fill(&cg, p, sizeof(ConvGeom) // sizeof(Py_ssize_t))
-        conv2d_forward(y, x0, w, b, &cg, &act, scratch)
+        conv2d_forward(y, x0, w, b, &cg, &act, scratch, nthreads)
     elif code == OP_DWCONV2D:
         _fill(&dg, p, sizeof(DwConvGeom) // sizeof(Py_ssize_t))
-        dwconv2d_forward(y, x0, w, b, &dg, &act)
+        dwconv2d_forward(y, x0, w, b, &dg, &act, nthreads)
     elif code == OP_MAXPOOL2D:
         _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
-        maxpool2d_forward(y, x0, &pg)
+        maxpool2d_forward(y, x0, &pg, nthreads)
     elif code == OP_AVGPOOL2D:
         _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
-        avgpool2d_forward(y, x0, &pg)
+        avgpool2d_forward(y, x0, &pg, nthreads)
     elif code == OP_GLOBAL_AVGPOOL:
-        global_avgpool_forward(y, x0, p[0], p[1], p[2])
+        global_avgpool_forward(y, x0, p[0], p[1], p[2], nthreads)
     elif code == OP_GLOBAL_MAXPOOL:
-        global_maxpool_forward(y, x0, p[0], p[1], p[2])
+        global_maxpool_forward(y, x0, p[0], p[1], p[2], nthreads)
     elif code == OP_ACTIVATION:
-        # the plan's thread count once the runner has one (threading branch): 1 until then
-        activation_forward(y, x0, p[0], &act, 1)
+        activation_forward(y, x0, p[0], &act, nthreads)
     elif code == OP_SOFTMAX:
-        softmax_forward(y, x0, p[0], p[1], p[2])
+        softmax_forward(y, x0, p[0], p[1], p[2], nthreads)
     elif code == OP_BINARY:
         rank = <int>p[1]
         for i in range(rank):
             shape[i] = p[2 + i]
             sa[i] = p[2 + rank + i]
             sb[i] = p[2 + 2 * rank + i]
-        binary_forward(y, x0, x1, <int>p[0], rank, shape, sa, sb)
+        binary_forward(y, x0, x1, <int>p[0], rank, shape, sa, sb, nthreads)
     elif code == OP_SCALE:
-        scale_forward(y, x0, p[0], f[FP])
+        scale_forward(y, x0, p[0], f[FP], nthreads)
     elif code == OP_CHANNEL_AFFINE:
-        channel_affine_forward(y, x0, p[0], p[1], w, b)
+        channel_affine_forward(y, x0, p[0], p[1], w, b, nthreads)
     elif code == OP_PRELU:
         rank = <int>p[2]
         for i in range(rank):
             shape[i] = p[3 + i]
             sa[i] = p[3 + rank + i]
-        prelu_forward(y, x0, w, p[0], p[1], rank, shape, sa)
+        prelu_forward(y, x0, w, p[0], p[1], rank, shape, sa, nthreads)
     elif code == OP_LAYERNORM:
-        layernorm_forward(y, x0, p[0], p[1], w, b, f[FP], <int>p[2])
+        layernorm_forward(y, x0, p[0], p[1], w, b, f[FP], <int>p[2], nthreads)
     elif code == OP_WINDOW_COPY:
-        window_copy_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7])
+        window_copy_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], nthreads)
     elif code == OP_CONCAT:
-        concat_forward(y, x0, p[0], p[1], p[2], p[3])
+        concat_forward(y, x0, p[0], p[1], p[2], p[3], nthreads)
     elif code == OP_UPSAMPLE_NEAREST:
-        upsample_nearest_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5])
+        upsample_nearest_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5], nthreads)
     elif code == OP_UPSAMPLE_BILINEAR:
-        upsample_bilinear_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5])
+        upsample_bilinear_forward(y, x0, p[0], p[1], p[2], p[3], p[4], p[5], nthreads)
     elif code == OP_TRANSPOSE:
         rank = <int>p[0]
         for i in range(rank):
@@ -233,14 +234,14 @@ cdef void _run_op(const int64_t* r, const float* f, float** bases) noexcept nogi
             perm[i] = <int>p[1 + rank + i]
         transpose_forward(y, x0, rank, shape, perm)
     elif code >= OP_LOG_SOFTMAX:
-        _run_row_activation_op(code, y, x0, x1, x2, scratch, p)
+        _run_row_activation_op(code, y, x0, x1, x2, scratch, p, nthreads)
     elif code >= OP_PACK_GEMM_B:
-        _run_training_op(code, y, x0, x1, w, b, scratch, y2, x2, &act, p, f)
+        _run_training_op(code, y, x0, x1, w, b, scratch, y2, x2, &act, p, f, nthreads)
 
 
 cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, float* b,
                            float* scratch, float* y2, float* x2, const Activation* act,
-                           const int64_t* p, const float* f) noexcept nogil:
+                           const int64_t* p, const float* f, int nthreads) noexcept nogil:
     cdef ConvGeom cg
     cdef DwConvGeom dg
     cdef PoolGeom pg
@@ -251,44 +252,44 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
         groups = p[2] if p[2] > 1 else 1
         for grp in range(groups):
             f32_gemm_pack_b(y + grp * gemm_packed_floats(p[0], p[1]), x0 + grp * p[1],
-                            p[1] * groups, p[0], p[1])
+                            p[1] * groups, p[0], p[1], nthreads)
     elif code == OP_PACK_GEMM_BIAS:
         groups = p[1] if p[1] > 1 else 1
         for grp in range(groups):
             f32_gemm_pack_bias(y + grp * gemm_packed_bias_floats(p[0]), x0 + grp * p[0], p[0])
     elif code == OP_BATCHNORM_FORWARD:
-        batchnorm_inference_forward(y, x0, p[0], p[1], w, b, x2, f[FP])
+        batchnorm_inference_forward(y, x0, p[0], p[1], w, b, x2, f[FP], nthreads)
     elif code == OP_DROPOUT_FORWARD:
         counter = <uint64_t>p[1]  # a fresh seed per step, written by the trainer
-        dropout_forward(y, y2, x0, p[0], f[FP], &counter)
+        dropout_forward(y, y2, x0, p[0], f[FP], &counter, nthreads)
     elif code == OP_DENSE_BACKWARD:
-        dense_backward(y, y2, b, x0, w, x1, p[0], p[1], p[2], scratch)
+        dense_backward(y, y2, b, x0, w, x1, p[0], p[1], p[2], scratch, nthreads)
     elif code == OP_CONV2D_BACKWARD:
         _fill(&cg, p, sizeof(ConvGeom) // sizeof(Py_ssize_t))
-        conv2d_backward(y, y2, b, x0, w, x1, &cg, scratch)
+        conv2d_backward(y, y2, b, x0, w, x1, &cg, scratch, nthreads)
     elif code == OP_DWCONV2D_BACKWARD:
         _fill(&dg, p, sizeof(DwConvGeom) // sizeof(Py_ssize_t))
         dwconv2d_backward(y, y2, b, x0, w, x1, &dg)
     elif code == OP_ACTIVATION_BACKWARD:
         activation_backward(y, x1, x0, x2, p[0], act)
     elif code == OP_SOFTMAX_BACKWARD:
-        softmax_backward(y, x1, x2, p[0], p[1], p[2])
+        softmax_backward(y, x1, x2, p[0], p[1], p[2], nthreads)
     elif code == OP_MAXPOOL2D_BACKWARD:
         _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
-        maxpool2d_backward(y, x1, x0, &pg)
+        maxpool2d_backward(y, x1, x0, &pg, nthreads)
     elif code == OP_AVGPOOL2D_BACKWARD:
         _fill(&pg, p, sizeof(PoolGeom) // sizeof(Py_ssize_t))
-        avgpool2d_backward(y, x1, &pg)
+        avgpool2d_backward(y, x1, &pg, nthreads)
     elif code == OP_GLOBAL_AVGPOOL_BACKWARD:
-        global_avgpool_backward(y, x1, p[0], p[1], p[2])
+        global_avgpool_backward(y, x1, p[0], p[1], p[2], nthreads)
     elif code == OP_GLOBAL_MAXPOOL_BACKWARD:
-        global_maxpool_backward(y, x1, x0, p[0], p[1], p[2])
+        global_maxpool_backward(y, x1, x0, p[0], p[1], p[2], nthreads)
     elif code == OP_BATCHNORM_BACKWARD:
-        batchnorm_inference_backward(y, y2, b, x0, x1, p[0], p[1], w, x2, f[FP])
+        batchnorm_inference_backward(y, y2, b, x0, x1, p[0], p[1], w, x2, f[FP], nthreads)
     elif code == OP_DROPOUT_BACKWARD:
-        dropout_backward(y, x1, x0, p[0])
+        dropout_backward(y, x1, x0, p[0], nthreads)
     elif code == OP_CONCAT_BACKWARD:
-        concat_backward(y, x1, p[0], p[1], p[2], p[3])
+        concat_backward(y, x1, p[0], p[1], p[2], p[3], nthreads)
     elif code == OP_SPARSE_SOFTMAX_CE:
         sparse_softmax_cross_entropy(y2, y, x0, <const int64_t*>x1, p[0], p[1], f[FP + 1])
     elif code == OP_SOFTMAX_CE:
@@ -301,39 +302,39 @@ cdef void _run_training_op(int code, float* y, float* x0, float* x1, float* w, f
         # f: float32(momentum), epsilon, float32(1 - momentum) with the difference taken in
         # double by the planner, as Keras takes it from its Python float.
         batchnorm_train_forward(y, y2, x0, p[0], p[1], w, b, x2, f[FP], f[FP + 2], f[FP + 1],
-                                <int>p[2])
+                                <int>p[2], nthreads)
     elif code == OP_BATCHNORM_TRAIN_BACKWARD:
-        batchnorm_train_backward(y, y2, b, x0, x1, p[0], p[1], w, x2)
+        batchnorm_train_backward(y, y2, b, x0, x1, p[0], p[1], w, x2, nthreads)
     elif code == OP_LAYERNORM_BACKWARD:
-        layernorm_backward(y, y2, b, x0, x1, p[0], p[1], w, f[FP], <int>p[2])
+        layernorm_backward(y, y2, b, x0, x1, p[0], p[1], w, f[FP], <int>p[2], nthreads)
     elif code == OP_BINARY_BACKWARD or code == OP_PRELU_BACKWARD:
-        _run_broadcast_backward(code, y, y2, x0, x1, x2, w, p)
+        _run_broadcast_backward(code, y, y2, x0, x1, x2, w, p, nthreads)
     elif code == OP_UPSAMPLE_NEAREST_BACKWARD:
-        upsample_nearest_backward(y, x1, p[0], p[1], p[2], p[3], p[4], p[5])
+        upsample_nearest_backward(y, x1, p[0], p[1], p[2], p[3], p[4], p[5], nthreads)
     elif code == OP_UPSAMPLE_BILINEAR_BACKWARD:
         upsample_bilinear_backward(y, x1, p[0], p[1], p[2], p[3], p[4], p[5])
 
 
 cdef void _run_row_activation_op(int code, float* y, const float* x0, const float* x1,
-                                 const float* x2, float* scratch,
-                                 const int64_t* p) noexcept nogil:
+                                 const float* x2, float* scratch, const int64_t* p,
+                                 int nthreads) noexcept nogil:
     if code == OP_LOG_SOFTMAX:
-        log_softmax_forward(y, x0, p[0], p[1])
+        log_softmax_forward(y, x0, p[0], p[1], nthreads)
     elif code == OP_SPARSEMAX:
         sparsemax_forward(y, x0, p[0], p[1], <int>p[2], scratch)
     elif code == OP_GLU:
-        glu_forward(y, x0, p[0], p[1])
+        glu_forward(y, x0, p[0], p[1], nthreads)
     elif code == OP_LOG_SOFTMAX_BACKWARD:
-        log_softmax_backward(y, x1, x2, p[0], p[1])
+        log_softmax_backward(y, x1, x2, p[0], p[1], nthreads)
     elif code == OP_SPARSEMAX_BACKWARD:
         sparsemax_backward(y, x1, x0, p[0], p[1], <int>p[2], scratch)
     elif code == OP_GLU_BACKWARD:
-        glu_backward(y, x1, x0, p[0], p[1])
+        glu_backward(y, x1, x0, p[0], p[1], nthreads)
 
 
 cdef void _run_broadcast_backward(int code, float* y, float* y2, const float* x0,
                                   const float* x1, const float* x2, const float* w,
-                                  const int64_t* p) noexcept nogil:
+                                  const int64_t* p, int nthreads) noexcept nogil:
     # The rows of OP_BINARY_BACKWARD and OP_PRELU_BACKWARD carry the forward's ints.
     cdef Py_ssize_t shape[6]
     cdef Py_ssize_t sa[6]
@@ -345,13 +346,13 @@ cdef void _run_broadcast_backward(int code, float* y, float* y2, const float* x0
             shape[i] = p[2 + i]
             sa[i] = p[2 + rank + i]
             sb[i] = p[2 + 2 * rank + i]
-        binary_backward(y, y2, x1, x0, x2, <int>p[0], rank, shape, sa, sb)
+        binary_backward(y, y2, x1, x0, x2, <int>p[0], rank, shape, sa, sb, nthreads)
     else:
         rank = <int>p[2]
         for i in range(rank):
             shape[i] = p[3 + i]
             sa[i] = p[3 + rank + i]
-        prelu_backward(y, y2, x1, x0, w, p[0], p[1], rank, shape, sa)
+        prelu_backward(y, y2, x1, x0, w, p[0], p[1], rank, shape, sa, nthreads)
 
 
 cdef inline void _fill(void* geom, const int64_t* p, int count) noexcept nogil:
@@ -366,10 +367,11 @@ cdef inline void _fill(void* geom, const int64_t* p, int count) noexcept nogil:
 
 def run_plan(const int64_t[:, ::1] ops, const float[:, ::1] fparams, float[::1] arena,
              float[::1] weights, Py_ssize_t arena_floats, int gemm_nr, float[::1] params=None,
-             float[::1] grads=None):
+             float[::1] grads=None, int nthreads=1):
     """Execute a plan.  arena must hold at least the plan's arena_floats; the weights
     buffer must be the one the plan's model packed for the current GEMM variant; params
-    and grads are the training buffers (plans of a compiled model reference them)."""
+    and grads are the training buffers (plans of a compiled model reference them);
+    nthreads: the thread count the plan was made for (its scratch holds that many)."""
     cdef float* bases[N_BASES]
     cdef Py_ssize_t i
     _require(ops.shape[1] == ROW_INTS_ and fparams.shape[1] == ROW_FLOATS_
@@ -377,6 +379,7 @@ def run_plan(const int64_t[:, ::1] ops, const float[:, ::1] fparams, float[::1] 
     _require(arena.shape[0] >= arena_floats, f"run_plan: arena has {arena.shape[0]} floats, "
              f"the plan needs {arena_floats}")
     _require(gemm_nr == _gemm.nr, "run_plan: weights were packed for another GEMM variant")
+    _require(nthreads >= 1, f"run_plan: nthreads {nthreads} < 1")
     if ops.shape[0] == 0:
         return
     bases[0] = &arena[0] if arena.shape[0] else NULL
@@ -385,7 +388,7 @@ def run_plan(const int64_t[:, ::1] ops, const float[:, ::1] fparams, float[::1] 
     bases[3] = &grads[0] if grads is not None and grads.shape[0] else NULL
     with nogil:
         for i in range(ops.shape[0]):
-            _run_op(&ops[i, 0], &fparams[i, 0], bases)
+            _run_op(&ops[i, 0], &fparams[i, 0], bases, nthreads)
 
 
 
@@ -397,7 +400,8 @@ cdef inline double _now() noexcept nogil:
 
 def run_plan_timed(const int64_t[:, ::1] ops, const float[:, ::1] fparams, float[::1] arena,
                    float[::1] weights, Py_ssize_t arena_floats, int gemm_nr,
-                   double[::1] seconds, float[::1] params=None, float[::1] grads=None):
+                   double[::1] seconds, float[::1] params=None, float[::1] grads=None,
+                   int nthreads=1):
     """run_plan, also adding each op's wall time (seconds) into seconds[i]: the per-op
     profiler's runner (Model.profile).  The clock is read between ops, outside them."""
     cdef float* bases[N_BASES]
@@ -405,7 +409,8 @@ def run_plan_timed(const int64_t[:, ::1] ops, const float[:, ::1] fparams, float
     cdef double start, stop
     _require(seconds.shape[0] == ops.shape[0], "run_plan_timed: one time slot per op")
     # run_plan's checks (arena size, GEMM variant) on an empty table: nothing runs.
-    run_plan(ops[:0], fparams[:0], arena, weights, arena_floats, gemm_nr, params, grads)
+    run_plan(ops[:0], fparams[:0], arena, weights, arena_floats, gemm_nr, params, grads,
+             nthreads)
     if ops.shape[0] == 0:
         return
     _require(ops.shape[1] == ROW_INTS_ and fparams.shape[1] == ROW_FLOATS_
@@ -417,6 +422,6 @@ def run_plan_timed(const int64_t[:, ::1] ops, const float[:, ::1] fparams, float
     with nogil:
         for i in range(ops.shape[0]):
             start = _now()
-            _run_op(&ops[i, 0], &fparams[i, 0], bases)
+            _run_op(&ops[i, 0], &fparams[i, 0], bases, nthreads)
             stop = _now()
             seconds[i] += stop - start

@@ -132,22 +132,65 @@ cdef void _softmax_lanes(float* y, const float* x, Py_ssize_t n, Py_ssize_t inne
             yr[j] *= inv[j]
 
 
+cdef inline Py_ssize_t _sm_units(Py_ssize_t outer, Py_ssize_t inner) noexcept nogil:
+    # Work units: rows (inner == 1), else (outer, block of _SM_LANES lanes) pairs.
+    return outer if inner == 1 else outer * ((inner + _SM_LANES - 1) // _SM_LANES)
+
+
+cdef void _softmax_units(float* y, const float* x, Py_ssize_t outer, Py_ssize_t n,
+                         Py_ssize_t inner, Py_ssize_t u0, Py_ssize_t u1,
+                         bint backward, const float* yb) noexcept nogil:
+    """Units u0..u1 of softmax_forward (y = softmax(x)) or, with backward, of
+    softmax_backward (y = dx, x = dy, yb = the forward output)."""
+    cdef Py_ssize_t u, o, j0, blocks = (inner + _SM_LANES - 1) // _SM_LANES, base
+    for u in range(u0, u1):
+        if inner == 1:
+            if backward:
+                _softmax_backward_row(y + u * n, x + u * n, yb + u * n, n)
+            else:
+                _softmax_row(y + u * n, x + u * n, n)
+            continue
+        o = u // blocks
+        j0 = (u - o * blocks) * _SM_LANES
+        base = o * n * inner + j0
+        if backward:
+            _softmax_backward_lanes(y + base, x + base, yb + base, n, inner,
+                                    min(<Py_ssize_t>_SM_LANES, inner - j0))
+        else:
+            _softmax_lanes(y + base, x + base, n, inner, min(<Py_ssize_t>_SM_LANES, inner - j0))
+
+
+cdef void _softmax_part(float* y, const float* x, Py_ssize_t outer, Py_ssize_t n,
+                        Py_ssize_t inner, bint backward, const float* yb, Py_ssize_t part,
+                        Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t u0, u1
+    chunk_bounds(part, parts, _sm_units(outer, inner), 1, &u0, &u1)
+    _softmax_units(y, x, outer, n, inner, u0, u1, backward, yb)
+
+
+cdef void _softmax_run(float* y, const float* x, Py_ssize_t outer, Py_ssize_t n,
+                       Py_ssize_t inner, bint backward, const float* yb,
+                       int nthreads) noexcept nogil:
+    # exp costs ~20 flops an element: a thread is worth it from a quarter of the copies' size.
+    cdef Py_ssize_t units = _sm_units(outer, inner), part
+    cdef int t = par_threads(outer * n * inner, PAR_MIN_FLOATS // 4, nthreads)
+    if t > units:
+        t = <int>units
+    if t <= 1:
+        _softmax_units(y, x, outer, n, inner, 0, units, backward, yb)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _softmax_part(y, x, outer, n, inner, backward, yb, part, t)
+
+
 cdef void softmax_forward(float* y, const float* x, Py_ssize_t outer, Py_ssize_t n,
-                          Py_ssize_t inner) noexcept nogil:
+                          Py_ssize_t inner, int nthreads) noexcept nogil:
     """y = softmax(x) over the middle axis of the (outer, n, inner) view; overwrites y.
 
-    y may be x.  n >= 1.  Needs no scratch (the strided path uses stack arrays).
+    y may be x.  n >= 1.  Needs no scratch (the strided path uses stack arrays).  Threads
+    split the rows (or blocks of lanes); each slice is computed alone, so the same bits.
     """
-    cdef Py_ssize_t o, blk, j0
-    if inner == 1:
-        for o in range(outer):
-            _softmax_row(y + o * n, x + o * n, n)
-        return
-    for o in range(outer):
-        for blk in range((inner + _SM_LANES - 1) // _SM_LANES):
-            j0 = blk * _SM_LANES
-            _softmax_lanes(y + o * n * inner + j0, x + o * n * inner + j0, n, inner,
-                           min(<Py_ssize_t>_SM_LANES, inner - j0))
+    _softmax_run(y, x, outer, n, inner, False, NULL, nthreads)
 
 
 cdef void _softmax_backward_row(float* dx, const float* dy, const float* y,
@@ -182,26 +225,16 @@ cdef void _softmax_backward_lanes(float* dx, const float* dy, const float* y, Py
 
 
 cdef void softmax_backward(float* dx, const float* dy, const float* y, Py_ssize_t outer,
-                           Py_ssize_t n, Py_ssize_t inner) noexcept nogil:
+                           Py_ssize_t n, Py_ssize_t inner, int nthreads) noexcept nogil:
     """Gradient of softmax_forward over the middle axis of (outer, n, inner), from its
     output y: dx = (dy - sum(dy * y)) * y.  OVERWRITES dx, which may be dy or y (each
-    slice's sum is taken before any of it is written)."""
-    cdef Py_ssize_t o, blk, j0, base
-    if inner == 1:
-        for o in range(outer):
-            _softmax_backward_row(dx + o * n, dy + o * n, y + o * n, n)
-        return
-    for o in range(outer):
-        for blk in range((inner + _SM_LANES - 1) // _SM_LANES):
-            j0 = blk * _SM_LANES
-            base = o * n * inner + j0
-            _softmax_backward_lanes(dx + base, dy + base, y + base, n, inner,
-                                    min(<Py_ssize_t>_SM_LANES, inner - j0))
+    slice's sum is taken before any of it is written).  Threads as the forward."""
+    _softmax_run(dx, dy, outer, n, inner, True, y, nthreads)
 
 
 # --- checked Python entry point ---------------------------------------------------------
 
-def softmax(const float[:, :, ::1] x, float[:, :, ::1] y):
+def softmax(const float[:, :, ::1] x, float[:, :, ::1] y, int nthreads=1):
     """y = softmax(x) over axis 1 of the (outer, n, inner) arrays; overwrites y.
 
     Reshape an N-d tensor to (prod(shape[:axis]), shape[axis], prod(shape[axis+1:])) first.
@@ -215,10 +248,11 @@ def softmax(const float[:, :, ::1] x, float[:, :, ::1] y):
              or not _overlap(&y[0, 0, 0], y.nbytes, &x[0, 0, 0], x.nbytes),
              "softmax: y partially overlaps x")
     with nogil:
-        softmax_forward(&y[0, 0, 0], &x[0, 0, 0], outer, n, inner)
+        softmax_forward(&y[0, 0, 0], &x[0, 0, 0], outer, n, inner, nthreads)
 
 
-def softmax_grad(const float[:, :, ::1] dy, const float[:, :, ::1] y, float[:, :, ::1] dx):
+def softmax_grad(const float[:, :, ::1] dy, const float[:, :, ::1] y, float[:, :, ::1] dx,
+                 int nthreads=1):
     """dx = (dy - sum(dy * y)) * y over axis 1 of (outer, n, inner) arrays, y the softmax
     output; overwrites dx, which may be dy or y itself (not a partial overlap)."""
     cdef Py_ssize_t outer = y.shape[0], n = y.shape[1], inner = y.shape[2]
@@ -234,4 +268,4 @@ def softmax_grad(const float[:, :, ::1] dy, const float[:, :, ::1] y, float[:, :
              or not _overlap(&dx[0, 0, 0], dx.nbytes, &y[0, 0, 0], y.nbytes),
              "softmax_grad: dx partially overlaps y")
     with nogil:
-        softmax_backward(&dx[0, 0, 0], &dy[0, 0, 0], &y[0, 0, 0], outer, n, inner)
+        softmax_backward(&dx[0, 0, 0], &dy[0, 0, 0], &y[0, 0, 0], outer, n, inner, nthreads)

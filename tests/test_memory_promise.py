@@ -20,7 +20,8 @@ def test_predict_on_many_samples_plans_one_batch():
     small.predict(_images(32))
     large.predict(_images(2000))
     assert large.executor.arena.size == small.executor.arena.size
-    assert {key[0][0] for key in large._plans} <= {1, 32, 2000 % 32}  # 1: planned at load
+    # Keys: (input shapes, num_threads); 1: planned at load.
+    assert {key[0][0][0] for key in large._plans} <= {1, 32, 2000 % 32}
 
 
 def test_predict_works_under_a_budget_that_fits_one_batch():
@@ -53,7 +54,7 @@ def test_call_runs_in_bounded_batches_with_the_same_numbers():
     model = ec.load(SMALL)
     x = _images(70).astype(np.float32)
     np.testing.assert_array_equal(model(x), model.predict(x, batch_size=70))
-    assert max(key[0][0] for key in model._plans) <= 70
+    assert max(key[0][0][0] for key in model._plans) <= 70
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "32", True])

@@ -123,7 +123,7 @@ def test_auto_batch_size_is_the_largest_that_fits_up_to_the_cap(capsys):
     x, y = data(64, (32, 32, 3), 4)
     model = transfer_model(memory_budget="2400KiB")
     history = model.fit(x, y, batch_size="auto", epochs=1, verbose=2)
-    chosen = max(shapes[0][0] for kind, shapes in model.trainer.plans if kind == "train")
+    chosen = max(shapes[0][0] for kind, shapes, _ in model.trainer.plans if kind == "train")
     assert f"batch_size='auto': {chosen} " in capsys.readouterr().out
     assert 1 <= chosen < 32 and len(history.history["loss"]) == 1
     transfer_model(memory_budget="2400KiB").fit(x, y, batch_size=chosen, epochs=1, verbose=0)
@@ -132,10 +132,10 @@ def test_auto_batch_size_is_the_largest_that_fits_up_to_the_cap(capsys):
                                                     verbose=0)
     generous = transfer_model(memory_budget="1GiB")
     generous.fit(x, y, batch_size="auto", epochs=1, verbose=0)  # Keras's 32 by default
-    assert max(s[0][0] for k, s in generous.trainer.plans if k == "train") == 32
+    assert max(s[0][0] for k, s, _ in generous.trainer.plans if k == "train") == 32
     raised = transfer_model(memory_budget="1GiB")
     raised.fit(x, y, batch_size="auto", max_batch_size=64, epochs=1, verbose=0)
-    assert max(s[0][0] for k, s in raised.trainer.plans if k == "train") == 64
+    assert max(s[0][0] for k, s, _ in raised.trainer.plans if k == "train") == 64
 
 
 def test_dropout_is_active_seeded_and_inverted():

@@ -147,7 +147,8 @@ class Conv2D(_Conv2DBase):
         n, h, w, c = b.shape(x)
         w_shape = (*self.kernel_size, c // self.groups, self.filters)
         scratch = _kernels.conv2d_scratch_size(b.shape(x), w_shape, self.strides,
-                                               self.dilation, self.pads(h, w, node), self.groups)
+                                               self.dilation, self.pads(h, w, node), self.groups,
+                                               b.nthreads)
         live = b.live_of(self)
         if live is not None:
             kernel, bias = pack_live_gemm(b, live.params["kernel"],

@@ -76,8 +76,11 @@ class PlanBuilder:
     inference before compile).  Both belong to the stage that made them; a layer's
     lowering asks for its own entries through weights_of / live_of."""
 
-    def __init__(self, shapes, weights=None, live=None, training=False):
+    def __init__(self, shapes, weights=None, live=None, training=False, nthreads=1):
         self.shapes = shapes  # graph tensor -> full shape (batch included)
+        # The threads the plan runs its kernels with: per-thread scratch is sized for it
+        # (a layer passes it to its kernel's *_scratch_size).
+        self.nthreads = int(nthreads)
         self.weights = weights or {}
         self.live = live or {}
         self.ops = []

@@ -56,7 +56,7 @@ class Executor:
 
     def run(self, plan):
         _kernels.run_plan(plan.ops, plan.fparams, self.arena, self.weights, plan.arena_floats,
-                          plan.gemm_isa[2], self.params, self.grads)
+                          plan.gemm_isa[2], self.params, self.grads, plan.nthreads)
 
     def output_views(self, plan):
         """Views of the plan's outputs in the arena (valid until the next run)."""

@@ -36,6 +36,7 @@ class Plan:
     buffers: list  # arena.Buffer, for memory reports and tests
     op_names: list  # (op name, layer name) per row
     gemm_isa: tuple
+    nthreads: int  # the threads its kernels run with; its scratch is sized for them
     lower_bound_floats: int
     naive_floats: int
     op_flops: list = None  # per row: floating-point operations (plan/cost.py)
@@ -63,8 +64,8 @@ def concrete_shapes(flat, input_shapes, path=None):
     return shapes
 
 
-def lower(flat, shapes, path=None, weights=None, live=None):
-    b = PlanBuilder(shapes, weights, live)
+def lower(flat, shapes, path=None, weights=None, live=None, nthreads=1):
+    b = PlanBuilder(shapes, weights, live, nthreads=nthreads)
     for node in flat.nodes:
         b.node = node
         try:
@@ -111,12 +112,13 @@ def _lifetimes(b, inputs, outputs):
     return spans
 
 
-def build_plan(flat, input_shapes, path=None, weights=None, live=None):
+def build_plan(flat, input_shapes, path=None, weights=None, live=None, nthreads=1):
     """The inference plan of a flat graph for these full input shapes; weights: the
-    WeightLayout regions ({layer: {key: Region}}), live: the trainer's LiveRegions."""
+    WeightLayout regions ({layer: {key: Region}}), live: the trainer's LiveRegions;
+    nthreads: the threads it will run with (its per-thread scratch is planned for them)."""
     input_shapes = [tuple(int(d) for d in s) for s in input_shapes]
     shapes = concrete_shapes(flat, input_shapes, path)
-    b = lower(flat, shapes, path, weights, live)
+    b = lower(flat, shapes, path, weights, live, nthreads)
     return finish_plan(b, flat.inputs, flat.outputs, input_shapes)
 
 
@@ -162,7 +164,7 @@ def finish_plan(b, inputs, outputs, input_shapes):
         ops=ops, fparams=fparams, arena_floats=arena_floats,
         input_offsets=[where[b.root(t)].offset for t in inputs],
         output_offsets=[where[b.root(t)].offset for t in outputs],
-        buffers=buffers, op_names=names, gemm_isa=_kernels.gemm_isa(),
+        buffers=buffers, op_names=names, gemm_isa=_kernels.gemm_isa(), nthreads=b.nthreads,
         lower_bound_floats=live_lower_bound(buffers, len(b.ops)),
         naive_floats=sum(buf.size for buf in buffers),
         op_flops=[op_flops(op, b.shape) for op in b.ops],

@@ -20,13 +20,14 @@ class MemoryPlan:
     input_shapes: list
     arena_bytes: int  # the activation arena (activations + scratch), allocated once
     weights_bytes: int  # the packed weights buffer
-    scratch_bytes: int  # the largest per-op scratch (im2col block); scratch is reused
+    scratch_bytes: int  # the largest per-op scratch (im2col blocks, one per thread); reused
     naive_bytes: int  # every buffer in its own allocation, no reuse
     lower_bound_bytes: int  # max over op steps of the bytes live at that step
     buffers: list = field(default_factory=list)
     op_names: list = field(default_factory=list)
     training_bytes: int = 0  # trained params + their gradients + optimizer state
     run_parts: dict = field(default_factory=dict)  # what a fit holds (train/memory.py)
+    num_threads: int = 1  # the threads the plan runs with (its per-thread scratch is in arena)
 
     @property
     def total_bytes(self):
@@ -39,10 +40,11 @@ class MemoryPlan:
     def format(self, detail=False):
         ratio = self.arena_bytes / self.lower_bound_bytes if self.lower_bound_bytes else 1.0
         lines = [
-            f"memory plan for inputs {self.input_shapes}",
+            f"memory plan for inputs {self.input_shapes}, {self.num_threads} thread(s)",
             f"  arena (activations + scratch): {mib(self.arena_bytes)}"
             f"  = {ratio:.3f} x the lower bound {mib(self.lower_bound_bytes)}",
-            f"  largest op scratch:            {mib(self.scratch_bytes)}",
+            f"  largest op scratch:            {mib(self.scratch_bytes)}"
+            f" (for {self.num_threads} thread(s), in the arena)",
             f"  weights (packed, folded):      {mib(self.weights_bytes)}",
         ]
         if self.training_bytes:
@@ -96,4 +98,5 @@ def memory_plan_of(plan, weights_floats):
         lower_bound_bytes=plan.lower_bound_floats * FLOAT,
         buffers=plan.buffers,
         op_names=plan.op_names,
+        num_threads=plan.nthreads,
     )

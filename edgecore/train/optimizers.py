@@ -69,15 +69,16 @@ class Optimizer:
                 "learning_rate": np.asarray(self.learning_rate, np.float32), **self.slots}
 
     # --- update ----------------------------------------------------------------------
-    def apply(self, params, grads):
-        """One step on the whole trainable block (float32 arrays of equal size)."""
+    def apply(self, params, grads, nthreads=1):
+        """One step on the whole trainable block (float32 arrays of equal size), split
+        across nthreads threads (elementwise: the same bits at any count)."""
         lr = F32(self.learning_rate)
         if self.weight_decay is not None:
-            _kernels.weight_decay_step(params, lr, F32(self.weight_decay))
-        self._update(params, grads, lr)
+            _kernels.weight_decay_step(params, lr, F32(self.weight_decay), nthreads=nthreads)
+        self._update(params, grads, lr, nthreads)
         self.iterations += 1
 
-    def _update(self, params, grads, lr):
+    def _update(self, params, grads, lr, nthreads):
         raise NotImplementedError
 
     def get_config(self):
@@ -100,9 +101,9 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.slot_names = ("momentum",) if self.momentum else ()
 
-    def _update(self, params, grads, lr):
+    def _update(self, params, grads, lr, nthreads):
         _kernels.sgd_step(params, grads, lr, self.slots.get("momentum"), F32(self.momentum),
-                          self.nesterov)
+                          self.nesterov, nthreads=nthreads)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -120,10 +121,11 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2 = _finite(beta_1, "beta_1"), _finite(beta_2, "beta_2")
         self.epsilon = _finite(epsilon, "epsilon")
 
-    def _update(self, params, grads, lr):
+    def _update(self, params, grads, lr, nthreads):
         alpha = _kernels.adam_step_size(lr, self.beta_1, self.beta_2, self.iterations + 1)
         _kernels.adam_step(params, self.slots["momentum"], self.slots["velocity"], grads,
-                           alpha, self.beta_1, self.beta_2, F32(self.epsilon))
+                           alpha, self.beta_1, self.beta_2, F32(self.epsilon),
+                           nthreads=nthreads)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
@@ -153,9 +155,10 @@ class RMSprop(Optimizer):
         self.epsilon = _finite(epsilon, "epsilon")
         self.slot_names = ("velocity", "momentum") if self.momentum > 0 else ("velocity",)
 
-    def _update(self, params, grads, lr):
+    def _update(self, params, grads, lr, nthreads):
         _kernels.rmsprop_step(params, self.slots["velocity"], grads, lr, self.rho,
-                              F32(self.momentum), F32(self.epsilon), self.slots.get("momentum"))
+                              F32(self.momentum), F32(self.epsilon), self.slots.get("momentum"),
+                              nthreads=nthreads)
 
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,

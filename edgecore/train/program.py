@@ -66,15 +66,16 @@ def label_slots(loss, output_shape):
 
 
 def build_step_plan(setup, loss, boundary_shapes, trained, path=None, backward=True,
-                    weights=None, live=None):
+                    weights=None, live=None, nthreads=1):
     """The plan of one training step (backward=True) or one evaluation step; weights:
-    the packed weights' regions, live: the trainer's LiveRegions.
+    the packed weights' regions, live: the trainer's LiveRegions; nthreads: the threads
+    it runs with.
 
     Inputs: the boundary tensors, then the labels (label_slots).  Outputs: the
     per-sample losses, then the model output."""
     suffix = setup.suffix
     shapes = concrete_shapes(suffix, boundary_shapes, path)
-    b = PlanBuilder(shapes, weights, live, training=backward)
+    b = PlanBuilder(shapes, weights, live, training=backward, nthreads=nthreads)
     for node in suffix.nodes:
         b.node = node
         with _layer_context(node, path):

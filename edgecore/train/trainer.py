@@ -143,7 +143,7 @@ class Trainer:
     def plan(self, kind, shapes):
         """The plan of `kind` ("prefix": for these input shapes; "train"/"eval": for
         these boundary shapes), built and budget-checked on first use."""
-        key = (kind, tuple(map(tuple, shapes)))
+        key = (kind, tuple(map(tuple, shapes)), self.model.num_threads)
         if key not in self.plans:
             plan = self._build(kind, shapes)
             batch = shapes[0][0]
@@ -154,11 +154,13 @@ class Trainer:
         return self.plans[key]
 
     def _build(self, kind, shapes):
+        nthreads = self.model.num_threads
         if kind == "prefix":  # frozen: every layer from the packed weights
-            return build_plan(self.setup.prefix, shapes, self.model.path, self.layout.regions)
+            return build_plan(self.setup.prefix, shapes, self.model.path, self.layout.regions,
+                              nthreads=nthreads)
         return build_step_plan(self.setup, self.loss, shapes, self.trained, self.model.path,
                                backward=(kind == "train"), weights=self.layout.regions,
-                               live=self.live)
+                               live=self.live, nthreads=nthreads)
 
     def prefix_chunk(self, input_shapes):
         """How many samples the frozen prefix runs at once for a batch of these shapes: as
@@ -166,7 +168,7 @@ class Trainer:
         chunking changes nothing but memory: at 224x224 a MobileNetV2 prefix needs 5.7 MiB
         of arena per sample, 184 MiB for a batch of 32."""
         batch = input_shapes[0][0]
-        key = tuple(tuple(s[1:]) for s in input_shapes)
+        key = (tuple(tuple(s[1:]) for s in input_shapes), self.model.num_threads)
         if key not in self._per_sample:
             one = [(1,) + tuple(s[1:]) for s in input_shapes]
             self._per_sample[key] = self._build("prefix", one).arena_floats * 4
@@ -207,7 +209,7 @@ class Trainer:
         return needed
 
     def _plan_floats(self, kind, shapes):
-        key = (kind, tuple(map(tuple, shapes)))
+        key = (kind, tuple(map(tuple, shapes)), self.model.num_threads)
         plan = self.plans.get(key) or self._build(kind, shapes)
         return plan.arena_floats
 
@@ -285,7 +287,8 @@ class Trainer:
             # A non-finite loss means non-finite gradients: the update is skipped, so the
             # weights stay those of the last good step (the loop then stops the run).
             if train and np.isfinite(outputs[0]).all():
-                self.optimizer.apply(self.params[:self.n_trainable], self.grads)
+                self.optimizer.apply(self.params[:self.n_trainable], self.grads,
+                                     plan.nthreads)
         return outputs[0], outputs[1]
 
     # --- labels and metrics ------------------------------------------------------------
