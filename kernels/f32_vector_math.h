@@ -214,4 +214,21 @@ static int f32_vact_config_supported(int index) {
     return 1;
 }
 
+/* For C callers (the GEMM / depthwise epilogues): the best variant this CPU runs, or the one
+ * named by `name` if it is supported here (NULL: not available).  Two ways to use it:
+ *   - whole spans: f32_vact_select(NULL)->kernels->swish(n, x, y, &params) on a block
+ *     while it is in cache (what activation_forward does; the Cython side keeps its own
+ *     table so EDGECORE_ACTIVATION_ISA / set_activation_isa apply);
+ *   - in registers: a kernel body compiled for one ISA (same EC_VM_ATTR target) may call
+ *     the lane functions ec_swish__avx2(v), ec_sigmoid__neon(v), ... on its accumulators
+ *     before storing them; they are static inline and give the same bits as the span
+ *     kernels of that ISA. */
+static const f32_vact_config *f32_vact_select(const char *name) {
+    for (int i = 0; i < f32_vact_config_count; i++)
+        if (f32_vact_config_supported(i) &&
+            (name == NULL || strcmp(f32_vact_configs[i].name, name) == 0))
+            return &f32_vact_configs[i];
+    return NULL;
+}
+
 #endif /* EDGECORE_F32_VECTOR_MATH_H */

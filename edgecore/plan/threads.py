@@ -59,5 +59,6 @@ def build_info():
         "compiler": compiler,
         "gemm_isa": name,
         "gemm_tile": (mr, nr),
+        "activation_isa": _kernels.activation_isa(),  # the vector activations' variant
         "cpu_count": default_num_threads(),
     }
