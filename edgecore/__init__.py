@@ -82,7 +82,8 @@ def build_info():
     """How the kernels were built and what they use here: {"openmp": bool, "openmp_version",
     "openmp_linked" (the runtime and link flags, None without OpenMP), "compiler",
     "gemm_isa" and "gemm_tile" (the GEMM micro-kernel chosen for this CPU), "dwconv_isa"
-    (the depthwise micro-kernels chosen for this CPU), "cpu_count"
+    (the depthwise micro-kernels chosen for this CPU), "activation_isa" (the float32 vector
+    activations' variant; EDGECORE_ACTIVATION_ISA forces one), "cpu_count"
     (the CPUs this process may use: the default num_threads)}."""
     from .plan.threads import build_info as _build_info
 

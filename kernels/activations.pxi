@@ -2,9 +2,28 @@
 #
 # Every function here matches Keras 3 (keras/src/activations/activations.py) unless the
 # code says Keras 2; the comments name the formula Keras uses where it is not the
-# textbook one.  Math is done in double and rounded once: Keras/TF compute in float32
-# with their own approximations, so we agree to round-off, which the parity tests bound.
-# y may alias x (activations run in place in the plan).
+# textbook one.  y may alias x (activations run in place in the plan).
+#
+# Two forward paths.  act_scalar is the reference and fallback: double + libm, rounded
+# once (Keras/TF compute in float32 with their own approximations, so we agree to
+# round-off, which the parity tests bound); it is what activation_forward_scalar runs and
+# what the backward recomputes y with.  activation_forward runs the float32 vector
+# kernels of f32_vector_math.h (NEON / SSE / AVX2 / AVX-512, chosen once per process like
+# the GEMM micro-kernels) for every code that has one, act_scalar for the others (relu
+# with a threshold or slope, sparse_plus, squareplus, tanh_shrink).  Vector error bounds,
+# measured over every finite float32 (bench/measure_activations.py, asserted per ISA by
+# tests/test_kernels_activations_vector.py), in ulp of the exact result:
+#   sigmoid 2, swish 3, tanh 2, elu / selu / celu 2, softplus / log_sigmoid 3, mish 4,
+#   exponential 1, gelu 5, gelu_tanh 3 + 2|u| ulp for x < 0 (u its tanh argument: the
+#   rounding of u is amplified by the function's own condition number there; Keras's
+#   float32 form loses everything beyond x < -5); exact (bit for bit act_scalar):
+#   hard_sigmoid (Keras 3 and 2), hard_swish, softsign, leaky_relu, hard_tanh, hard_shrink,
+#   soft_shrink, sparse_sigmoid.  NaN and +-inf give act_scalar's results exactly; kinks
+#   are act_scalar's; denormal inputs and outputs are computed, never flushed.
+#
+# Threads: activation_forward(..., nthreads) cuts n into one contiguous range per thread
+# (whole cache lines, >= _ACT_MIN_CHUNK floats, threads.pxi's convention); lane-wise
+# kernels make the result bit for bit the same at every thread count.
 #
 # activation_backward: dx = dy * f'(x) with f' as TensorFlow differentiates Keras's ops, so
 # the kinks follow TF rather than calculus: relu'(0) = 0 (ReluGrad tests y > 0); relu6 and
@@ -27,6 +46,24 @@
 # activations < 0 test is false for NaN): elu'(NaN) = alpha, selu'(NaN) = scale.
 
 from libc.math cimport exp, expm1, log1p, tanh, erf, fabs, sqrt, fmax
+from cython.parallel cimport prange
+
+cdef extern from "f32_vector_math.h" nogil:
+    ctypedef struct f32_vact_params:
+        float alpha
+        float threshold
+    ctypedef void (*f32_vact_fn)(size_t n, const float* x, float* y,
+                                 const f32_vact_params* params) noexcept
+    ctypedef struct f32_vact_kernels:
+        f32_vact_fn sigmoid, swish, tanh, gelu, gelu_tanh, elu, selu, celu, softplus
+        f32_vact_fn log_sigmoid, mish, exp, leaky_relu, hard_tanh, hard_shrink, soft_shrink
+        f32_vact_fn sparse_sigmoid, hard_sigmoid, hard_sigmoid_k2, hard_swish, softsign
+    ctypedef struct f32_vact_config:
+        const char* name
+        const f32_vact_kernels* kernels
+    const f32_vact_config* f32_vact_configs
+    int f32_vact_config_count
+    int f32_vact_config_supported(int index)
 
 cdef double _SELU_ALPHA = 1.6732632423543772848170429916717
 cdef double _SELU_SCALE = 1.0507009873554804934193349852946
@@ -115,9 +152,10 @@ cdef inline float act_scalar(float xf, const Activation* a) noexcept nogil:
     return xf
 
 
-cdef void activation_forward(float* y, const float* x, Py_ssize_t n,
-                             const Activation* a, int nthreads) noexcept nogil:
-    """y[i] = act(x[i]) for i < n; y may alias x.  nthreads: serial on this branch."""
+cdef void activation_forward_scalar(float* y, const float* x, Py_ssize_t n,
+                                    const Activation* a) noexcept nogil:
+    """y[i] = act(x[i]) for i < n with act_scalar (double, rounded once): the reference
+    and the fallback for codes without a vector kernel; y may alias x."""
     cdef Py_ssize_t i
     cdef float lo, hi, v
     if a.code == ACT_LINEAR:
@@ -137,6 +175,112 @@ cdef void activation_forward(float* y, const float* x, Py_ssize_t n,
     else:
         for i in range(n):
             y[i] = act_scalar(x[i], a)
+
+
+# The vector kernel of each activation code for the selected ISA (NULL: act_scalar), and
+# the ISA's name; set by set_activation_isa, once per process unless a test forces one.
+cdef f32_vact_fn _vact_table[<int>ACT_COUNT]
+cdef const char* _vact_isa = NULL
+
+cdef enum:
+    # Floats per thread at least (par_threads, threads.pxi): a parallel region costs a
+    # few microseconds, about what 8K elements of a transcendental vector kernel take.
+    _ACT_MIN_CHUNK = 8192
+    # floats of y the backward recomputes at a time when it is not given
+    _ACT_BWD_CHUNK = 256
+
+
+cdef void _activation_span(float* y, const float* x, Py_ssize_t n, const Activation* a,
+                           const f32_vact_params* params) noexcept nogil:
+    cdef f32_vact_fn fn = _vact_table[a.code]
+    if fn != NULL:
+        fn(n, x, y, params)
+    else:
+        activation_forward_scalar(y, x, n, a)
+
+
+cdef void _activation_part(float* y, const float* x, Py_ssize_t n, const Activation* a,
+                           const f32_vact_params* params, Py_ssize_t part,
+                           Py_ssize_t parts) noexcept nogil:
+    cdef Py_ssize_t lo, hi
+    chunk_bounds(part, parts, n, 16, &lo, &hi)     # whole 64-byte lines: no false sharing
+    if hi > lo:
+        _activation_span(y + lo, x + lo, hi - lo, a, params)
+
+
+cdef void activation_forward(float* y, const float* x, Py_ssize_t n, const Activation* a,
+                             int nthreads) noexcept nogil:
+    """y[i] = act(x[i]) for i < n; y may alias x (not partially overlap it).  Vector
+    kernels where the code has one (file comment), act_scalar otherwise.  nthreads <= 1
+    (the GEMM / conv epilogues, which run per block inside their own threads, pass 1):
+    serial, no OpenMP region; more: one contiguous range per thread (threads.pxi), the
+    same bits at every count since every kernel is lane-wise."""
+    cdef f32_vact_params params
+    cdef Py_ssize_t part
+    cdef int t
+    params.alpha = a.alpha
+    params.threshold = a.threshold
+    t = par_threads(n, _ACT_MIN_CHUNK, nthreads)
+    if t <= 1:
+        _activation_span(y, x, n, a, &params)
+        return
+    for part in prange(t, nogil=True, num_threads=t, schedule="static"):
+        _activation_part(y, x, n, a, &params, part, t)
+
+
+def available_activation_isas():
+    """Names of the activation kernel variants this CPU can run, best first; "scalar" (the
+    double-precision reference path, act_scalar) is always last."""
+    return [f32_vact_configs[i].name.decode() for i in range(f32_vact_config_count)
+            if f32_vact_config_supported(i)] + ["scalar"]
+
+
+def set_activation_isa(name=None):
+    """Select the activation kernels by ISA name (None: the best this CPU supports;
+    "scalar": act_scalar for everything).  Results differ between ISAs by rounding only
+    (within the stated bounds); nothing is packed, so this may change at any time when no
+    kernel is running."""
+    global _vact_isa
+    cdef int i, code
+    cdef const f32_vact_kernels* k = NULL
+    if name == "scalar":
+        _vact_isa = b"scalar"
+    else:
+        for i in range(f32_vact_config_count):
+            if f32_vact_config_supported(i) and (
+                    name is None or f32_vact_configs[i].name.decode() == name):
+                k = f32_vact_configs[i].kernels
+                _vact_isa = f32_vact_configs[i].name
+                break
+        else:
+            raise ValueError(f"activation ISA {name!r} is not available on this CPU; "
+                             f"available: {available_activation_isas()}")
+    for code in range(ACT_COUNT):
+        _vact_table[code] = NULL
+    if k != NULL:
+        _vact_table[<int>ACT_SIGMOID] = k.sigmoid
+        _vact_table[<int>ACT_HARD_SIGMOID] = k.hard_sigmoid
+        _vact_table[<int>ACT_HARD_SIGMOID_K2] = k.hard_sigmoid_k2
+        _vact_table[<int>ACT_HARD_SWISH] = k.hard_swish
+        _vact_table[<int>ACT_SWISH] = k.swish
+        _vact_table[<int>ACT_GELU] = k.gelu
+        _vact_table[<int>ACT_GELU_TANH] = k.gelu_tanh
+        _vact_table[<int>ACT_ELU] = k.elu
+        _vact_table[<int>ACT_SELU] = k.selu
+        _vact_table[<int>ACT_SOFTPLUS] = k.softplus
+        _vact_table[<int>ACT_SOFTSIGN] = k.softsign
+        _vact_table[<int>ACT_LEAKY_RELU] = k.leaky_relu
+        _vact_table[<int>ACT_TANH] = k.tanh
+        _vact_table[<int>ACT_EXPONENTIAL] = k.exp
+        _vact_table[<int>ACT_MISH] = k.mish
+        _vact_table[<int>ACT_LOG_SIGMOID] = k.log_sigmoid
+        _vact_table_k3(k)                                  # activations_k3.pxi
+    return activation_isa()
+
+
+def activation_isa():
+    """Name of the current activation kernel variant ("scalar": act_scalar)."""
+    return _vact_isa.decode()
 
 
 cdef inline float _relu_general_grad(float dy, float x, const Activation* a) noexcept nogil:
@@ -222,10 +366,13 @@ cdef void activation_backward(float* dx, const float* dy, const float* x, const 
     (file comment); OVERWRITES dx, which may be dy, x or y (element i is read before it is
     written).  x is the forward input; y is the
     forward output f(x) (read by sigmoid, tanh, exponential, elu, selu, like TF's gradient
-    ops) or NULL to recompute it from x.  Pure masks (relu family, leaky, hard_sigmoid)
+    ops) or NULL to recompute it from x (with the forward's vector kernel, so the
+    same bits as a y the forward wrote).  Pure masks (relu family, leaky, hard_sigmoid)
     multiply in float and are exact; the others are computed in double, rounded once."""
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, j, m
     cdef float xv, yv
+    cdef float ybuf[_ACT_BWD_CHUNK]
+    cdef f32_vact_params params
     cdef bint plain_relu = a.code == ACT_RELU and a.alpha == 0 and a.threshold == 0
     if a.code == ACT_LINEAR:
         if dx != dy:
@@ -256,6 +403,18 @@ cdef void activation_backward(float* dx, const float* dy, const float* x, const 
             dx[i] = dy[i] * <float>0.2 if _K2_PASS_LO <= x[i] <= _K2_PASS_HI else 0
     elif a.code >= ACT_CELU:
         _activation_backward_k3(dx, dy, x, n, a)              # activations_k3.pxi
+    elif y == NULL and _vact_table[a.code] != NULL:
+        # recompute y with the same vector kernel the forward ran, in stack-sized chunks
+        # (dx may alias x: a chunk's y is made before its dx is written)
+        params.alpha = a.alpha
+        params.threshold = a.threshold
+        i = 0
+        while i < n:
+            m = min(n - i, <Py_ssize_t>_ACT_BWD_CHUNK)
+            _vact_table[a.code](m, x + i, ybuf, &params)
+            for j in range(m):
+                dx[i + j] = <float>(dy[i + j] * _act_deriv(x[i + j], ybuf[j], a))
+            i += m
     else:
         for i in range(n):
             xv = x[i]
@@ -264,14 +423,31 @@ cdef void activation_backward(float* dx, const float* dy, const float* x, const 
 
 
 def activation(const float[::1] x, float[::1] y, int code, float alpha=0.0,
-               float max_value=INFINITY, float threshold=0.0):
-    """Checked wrapper: y = act(x).  x and y may be the same buffer."""
+               float max_value=INFINITY, float threshold=0.0, int nthreads=1):
+    """Checked wrapper: y = act(x) (vector kernels, file comment).  x and y may be the same
+    buffer, not partially overlapping ones."""
     cdef Activation a = _checked_activation(code, alpha, max_value, threshold)
     _require(x.shape[0] == y.shape[0], f"activation: x has {x.shape[0]} elements, y {y.shape[0]}")
     if x.shape[0] == 0:
         return
+    _require(&y[0] == &x[0] or not _overlaps(&y[0], y.nbytes, &x[0], x.nbytes),
+             "activation: y partially overlaps x")
     with nogil:
-        activation_forward(&y[0], &x[0], x.shape[0], &a, 1)
+        activation_forward(&y[0], &x[0], x.shape[0], &a, nthreads)
+
+
+def activation_scalar(const float[::1] x, float[::1] y, int code, float alpha=0.0,
+                      float max_value=INFINITY, float threshold=0.0):
+    """Checked wrapper of the reference path: y = act_scalar(x) (double, rounded once)."""
+    cdef Activation a = _checked_activation(code, alpha, max_value, threshold)
+    _require(x.shape[0] == y.shape[0],
+             f"activation_scalar: x has {x.shape[0]} elements, y {y.shape[0]}")
+    if x.shape[0] == 0:
+        return
+    _require(&y[0] == &x[0] or not _overlaps(&y[0], y.nbytes, &x[0], x.nbytes),
+             "activation_scalar: y partially overlaps x")
+    with nogil:
+        activation_forward_scalar(&y[0], &x[0], x.shape[0], &a)
 
 
 def activation_grad(const float[::1] dy, const float[::1] x, y, float[::1] dx, int code,
@@ -299,3 +475,7 @@ def activation_grad(const float[::1] dy, const float[::1] x, y, float[::1] dx, i
              "activation_grad: dx partially overlaps x")
     with nogil:
         activation_backward(&dx[0], &dy[0], &x[0], yp, n, &a)
+
+
+import os as _os_act
+set_activation_isa(_os_act.environ.get("EDGECORE_ACTIVATION_ISA") or None)

@@ -116,3 +116,14 @@ cdef void _activation_backward_k3(float* dx, const float* dy, const float* x, Py
     else:
         for i in range(n):
             dx[i] = <float>(dy[i] * _act_deriv_k3(x[i], a))
+
+
+cdef void _vact_table_k3(const f32_vact_kernels* k) noexcept:
+    """The Keras 3 codes with a vector kernel (set_activation_isa, activations.pxi): celu
+    (float expm1) and the exact ones; sparse_plus, squareplus and tanh_shrink stay on
+    _act_k3 (rare, and tanh_shrink / squareplus need their cancellation-free forms)."""
+    _vact_table[<int>ACT_CELU] = k.celu
+    _vact_table[<int>ACT_HARD_SHRINK] = k.hard_shrink
+    _vact_table[<int>ACT_HARD_TANH] = k.hard_tanh
+    _vact_table[<int>ACT_SOFT_SHRINK] = k.soft_shrink
+    _vact_table[<int>ACT_SPARSE_SIGMOID] = k.sparse_sigmoid

@@ -32,7 +32,9 @@ def test_activation_matches_keras_formula(name):
     params = {"elu": {"alpha": 1.0}, "leaky_relu": {"alpha": 0.3}}.get(name, {})
     (x,), copies = frozen(_inputs(name))
     y = np.full_like(x, np.nan)
-    K.activation(x, y, K.ACTIVATION_CODES[name], **params)
+    # the reference path; the vector kernels K.activation runs are held to their stated
+    # bounds against exact functions in test_kernels_activations_vector.py
+    K.activation_scalar(x, y, K.ACTIVATION_CODES[name], **params)
     ref = ref_activation(x, name, **params)
     # Computed in double and rounded once: half an ulp of the result, plus a little for the
     # library functions (erf, expm1, log1p) differing by an ulp of double.  gelu_tanh is
@@ -60,9 +62,12 @@ def test_relu_parameters(params):
 
 def test_activation_in_place():
     x = _inputs("swish").astype(np.float32)
-    ref = ref_activation(x, "swish")
-    K.activation(x, x, K.ACTIVATION_CODES["swish"])
-    assert_close(x, ref, rtol=1.2e-7, atol=1e-37, what="swish in place")
+    for run in (K.activation_scalar, K.activation):
+        want = np.empty_like(x)
+        run(x, want, K.ACTIVATION_CODES["swish"])
+        y = x.copy()
+        run(y, y, K.ACTIVATION_CODES["swish"])
+        assert np.array_equal(y, want)
 
 
 def test_activation_validation():

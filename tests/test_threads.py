@@ -263,6 +263,8 @@ def test_build_info():
     info = ec.build_info()
     assert set(info) >= {"openmp", "openmp_linked", "compiler", "gemm_isa", "cpu_count"}
     assert info["gemm_isa"] == ec._kernels.gemm_isa()[0]
+    assert info["activation_isa"] == ec._kernels.activation_isa()
+    assert info["activation_isa"] in ec._kernels.available_activation_isas()
     assert info["cpu_count"] >= 1 and info["compiler"]
     assert (info["openmp_linked"] is None) == (not info["openmp"])
 

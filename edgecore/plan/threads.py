@@ -60,5 +60,6 @@ def build_info():
         "gemm_isa": name,
         "gemm_tile": (mr, nr),
         "dwconv_isa": _kernels.dwconv_isa()[0],  # depthwise micro-kernels (EDGECORE_DWCONV_ISA)
+        "activation_isa": _kernels.activation_isa(),  # the vector activations' variant
         "cpu_count": default_num_threads(),
     }
