@@ -46,3 +46,17 @@ def keras_py():
     if python is None:
         pytest.skip("no TensorFlow/Keras python (set EDGECORE_KERAS_PYTHON)")
     return python
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _children_start_outside_the_source_tree(tmp_path_factory):
+    """`python -c` and `python -m` put their working directory first on sys.path; from the
+    repository root that is the uncompiled source tree, so a child process would import it
+    instead of the installed edgecore (it only works with an editable install).  Every test
+    runs from an empty directory, so a subprocess started without cwd= is safe too."""
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    try:
+        yield
+    finally:
+        os.chdir(previous)
