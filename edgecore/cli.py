@@ -105,8 +105,9 @@ def _labels_for(args, classes):
     elif classes == 1000:
         from importlib import resources
 
-        text = resources.files("edgecore").joinpath("data/imagenet1k_labels.txt").read_text()
-        return [line.split("\t")[-1] for line in text.splitlines()]
+        # decode_predictions' table; Keras spells names with underscores, people with spaces
+        text = resources.files("edgecore").joinpath("data/imagenet_class_index.tsv").read_text()
+        return [line.split("\t")[-1].replace("_", " ") for line in text.splitlines()]
     else:
         return [str(i) for i in range(max(classes, 2))]
     if len(names) != max(classes, 2):
@@ -190,16 +191,10 @@ def _declared_classes(model):
 
 def _load_base(args):
     """ec.load with the CLI's --threads, and --grayscale as input_channels=1."""
-    import inspect
-
     from . import load
 
     kwargs = {"num_threads": args.threads}
     if args.grayscale:
-        if "input_channels" not in inspect.signature(load).parameters:
-            raise UsageError("--grayscale needs edgecore.load(path, input_channels=1) (folding "
-                             "the first convolution over its input channels), which this "
-                             "edgecore does not have yet; train in RGB (without --grayscale)")
         kwargs["input_channels"] = 1
     return load(args.base, memory_budget=args.memory_budget, **kwargs)
 
@@ -385,7 +380,7 @@ def build_parser():
     train.add_argument("--image-size", default="224", help="N or H,W (default 224)")
     train.add_argument("--grayscale", action="store_true",
                        help="read the photos as 1-channel grey and fold the base's first "
-                            "convolution to take them (a third of its multiply-adds)")
+                            "convolution to take them (edgecore.load(..., input_channels=1))")
     train.add_argument("--validation-split", type=float, default=0.2,
                        help="the fraction held out to report validation accuracy (0: none)")
     train.add_argument("--memory-budget", default=None,

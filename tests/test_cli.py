@@ -63,7 +63,6 @@ def test_without_h5py_load_and_the_cli_work(tmp_path):
 
 # --- predict, train, info --memory, bench, --help: as a shell user runs them ---------------
 
-import inspect  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -117,8 +116,8 @@ def test_predict_the_bundled_backbone_prints_imagenet_labels(tmp_path):
     paths, probs = _real_photos(tmp_path)
     proc = script("predict", MOBILENET, *paths, "--top", "3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    text = (REPO / "edgecore/data/imagenet1k_labels.txt").read_text().splitlines()
-    names = [line.split("\t")[1] for line in text]
+    text = (REPO / "edgecore/data/imagenet_class_index.tsv").read_text().splitlines()
+    names = [line.split("\t")[1].replace("_", " ") for line in text]
     for path, row in zip(paths, probs):
         assert str(path) in proc.stdout
         assert f"1. {names[int(row.argmax())]}" in proc.stdout  # Keras's top-1
@@ -135,6 +134,7 @@ def test_predict_the_bundled_backbone_prints_imagenet_labels(tmp_path):
 def test_predict_errors_name_what_is_wrong(tmp_path):
     proc = run("predict", MOBILENET, tmp_path / "missing.jpg", cwd=tmp_path)
     assert proc.returncode == 2 and "missing.jpg" in proc.stderr and "Traceback" not in proc.stderr
+    pytest.importorskip("PIL")  # without Pillow every photo gets the "pip install pillow" error
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nno")
     proc = run("predict", MOBILENET, tmp_path / "broken.png", cwd=tmp_path)
     assert proc.returncode == 2 and "broken.png" in proc.stderr and "Traceback" not in proc.stderr
@@ -193,18 +193,28 @@ def test_train_refuses_bad_input_with_exit_2(tmp_path):
     assert proc.returncode == 2 and ".h5" in proc.stderr
 
 
-@pytest.mark.skipif("input_channels" in inspect.signature(ec.load).parameters,
-                    reason="this edgecore has load(input_channels=): the lead's end-to-end "
-                           "test covers --grayscale")
-def test_grayscale_without_input_channels_is_a_clear_error(tmp_path):
+def test_train_grayscale_end_to_end(tmp_path):
+    """--grayscale: grey photos, the backbone's first convolution folded to one channel; the
+    saved model takes (H, W, 1), predicts grey photos, and equals the live model."""
     pytest.importorskip("PIL")
     from photofolders import write_fashion_folder
 
-    data = write_fashion_folder(tmp_path / "data", 10, classes=2)
-    proc = run("train", MOBILENET, data, "--out", tmp_path / "o.h5", "--grayscale",
-               cwd=tmp_path)
-    assert proc.returncode == 2 and "input_channels=1" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    data = write_fashion_folder(tmp_path / "data", 24, classes=2)
+    out = tmp_path / "grey.h5"
+    proc = run("train", MOBILENET, data, "--out", out, "--grayscale", "--image-size", "32",
+               "--epochs", "1", "--batch-size", "8", "--validation-split", "0.25", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "validation accuracy" in proc.stdout
+    saved = ec.load(out)
+    assert saved.input_shape[-1] == 1 and saved.output_shape[-1] == 2
+    photo = sorted((data / "Trouser").iterdir())[0]
+    proc = run("predict", out, photo, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    top = json.loads(proc.stdout)[0]["top"]
+    from edgecore import images
+    x = np.empty((1, 32, 32, 1), np.float32)  # as `predict` reads it: 1 channel, bilinear
+    images.resize_image(images.decode_image(photo, 1), (32, 32), out=x[0])
+    assert abs(top[0]["probability"] - float(saved.predict(x)[0].max())) < 1e-5
 
 
 def test_info_memory_prints_the_plan(tmp_path):
