@@ -108,38 +108,33 @@ def _common_offset(a, b):
 
 def _rewire(entry, old_name, new_name):
     """Point entry's inbound reference from old_name to new_name (shape: 1 channel)."""
-    def walk(value):
-        if isinstance(value, dict):
-            if value.get("class_name") == "__keras_tensor__":
-                cfg = value["config"]
-                if cfg["keras_history"][0] == old_name:
-                    cfg["keras_history"] = [new_name, 0, 0]
-                return
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
+    def repoint(cfg):
+        if cfg["keras_history"][0] == old_name:
+            cfg["keras_history"] = [new_name, 0, 0]
 
-    walk(entry["inbound_nodes"])
+    _each_keras_tensor(entry["inbound_nodes"], repoint)
 
 
 def _set_channels(entry, channels):
     """The last dimension of every tensor entry reads."""
-    def walk(value):
-        if isinstance(value, dict):
-            if value.get("class_name") == "__keras_tensor__":
-                shape = value["config"].get("shape")
-                if shape:
-                    shape[-1] = channels
-                return
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
+    def narrow(cfg):
+        if cfg.get("shape"):
+            cfg["shape"][-1] = channels
 
-    walk(entry["inbound_nodes"])
+    _each_keras_tensor(entry["inbound_nodes"], narrow)
+
+
+def _each_keras_tensor(value, visit):
+    """visit(config) for every Keras 3 `__keras_tensor__` reference inside a config value."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            visit(value["config"])
+            return
+        for v in value.values():
+            _each_keras_tensor(v, visit)
+    elif isinstance(value, list):
+        for v in value:
+            _each_keras_tensor(v, visit)
 
 
 def fold_input_channels(model, memory_budget=None, input_shape=None, num_threads=None):
