@@ -49,6 +49,9 @@ _DROPPED_K2_KEYS = {
     "SpatialDropout2D": ("trainable", "noise_shape"),
     "SpatialDropout3D": ("trainable", "noise_shape"),
 }
+# tf.keras's BaseRandomLayer options (every random augmentation layer); Keras 3's layers
+# reject them as unrecognized keyword arguments.
+_DROPPED_K2_RANDOM_KEYS = ("rng_type", "force_generator")
 # Layers whose Keras 3 config keeps dtype a plain string.
 _STRING_DTYPE = ("InputLayer", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")
 # Keras 3 op nodes (keras.src.ops.numpy) and the Keras 2 TFOpLambda functions edgecore runs.
@@ -251,7 +254,7 @@ class _Converter:
         if not self.k2:
             return config
         config.pop("batch_input_shape", None)
-        for key in _DROPPED_K2_KEYS.get(class_name, ()):
+        for key in _DROPPED_K2_KEYS.get(class_name, ()) + _DROPPED_K2_RANDOM_KEYS:
             config.pop(key, None)
         if "dtype" in config and class_name not in _STRING_DTYPE:
             config["dtype"] = self.dtype(config["dtype"])
