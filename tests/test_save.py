@@ -404,3 +404,38 @@ def test_the_temporary_file_is_visible_while_writing_and_gone_after(tmp_path, mo
     monkeypatch.setattr(save_module, "_write_subset", spy)
     ec.load(FIXTURES / "graph_functional.k3.h5").save(tmp_path / "model.h5")
     assert seen and leftovers(tmp_path) == []
+
+
+def _layer_keys(path):
+    """{class_name: union of config keys} of a legacy .h5's model config (h5py reads it)."""
+    with h5py.File(path, "r") as f:
+        config = json.loads(f.attrs["model_config"])
+    keys = {}
+
+    def walk(entry):
+        for layer in entry["config"].get("layers", []):
+            keys.setdefault(layer["class_name"], set()).update(layer["config"])
+            if "layers" in layer["config"]:
+                walk(layer)
+    walk(config)
+    return keys
+
+
+K2_WITH_K3 = sorted(p.name[:-len(".k2.h5")] for p in FIXTURES.glob("*.k2.h5")
+                    if (FIXTURES / p.name.replace(".k2.h5", ".k3.h5")).exists())
+
+
+@pytest.mark.parametrize("case", K2_WITH_K3)
+def test_a_saved_keras2_file_spells_its_configs_as_keras3_does(case, tmp_path):
+    """Keras 3 rejects config keys it does not know (tf.keras's `rng_type` on every random
+    layer once broke reloading): saving a Keras 2 file writes, per layer class, no key that
+    Keras 3's own file of the same model lacks."""
+    try:
+        model = ec.load(FIXTURES / f"{case}.k2.h5")
+    except ec.UnsupportedLayerError:
+        pytest.skip("refused at load (tests/test_bad_input.py)")
+    model.save(tmp_path / "saved.h5")
+    ours, keras3 = _layer_keys(tmp_path / "saved.h5"), _layer_keys(FIXTURES / f"{case}.k3.h5")
+    extra = {cls: sorted(keys - keras3[cls]) for cls, keys in ours.items()
+             if cls in keras3 and keys - keras3[cls]}
+    assert not extra, extra
