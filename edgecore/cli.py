@@ -103,11 +103,10 @@ def _labels_for(args, classes):
         names = _read_labels(labels_path(args.model))
         source = labels_path(args.model)
     elif classes == 1000:
-        from importlib import resources
+        from .utils import _imagenet_classes
 
         # decode_predictions' table; Keras spells names with underscores, people with spaces
-        text = resources.files("edgecore").joinpath("data/imagenet_class_index.tsv").read_text()
-        return [line.split("\t")[-1].replace("_", " ") for line in text.splitlines()]
+        return [name.replace("_", " ") for _, name in _imagenet_classes()]
     else:
         return [str(i) for i in range(max(classes, 2))]
     if len(names) != max(classes, 2):

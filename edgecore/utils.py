@@ -77,6 +77,18 @@ def resize_images(images, size):
 _IMAGENET = None
 
 
+def _imagenet_classes():
+    """[(wnid, Keras's class name)] in ImageNet-1k index order, read once (installed with
+    edgecore: decode_predictions and `edgecore predict` share it)."""
+    global _IMAGENET
+    if _IMAGENET is None:
+        from importlib import resources
+
+        text = resources.files("edgecore").joinpath("data/imagenet_class_index.tsv").read_text()
+        _IMAGENET = [tuple(line.split("\t")) for line in text.splitlines()]
+    return _IMAGENET
+
+
 def decode_predictions(preds, top=5):
     """Keras's decode_predictions for an ImageNet-1k classifier: for each row of preds
     (N, 1000), the `top` classes by score as (wnid, class name, score) tuples, best first.
@@ -84,18 +96,13 @@ def decode_predictions(preds, top=5):
     downloaded, unlike Keras."""
     import numpy as np
 
-    global _IMAGENET
     preds = np.asarray(preds)
     if preds.ndim != 2 or preds.shape[1] != 1000:
         raise ValueError("decode_predictions expects a batch of predictions (i.e. a 2D array "
                          f"of shape (samples, 1000)). Found array with shape: {preds.shape}")
-    if _IMAGENET is None:
-        from importlib import resources
-
-        text = resources.files("edgecore").joinpath("data/imagenet_class_index.tsv").read_text()
-        _IMAGENET = [tuple(line.split("\t")) for line in text.splitlines()]
+    classes = _imagenet_classes()
     results = []
     for row in preds:
         best = np.argsort(row, kind="stable")[-top:][::-1]
-        results.append([_IMAGENET[i] + (row[i],) for i in best])
+        results.append([classes[i] + (row[i],) for i in best])
     return results
