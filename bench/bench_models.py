@@ -17,6 +17,7 @@ import pytest
 
 import edgecore as ec
 from numpy_forward import NumpyForward
+from peers import litert_runner, onnxruntime_runner
 
 REPO = Path(__file__).resolve().parent.parent
 CONVERTED = Path(__file__).resolve().parent / "models"
@@ -98,32 +99,17 @@ def _converted(name, suffix):
 
 def test_onnxruntime(benchmark, case):
     name, threads, model, x, ref = case
-    ort = pytest.importorskip("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(_converted(name, ".onnx")), options,
-                                   providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: x}
-    _check("onnxruntime", session.run(None, feed)[0], ref)
+    pytest.importorskip("onnxruntime")
+    run = onnxruntime_runner(_converted(name, ".onnx"), threads, x)
+    _check("onnxruntime", run(), ref)
     _group(benchmark, name, threads, "onnxruntime")
-    benchmark(session.run, None, feed)
+    benchmark(run)
 
 
 def test_litert(benchmark, case):
     name, threads, model, x, ref = case
-    litert = pytest.importorskip("ai_edge_litert.interpreter")
-    interpreter = litert.Interpreter(model_path=str(_converted(name, ".tflite")),
-                                     num_threads=threads)
-    interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]["index"]
-    out = interpreter.get_output_details()[0]["index"]
-
-    def run():
-        interpreter.set_tensor(inp, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(out)
-
+    pytest.importorskip("ai_edge_litert.interpreter")
+    run = litert_runner(_converted(name, ".tflite"), threads, x)
     _check("litert", run(), ref)
     _group(benchmark, name, threads, "litert")
     benchmark(run)

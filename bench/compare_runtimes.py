@@ -14,11 +14,14 @@ reported are medians over the rounds, and the ratio is edgecore's median over th
 reference's (below 1.0: edgecore is faster).
 """
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from peers import litert_runner, onnxruntime_runner
 
 HERE = Path(__file__).resolve().parent
 MODELS = HERE / "models"
@@ -35,45 +38,17 @@ def runners(name, threads, x):
     found = {}
     model = ec.load(MODELS / f"{name}.h5", num_threads=threads)
     found["edgecore"] = lambda: model.predict(x)
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        print("onnxruntime not installed", file=sys.stderr)
-    else:
-        path = MODELS / f"{name}.onnx"
+    for runtime, module, runner, suffix in (
+            ("onnxruntime", "onnxruntime", onnxruntime_runner, ".onnx"),
+            ("litert", "ai_edge_litert", litert_runner, ".tflite")):
+        if importlib.util.find_spec(module) is None:
+            print(f"{module} not installed", file=sys.stderr)
+            continue
+        path = MODELS / f"{name}{suffix}"
         try:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            inputs = session.get_inputs()
-            if len(inputs) != 1:
-                raise ValueError(f"{len(inputs)} graph inputs ({[i.name for i in inputs]}), "
-                                 "expected the image only: re-run bench/convert_models.py")
-            feed = {inputs[0].name: x}
-            found["onnxruntime"] = lambda: session.run(None, feed)[0]
-        except Exception as exc:  # a missing or broken converted file: leave ORT out, say why
-            print(f"{name}: onnxruntime left out: {path.name}: {exc}", file=sys.stderr)
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        print("ai-edge-litert not installed", file=sys.stderr)
-    else:
-        path = MODELS / f"{name}.tflite"
-        try:
-            interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            interpreter.allocate_tensors()
-            inp = interpreter.get_input_details()[0]["index"]
-            out = interpreter.get_output_details()[0]["index"]
-
-            def litert():
-                interpreter.set_tensor(inp, x)
-                interpreter.invoke()
-                return interpreter.get_tensor(out)
-
-            found["litert"] = litert
-        except Exception as exc:
-            print(f"{name}: LiteRT left out: {path.name}: {exc}", file=sys.stderr)
+            found[runtime] = runner(path, threads, x)
+        except Exception as exc:  # a missing or broken converted file: leave it out, say why
+            print(f"{name}: {runtime} left out: {path.name}: {exc}", file=sys.stderr)
     return found
 
 
