@@ -11,12 +11,19 @@ edgecore.formats.h5native); the numerics are Cython kernels compiled at install 
 """
 import os as _os
 
-# Idle OpenMP threads sleep rather than spin (unless the user chose otherwise): the
-# runtime reads this when it loads, with _kernels.  GCC's libgomp spins ~300k iterations
-# by default, and when another process holds a core that spinning starves our own
-# threads: MobileNetV2 at 224 with 2 threads measured 416 ms instead of 13-19 ms with a
-# busy neighbour on the 2-core runner (passive: 13.5 ms).  See README, Threads.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How idle OpenMP threads wait, unless the user chose (the runtime reads this when it
+# loads, with _kernels): they spin briefly, then sleep.  A forward pass enters ~100
+# parallel regions a few microseconds apart, and a thread asleep in the kernel costs a
+# futex wake per region: with sleeping only (OMP_WAIT_POLICY=PASSIVE) MobileNetV2-224 on
+# 2 threads took 10.6 ms against 8.9 on one.  libgomp's default spin (~300,000 iterations,
+# milliseconds) starves our own threads when another process holds a core (20-60 ms).
+# GOMP_SPINCOUNT=2000 (~20 us; libgomp counts ~100,000 per ms) measured 6.2 ms alone and
+# 14 ms beside a busy process on the 2-core runner.  An explicit GOMP_SPINCOUNT outranks
+# the policy in libgomp; LLVM's libomp (clang, Termux) ignores it and, with PASSIVE, never
+# spins.  See README, Threads.
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    _os.environ["GOMP_SPINCOUNT"] = "2000"
 
 try:
     from . import _kernels  # noqa: F401  (compiled at install time)

@@ -36,12 +36,22 @@ typedef void (*f32_gemm_ukernel_fn)(size_t mr, size_t nc, size_t kc, const float
 typedef void (*f32_gemm_acc_ukernel_fn)(size_t mr, size_t nc, size_t kc, const float *a,
                                         size_t lda, const float *bp, float *c, size_t ldc);
 
+/* A variant is a full MR-row tile plus two shorter tiles of the same NR for the rows left
+ * over: the full tile on fewer rows still does all MR rows' multiply-adds (the extra rows
+ * alias the last one), which for a batch-1 dense layer or a squeeze-excite 1x1 (M = 1)
+ * wasted MR-1 of every MR.  ukernel_1 takes 1 row, ukernel_half up to mr_half rows.  All
+ * three run the same k loop per element, so which one a row lands in never changes a bit. */
 typedef struct {
     const char *name;
     int mr;
     int nr;
     f32_gemm_ukernel_fn ukernel;
     f32_gemm_acc_ukernel_fn ukernel_acc;
+    int mr_half;
+    f32_gemm_ukernel_fn ukernel_half;
+    f32_gemm_acc_ukernel_fn ukernel_acc_half;
+    f32_gemm_ukernel_fn ukernel_1;
+    f32_gemm_acc_ukernel_fn ukernel_acc_1;
 } f32_gemm_config;
 
 /* The two parts every tile shares.  The k loop: one rank-1 update per k, a row of the
@@ -149,10 +159,18 @@ typedef int ec_v4i __attribute__((vector_size(16), aligned(4), may_alias));
 /* 32 vector registers: 8 rows x 2 vectors = 16 accumulators leave room for B and A. */
 EC_DEFINE_F32_GEMM(f32_gemm_8x8__neon, , ec_v4f, ec_v4i, 4, 8)
 EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_8x8__neon, , ec_v4f, 4, 8)
+EC_DEFINE_F32_GEMM(f32_gemm_4x8__neon, , ec_v4f, ec_v4i, 4, 4)
+EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_4x8__neon, , ec_v4f, 4, 4)
+EC_DEFINE_F32_GEMM(f32_gemm_1x8__neon, , ec_v4f, ec_v4i, 4, 1)
+EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_1x8__neon, , ec_v4f, 4, 1)
 #else
 /* 16 vector registers on SSE: 4 x 2 accumulators plus B and broadcast A. */
 EC_DEFINE_F32_GEMM(f32_gemm_4x8__vec128, , ec_v4f, ec_v4i, 4, 4)
 EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_4x8__vec128, , ec_v4f, 4, 4)
+EC_DEFINE_F32_GEMM(f32_gemm_2x8__vec128, , ec_v4f, ec_v4i, 4, 2)
+EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_2x8__vec128, , ec_v4f, 4, 2)
+EC_DEFINE_F32_GEMM(f32_gemm_1x8__vec128, , ec_v4f, ec_v4i, 4, 1)
+EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_1x8__vec128, , ec_v4f, 4, 1)
 #endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -164,20 +182,35 @@ typedef int ec_v16i __attribute__((vector_size(64), aligned(4), may_alias));
 /* AVX2: 16 ymm registers, 6 x 2 accumulators (the classic 6x16 tile). */
 EC_DEFINE_F32_GEMM(f32_gemm_6x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, ec_v8i, 8, 6)
 EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_6x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, 8, 6)
+EC_DEFINE_F32_GEMM(f32_gemm_3x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, ec_v8i, 8, 3)
+EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_3x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, 8, 3)
+EC_DEFINE_F32_GEMM(f32_gemm_1x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, ec_v8i, 8, 1)
+EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_1x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, 8, 1)
 /* AVX-512: 32 zmm registers, 8 x 2 accumulators. */
 EC_DEFINE_F32_GEMM(f32_gemm_8x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, ec_v16i, 16, 8)
 EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_8x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, 16, 8)
+EC_DEFINE_F32_GEMM(f32_gemm_4x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, ec_v16i, 16, 4)
+EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_4x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, 16, 4)
+EC_DEFINE_F32_GEMM(f32_gemm_1x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, ec_v16i, 16, 1)
+EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_1x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, 16, 1)
 #endif
 
 static const f32_gemm_config f32_gemm_configs[] = {
 #if defined(EC_HAVE_X86_DISPATCH)
-    {"avx512f", 8, 32, f32_gemm_8x32__avx512f, f32_gemm_acc_8x32__avx512f},
-    {"avx2", 6, 16, f32_gemm_6x16__avx2_fma, f32_gemm_acc_6x16__avx2_fma},
+    {"avx512f", 8, 32, f32_gemm_8x32__avx512f, f32_gemm_acc_8x32__avx512f,
+     4, f32_gemm_4x32__avx512f, f32_gemm_acc_4x32__avx512f,
+     f32_gemm_1x32__avx512f, f32_gemm_acc_1x32__avx512f},
+    {"avx2", 6, 16, f32_gemm_6x16__avx2_fma, f32_gemm_acc_6x16__avx2_fma,
+     3, f32_gemm_3x16__avx2_fma, f32_gemm_acc_3x16__avx2_fma,
+     f32_gemm_1x16__avx2_fma, f32_gemm_acc_1x16__avx2_fma},
 #endif
 #if defined(__aarch64__)
-    {"neon", 8, 8, f32_gemm_8x8__neon, f32_gemm_acc_8x8__neon},
+    {"neon", 8, 8, f32_gemm_8x8__neon, f32_gemm_acc_8x8__neon,
+     4, f32_gemm_4x8__neon, f32_gemm_acc_4x8__neon, f32_gemm_1x8__neon, f32_gemm_acc_1x8__neon},
 #else
-    {"vec128", 4, 8, f32_gemm_4x8__vec128, f32_gemm_acc_4x8__vec128},
+    {"vec128", 4, 8, f32_gemm_4x8__vec128, f32_gemm_acc_4x8__vec128,
+     2, f32_gemm_2x8__vec128, f32_gemm_acc_2x8__vec128,
+     f32_gemm_1x8__vec128, f32_gemm_acc_1x8__vec128},
 #endif
 };
 static const int f32_gemm_config_count =

@@ -32,6 +32,11 @@ cdef extern from "f32_gemm_microkernels.h" nogil:
         int nr
         f32_gemm_ukernel_fn ukernel
         f32_gemm_acc_ukernel_fn ukernel_acc
+        int mr_half
+        f32_gemm_ukernel_fn ukernel_half
+        f32_gemm_acc_ukernel_fn ukernel_acc_half
+        f32_gemm_ukernel_fn ukernel_1
+        f32_gemm_acc_ukernel_fn ukernel_acc_1
     const f32_gemm_config* f32_gemm_configs
     int f32_gemm_config_count
     int f32_gemm_config_supported(int index)
@@ -198,12 +203,14 @@ cdef void _gemm_rect(float* c_mn, Py_ssize_t ldc, const float* a_mk, Py_ssize_t 
     in cache."""
     cdef Py_ssize_t mr = _gemm.mr, nr = _gemm.nr
     cdef Py_ssize_t p, i, t, rows, cols, row, c0, c1
-    cdef f32_gemm_ukernel_fn ukernel = _gemm.ukernel
+    cdef f32_gemm_ukernel_fn ukernel
     for p in range(p0, p1):
         cols = min(nr, n - p * nr)
         for t in range((mb + mr - 1) // mr):
             i = t * mr
             rows = min(mr, mb - i)
+            ukernel = (_gemm.ukernel if rows > _gemm.mr_half else
+                       _gemm.ukernel_half if rows > 1 else _gemm.ukernel_1)
             ukernel(rows, cols, k, a_mk + (m0 + i) * lda, lda, bp + p * nr * k,
                     biasp + p * nr if biasp != NULL else NULL,
                     c_mn + (m0 + i) * ldc + p * nr, ldc, lo, hi)
@@ -261,12 +268,14 @@ cdef void _gemm_acc_rect(float* c_mn, Py_ssize_t ldc, const float* a_mk, Py_ssiz
                          Py_ssize_t p1, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     cdef Py_ssize_t mr = _gemm.mr, nr = _gemm.nr
     cdef Py_ssize_t p, i, t, rows, cols
-    cdef f32_gemm_acc_ukernel_fn ukernel = _gemm.ukernel_acc
+    cdef f32_gemm_acc_ukernel_fn ukernel
     for p in range(p0, p1):
         cols = min(nr, n - p * nr)
         for t in range((mb + mr - 1) // mr):
             i = t * mr
             rows = min(mr, mb - i)
+            ukernel = (_gemm.ukernel_acc if rows > _gemm.mr_half else
+                       _gemm.ukernel_acc_half if rows > 1 else _gemm.ukernel_acc_1)
             ukernel(rows, cols, k, a_mk + (m0 + i) * lda, lda, bp + p * nr * k,
                     c_mn + (m0 + i) * ldc + p * nr, ldc)
 

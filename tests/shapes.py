@@ -60,7 +60,8 @@ def gemm_cases(mr, nr, kb=K_BLOCK):
     c += [GemmCase("k_div", mr, nr, k) for k in (2 * kb, 5 * kb)]
     c += [GemmCase("n_gt", mr, n, k) for n in (nr + 1, 2 * nr - 1) for k in (1, kb + 3)]
     c += [GemmCase("n_div", mr, n, kb + 1) for n in (2 * nr, 3 * nr)]
-    c += [GemmCase("subtile_m", m, nr, kb + 1) for m in sorted({1, max(mr - 1, 1)})]
+    # Every row count below MR: the leftover rows go to the 1-row and half-MR tiles.
+    c += [GemmCase("subtile_m", m, nr, kb + 1) for m in range(1, max(mr, 2))]
     c += [GemmCase("subtile_n", mr, n, kb + 1) for n in (1, nr - 1)]
     c += [GemmCase("subtile_mn", max(mr - 1, 1), nr // 2 + 1, 3)]
     c += [GemmCase("m_gt", m, nr + 3, kb + 2) for m in (mr + 1, 3 * mr + 1)]

@@ -122,3 +122,31 @@ def test_the_default_micro_kernel_is_the_platforms_vector_one():
         assert names[-1] == "vec128"
         if not os.environ.get("EDGECORE_GEMM_ISA"):
             assert K.gemm_isa()[0] == names[0]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_row_gets_the_same_bits_in_every_tile(gemm_isa, threads):
+    """Leftover rows run on the 1-row and half-MR tiles, full ones on the MR tile: each
+    element is the same k loop in all three, so a row computed alone (M = 1), in a short
+    tile and in a full one gives identical bits, for the forward and the accumulating
+    GEMM, at every thread count."""
+    rng = np.random.default_rng(11)
+    _, mr, nr = gemm_isa
+    m, n, k = 3 * mr + 1, 2 * nr + 3, 77
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    bp, biasp = _pack(b, rng.standard_normal(n).astype(np.float32))
+    whole = np.empty((m, n), np.float32)
+    K.gemm(a, bp, n, whole, bias_packed=biasp, nthreads=threads)
+    for rows in sorted({1, 2, max(mr // 2, 1), mr - 1, mr} - {0}):
+        for start in (0, m - rows):
+            part = np.empty((rows, n), np.float32)
+            K.gemm(np.ascontiguousarray(a[start:start + rows]), bp, n, part,
+                   bias_packed=biasp, nthreads=threads)
+            np.testing.assert_array_equal(part, whole[start:start + rows],
+                                          err_msg=f"rows {start}..{start + rows}")
+    acc_whole = np.ones((m, n), np.float32)
+    K.gemm_acc(a, bp, n, acc_whole, nthreads=threads)
+    acc_one = np.ones((1, n), np.float32)
+    K.gemm_acc(np.ascontiguousarray(a[-1:]), bp, n, acc_one, nthreads=threads)
+    np.testing.assert_array_equal(acc_one, acc_whole[-1:])

@@ -259,6 +259,27 @@ def test_one_thread_starts_no_thread(tmp_path):
         assert two > before, "num_threads=2 ran no parallel region"
 
 
+_WAIT_ENV = r"""
+import os, edgecore
+print(os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT"))
+"""
+
+
+@pytest.mark.parametrize("user, expected", [
+    ({}, "PASSIVE 2000"),                                  # ours: spin ~20 us, then sleep
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE None"),        # the user's choice stands
+    ({"GOMP_SPINCOUNT": "50"}, "None 50"),
+])
+def test_idle_threads_spin_briefly_then_sleep_unless_the_user_chose(tmp_path, user, expected):
+    """edgecore sets how OpenMP threads wait before the runtime loads (README, Threads):
+    a bounded spin bridges the gaps between a plan's parallel regions, sleeping after it
+    keeps a busy neighbour process from starving our own threads."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", _WAIT_ENV], check=True, capture_output=True,
+                         text=True, cwd=tmp_path, env={**env, **user})
+    assert out.stdout.split()[-2:] == expected.split()
+
+
 def test_build_info():
     info = ec.build_info()
     assert set(info) >= {"openmp", "openmp_linked", "compiler", "gemm_isa", "cpu_count"}
