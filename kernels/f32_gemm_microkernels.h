@@ -16,7 +16,8 @@
  *   bp    one packed panel: kc rows of NR contiguous floats (zero padded past N)
  *   bias  NR floats of the packed bias (zero padded) or NULL
  *   c     row-major, row stride ldc; only the first nc (<= NR) columns are written
- * Names follow XNNPACK's scheme: f32_gemm_<MR>x<NR>__<isa>.
+ * Names: f32_gemm[_acc]_<wide|narrow>_<mr|half|1>__<isa>; a variant's MR and NR are in its
+ * config row below.
  *
  * Accumulate variant (training: weight gradients summed over row blocks), same contract
  * without bias and clamp: C[mr x nc] += A . Bpanel, f32_gemm_acc_<MR>x<NR>__<isa>.  It is
@@ -40,7 +41,8 @@ typedef void (*f32_gemm_acc_ukernel_fn)(size_t mr, size_t nc, size_t kc, const f
  * over: the full tile on fewer rows still does all MR rows' multiply-adds (the extra rows
  * alias the last one), which for a batch-1 dense layer or a squeeze-excite 1x1 (M = 1)
  * wasted MR-1 of every MR.  ukernel_1 takes 1 row, ukernel_half up to mr_half rows.  All
- * three run the same k loop per element, so which one a row lands in never changes a bit. */
+ * three run the same k loop per element, so which one a row lands in never changes a bit.
+ * The narrow tiles (below) serve a last panel of at most NR/2 columns. */
 typedef struct {
     const char *name;
     int mr;
@@ -52,6 +54,10 @@ typedef struct {
     f32_gemm_acc_ukernel_fn ukernel_acc_half;
     f32_gemm_ukernel_fn ukernel_1;
     f32_gemm_acc_ukernel_fn ukernel_acc_1;
+    f32_gemm_ukernel_fn ukernel_narrow;
+    f32_gemm_acc_ukernel_fn ukernel_acc_narrow;
+    f32_gemm_ukernel_fn ukernel_narrow_1;
+    f32_gemm_acc_ukernel_fn ukernel_acc_narrow_1;
 } f32_gemm_config;
 
 /* The two parts every tile shares.  The k loop: one rank-1 update per k, a row of the
@@ -151,26 +157,101 @@ typedef struct {
         EC_F32_GEMM_BODY(VT, VI, VW, MR)                                                    \
     }
 
+/* Narrow tiles: one vector per row (NR/2 columns) for a last panel of at most NR/2
+ * columns, which f32_gemm_pack_b stores as kc rows of NR/2 floats (see gemm.pxi).  A
+ * 16-channel layer on the AVX-512 tile (NR = 32) otherwise did twice its multiply-adds.
+ * Same per-element k loop as the wide tiles, so the same bits. */
+#define EC_F32_GEMM_NARROW_K_LOOP(VT, VW, MR)                                               \
+    for (size_t k = 0; k < kc; k++) {                                                       \
+        b0 = *(const VT *)bp;                                                               \
+        bp += VW;                                                                           \
+        for (size_t i = 0; i < MR; i++) acc0[i] += ((VT){0} + ap[i][k]) * b0;               \
+    }
+
+#define EC_F32_GEMM_NARROW_STORE_ROW(VT, VW)                                                \
+        float *crow = c + i * ldc;                                                          \
+        if (nc == VW) {                                                                     \
+            *(VT *)crow = acc0[i];                                                          \
+        } else {                                                                            \
+            float tile[VW];                                                                 \
+            *(VT *)tile = acc0[i];                                                          \
+            for (size_t j = 0; j < nc; j++) crow[j] = tile[j];                              \
+        }
+
+#define EC_DEFINE_F32_GEMM_NARROW(NAME, ATTR, VT, VI, VW, MR)                               \
+    ATTR static void NAME(size_t mr, size_t nc, size_t kc, const float *a, size_t lda,      \
+                          const float *bp, const float *bias, float *c, size_t ldc,         \
+                          float lo, float hi) {                                             \
+        const float *ap[MR];                                                                \
+        VT acc0[MR], b0;                                                                    \
+        for (size_t i = 0; i < MR; i++) ap[i] = a + (i < mr ? i : mr - 1) * lda;            \
+        b0 = bias ? *(const VT *)bias : (VT){0};                                            \
+        for (size_t i = 0; i < MR; i++) acc0[i] = b0;                                       \
+        EC_F32_GEMM_NARROW_K_LOOP(VT, VW, MR)                                               \
+        const VT vlo = (VT){0} + lo, vhi = (VT){0} + hi;                                    \
+        for (size_t i = 0; i < mr; i++) {                                                   \
+            VI below = acc0[i] < vlo;                                                       \
+            acc0[i] = (VT)(((VI)acc0[i] & ~below) | ((VI)vlo & below));                     \
+            VI above = acc0[i] > vhi;                                                       \
+            acc0[i] = (VT)(((VI)acc0[i] & ~above) | ((VI)vhi & above));                     \
+            EC_F32_GEMM_NARROW_STORE_ROW(VT, VW)                                            \
+        }                                                                                   \
+    }
+
+#define EC_DEFINE_F32_GEMM_ACC_NARROW(NAME, ATTR, VT, VW, MR)                               \
+    ATTR static void NAME(size_t mr, size_t nc, size_t kc, const float *a, size_t lda,      \
+                          const float *bp, float *c, size_t ldc) {                          \
+        const float *ap[MR];                                                                \
+        VT acc0[MR], b0;                                                                    \
+        for (size_t i = 0; i < MR; i++) {                                                   \
+            size_t r = i < mr ? i : mr - 1;                                                 \
+            const float *crow = c + r * ldc;                                                \
+            ap[i] = a + r * lda;                                                            \
+            if (nc == VW) {                                                                 \
+                acc0[i] = *(const VT *)crow;                                                \
+            } else {                                                                        \
+                float tile[VW] = {0};                                                       \
+                for (size_t j = 0; j < nc; j++) tile[j] = crow[j];                          \
+                acc0[i] = *(const VT *)tile;                                                \
+            }                                                                               \
+        }                                                                                   \
+        EC_F32_GEMM_NARROW_K_LOOP(VT, VW, MR)                                               \
+        for (size_t i = 0; i < mr; i++) {                                                   \
+            EC_F32_GEMM_NARROW_STORE_ROW(VT, VW)                                            \
+        }                                                                                   \
+    }
+
+/* Every variant's family: the wide MR, half-MR and 1-row tiles and the narrow MR and 1-row
+ * ones, forward and accumulate. */
+#define EC_DEFINE_F32_GEMM_FAMILY(ISA, ATTR, VT, VI, VW, MR, MRH)                           \
+    EC_DEFINE_F32_GEMM(f32_gemm_wide_mr__##ISA, ATTR, VT, VI, VW, MR)                       \
+    EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_wide_mr__##ISA, ATTR, VT, VW, MR)                   \
+    EC_DEFINE_F32_GEMM(f32_gemm_wide_half__##ISA, ATTR, VT, VI, VW, MRH)                    \
+    EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_wide_half__##ISA, ATTR, VT, VW, MRH)                \
+    EC_DEFINE_F32_GEMM(f32_gemm_wide_1__##ISA, ATTR, VT, VI, VW, 1)                         \
+    EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_wide_1__##ISA, ATTR, VT, VW, 1)                     \
+    EC_DEFINE_F32_GEMM_NARROW(f32_gemm_narrow_mr__##ISA, ATTR, VT, VI, VW, MR)              \
+    EC_DEFINE_F32_GEMM_ACC_NARROW(f32_gemm_acc_narrow_mr__##ISA, ATTR, VT, VW, MR)          \
+    EC_DEFINE_F32_GEMM_NARROW(f32_gemm_narrow_1__##ISA, ATTR, VT, VI, VW, 1)                \
+    EC_DEFINE_F32_GEMM_ACC_NARROW(f32_gemm_acc_narrow_1__##ISA, ATTR, VT, VW, 1)
+
+#define EC_F32_GEMM_CONFIG(NAME, ISA, MR, NR, MRH)                                          \
+    {NAME, MR, NR, f32_gemm_wide_mr__##ISA, f32_gemm_acc_wide_mr__##ISA,                    \
+     MRH, f32_gemm_wide_half__##ISA, f32_gemm_acc_wide_half__##ISA,                         \
+     f32_gemm_wide_1__##ISA, f32_gemm_acc_wide_1__##ISA,                                    \
+     f32_gemm_narrow_mr__##ISA, f32_gemm_acc_narrow_mr__##ISA,                              \
+     f32_gemm_narrow_1__##ISA, f32_gemm_acc_narrow_1__##ISA}
+
 /* 16-byte vectors: NEON on aarch64/armv7, SSE on x86-64, scalar code elsewhere. */
 typedef float ec_v4f __attribute__((vector_size(16), aligned(4), may_alias));
 typedef int ec_v4i __attribute__((vector_size(16), aligned(4), may_alias));
 
 #if defined(__aarch64__)
 /* 32 vector registers: 8 rows x 2 vectors = 16 accumulators leave room for B and A. */
-EC_DEFINE_F32_GEMM(f32_gemm_8x8__neon, , ec_v4f, ec_v4i, 4, 8)
-EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_8x8__neon, , ec_v4f, 4, 8)
-EC_DEFINE_F32_GEMM(f32_gemm_4x8__neon, , ec_v4f, ec_v4i, 4, 4)
-EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_4x8__neon, , ec_v4f, 4, 4)
-EC_DEFINE_F32_GEMM(f32_gemm_1x8__neon, , ec_v4f, ec_v4i, 4, 1)
-EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_1x8__neon, , ec_v4f, 4, 1)
+EC_DEFINE_F32_GEMM_FAMILY(neon, , ec_v4f, ec_v4i, 4, 8, 4)
 #else
 /* 16 vector registers on SSE: 4 x 2 accumulators plus B and broadcast A. */
-EC_DEFINE_F32_GEMM(f32_gemm_4x8__vec128, , ec_v4f, ec_v4i, 4, 4)
-EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_4x8__vec128, , ec_v4f, 4, 4)
-EC_DEFINE_F32_GEMM(f32_gemm_2x8__vec128, , ec_v4f, ec_v4i, 4, 2)
-EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_2x8__vec128, , ec_v4f, 4, 2)
-EC_DEFINE_F32_GEMM(f32_gemm_1x8__vec128, , ec_v4f, ec_v4i, 4, 1)
-EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_1x8__vec128, , ec_v4f, 4, 1)
+EC_DEFINE_F32_GEMM_FAMILY(vec128, , ec_v4f, ec_v4i, 4, 4, 2)
 #endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -180,37 +261,20 @@ typedef int ec_v8i __attribute__((vector_size(32), aligned(4), may_alias));
 typedef float ec_v16f __attribute__((vector_size(64), aligned(4), may_alias));
 typedef int ec_v16i __attribute__((vector_size(64), aligned(4), may_alias));
 /* AVX2: 16 ymm registers, 6 x 2 accumulators (the classic 6x16 tile). */
-EC_DEFINE_F32_GEMM(f32_gemm_6x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, ec_v8i, 8, 6)
-EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_6x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, 8, 6)
-EC_DEFINE_F32_GEMM(f32_gemm_3x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, ec_v8i, 8, 3)
-EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_3x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, 8, 3)
-EC_DEFINE_F32_GEMM(f32_gemm_1x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, ec_v8i, 8, 1)
-EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_1x16__avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, 8, 1)
+EC_DEFINE_F32_GEMM_FAMILY(avx2_fma, __attribute__((target("avx2,fma"))), ec_v8f, ec_v8i, 8, 6, 3)
 /* AVX-512: 32 zmm registers, 8 x 2 accumulators. */
-EC_DEFINE_F32_GEMM(f32_gemm_8x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, ec_v16i, 16, 8)
-EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_8x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, 16, 8)
-EC_DEFINE_F32_GEMM(f32_gemm_4x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, ec_v16i, 16, 4)
-EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_4x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, 16, 4)
-EC_DEFINE_F32_GEMM(f32_gemm_1x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, ec_v16i, 16, 1)
-EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_1x32__avx512f, __attribute__((target("avx512f"))), ec_v16f, 16, 1)
+EC_DEFINE_F32_GEMM_FAMILY(avx512f, __attribute__((target("avx512f"))), ec_v16f, ec_v16i, 16, 8, 4)
 #endif
 
 static const f32_gemm_config f32_gemm_configs[] = {
 #if defined(EC_HAVE_X86_DISPATCH)
-    {"avx512f", 8, 32, f32_gemm_8x32__avx512f, f32_gemm_acc_8x32__avx512f,
-     4, f32_gemm_4x32__avx512f, f32_gemm_acc_4x32__avx512f,
-     f32_gemm_1x32__avx512f, f32_gemm_acc_1x32__avx512f},
-    {"avx2", 6, 16, f32_gemm_6x16__avx2_fma, f32_gemm_acc_6x16__avx2_fma,
-     3, f32_gemm_3x16__avx2_fma, f32_gemm_acc_3x16__avx2_fma,
-     f32_gemm_1x16__avx2_fma, f32_gemm_acc_1x16__avx2_fma},
+    EC_F32_GEMM_CONFIG("avx512f", avx512f, 8, 32, 4),
+    EC_F32_GEMM_CONFIG("avx2", avx2_fma, 6, 16, 3),
 #endif
 #if defined(__aarch64__)
-    {"neon", 8, 8, f32_gemm_8x8__neon, f32_gemm_acc_8x8__neon,
-     4, f32_gemm_4x8__neon, f32_gemm_acc_4x8__neon, f32_gemm_1x8__neon, f32_gemm_acc_1x8__neon},
+    EC_F32_GEMM_CONFIG("neon", neon, 8, 8, 4),
 #else
-    {"vec128", 4, 8, f32_gemm_4x8__vec128, f32_gemm_acc_4x8__vec128,
-     2, f32_gemm_2x8__vec128, f32_gemm_acc_2x8__vec128,
-     f32_gemm_1x8__vec128, f32_gemm_acc_1x8__vec128},
+    EC_F32_GEMM_CONFIG("vec128", vec128, 4, 8, 2),
 #endif
 };
 static const int f32_gemm_config_count =

@@ -1,7 +1,10 @@
 # f32 GEMM: C[M, N] = act(A[M, K] @ B[K, N] + bias), B packed once at load.
 #
 # Packed B ("panels"): N is cut into ceil(N / NR) panels of NR columns; each panel stores
-# its K rows of NR floats contiguously, zero padded past N.  The micro-kernel then streams
+# its K rows of NR floats contiguously, zero padded past N.  A last panel of at most NR/2
+# columns is "narrow": its K rows are NR/2 floats each (the second half of its space is
+# zeros), and the narrow micro-kernels read it: a 16-channel layer on the 32-wide AVX-512
+# tile would otherwise do twice its multiply-adds.  Every panel still starts at p*NR*K.  The micro-kernel then streams
 # one panel linearly while an MR-row tile of A stays in registers.  NR belongs to the
 # micro-kernel chosen once per process (see f32_gemm_microkernels.h), so weights are packed
 # after that choice and a plan records the NR it was packed for.
@@ -37,6 +40,10 @@ cdef extern from "f32_gemm_microkernels.h" nogil:
         f32_gemm_acc_ukernel_fn ukernel_acc_half
         f32_gemm_ukernel_fn ukernel_1
         f32_gemm_acc_ukernel_fn ukernel_acc_1
+        f32_gemm_ukernel_fn ukernel_narrow
+        f32_gemm_acc_ukernel_fn ukernel_acc_narrow
+        f32_gemm_ukernel_fn ukernel_narrow_1
+        f32_gemm_acc_ukernel_fn ukernel_acc_narrow_1
     const f32_gemm_config* f32_gemm_configs
     int f32_gemm_config_count
     int f32_gemm_config_supported(int index)
@@ -90,6 +97,11 @@ cdef inline Py_ssize_t gemm_packed_bias_floats(Py_ssize_t n) noexcept nogil:
     return gemm_panels(n) * _gemm.nr
 
 
+cdef inline Py_ssize_t gemm_panel_width(Py_ssize_t cols) noexcept nogil:
+    """Floats per packed row of a panel holding `cols` columns: NR/2 when it is narrow."""
+    return _gemm.nr // 2 if cols <= _gemm.nr // 2 else _gemm.nr
+
+
 cdef inline Py_ssize_t _gemm_block_rows(Py_ssize_t k) noexcept nogil:
     # ~128 KiB of A per block (half a typical L2), a whole number of MR tiles, at least
     # one tile and at most 512 rows so the activation epilogue stays cache-resident.
@@ -106,18 +118,22 @@ cdef void _pack_b_panels(float* bp, const float* b_kn, Py_ssize_t ldb, Py_ssize_
                          Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
     """Panels p0..p1 of f32_gemm_pack_b."""
     cdef Py_ssize_t nr = _gemm.nr
-    cdef Py_ssize_t p, kk, j, cols
+    cdef Py_ssize_t p, kk, j, cols, width
     cdef const float* src
-    cdef float* dst = bp + p0 * nr * k
+    cdef float* dst
     for p in range(p0, p1):
+        dst = bp + p * nr * k
         cols = min(nr, n - p * nr)
+        width = gemm_panel_width(cols)
         for kk in range(k):
             src = b_kn + kk * ldb + p * nr
             for j in range(cols):
                 dst[j] = src[j]
-            for j in range(cols, nr):
+            for j in range(cols, width):
                 dst[j] = 0.0
-            dst += nr
+            dst += width
+        if width < nr:
+            memset(dst, 0, (nr - width) * k * sizeof(float))
 
 
 cdef void f32_gemm_pack_b(float* bp, const float* b_kn, Py_ssize_t ldb, Py_ssize_t k,
@@ -209,8 +225,11 @@ cdef void _gemm_rect(float* c_mn, Py_ssize_t ldc, const float* a_mk, Py_ssize_t 
         for t in range((mb + mr - 1) // mr):
             i = t * mr
             rows = min(mr, mb - i)
-            ukernel = (_gemm.ukernel if rows > _gemm.mr_half else
-                       _gemm.ukernel_half if rows > 1 else _gemm.ukernel_1)
+            if cols <= nr // 2:
+                ukernel = _gemm.ukernel_narrow if rows > 1 else _gemm.ukernel_narrow_1
+            else:
+                ukernel = (_gemm.ukernel if rows > _gemm.mr_half else
+                           _gemm.ukernel_half if rows > 1 else _gemm.ukernel_1)
             ukernel(rows, cols, k, a_mk + (m0 + i) * lda, lda, bp + p * nr * k,
                     biasp + p * nr if biasp != NULL else NULL,
                     c_mn + (m0 + i) * ldc + p * nr, ldc, lo, hi)
@@ -274,8 +293,11 @@ cdef void _gemm_acc_rect(float* c_mn, Py_ssize_t ldc, const float* a_mk, Py_ssiz
         for t in range((mb + mr - 1) // mr):
             i = t * mr
             rows = min(mr, mb - i)
-            ukernel = (_gemm.ukernel_acc if rows > _gemm.mr_half else
-                       _gemm.ukernel_acc_half if rows > 1 else _gemm.ukernel_acc_1)
+            if cols <= nr // 2:
+                ukernel = _gemm.ukernel_acc_narrow if rows > 1 else _gemm.ukernel_acc_narrow_1
+            else:
+                ukernel = (_gemm.ukernel_acc if rows > _gemm.mr_half else
+                           _gemm.ukernel_acc_half if rows > 1 else _gemm.ukernel_acc_1)
             ukernel(rows, cols, k, a_mk + (m0 + i) * lda, lda, bp + p * nr * k,
                     c_mn + (m0 + i) * ldc + p * nr, ldc)
 
@@ -321,17 +343,20 @@ cdef void _pack_bt_panels(float* bp, const float* src, Py_ssize_t ld_src, Py_ssi
                           Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
     """Panels p0..p1 of f32_gemm_pack_b_transposed."""
     cdef Py_ssize_t nr = _gemm.nr
-    cdef Py_ssize_t p, j, col, kk
+    cdef Py_ssize_t p, j, col, kk, width
     cdef float* dst
     for p in range(p0, p1):
         dst = bp + p * nr * k
         if (p + 1) * nr <= n:
             _transpose_cols(dst, src + p * nr * ld_src, nr, k, ld_src, 0, k)
             continue
+        width = gemm_panel_width(n - p * nr)
         for kk in range(k):
-            for j in range(nr):
+            for j in range(width):
                 col = p * nr + j
-                dst[kk * nr + j] = src[col * ld_src + kk] if col < n else 0.0
+                dst[kk * width + j] = src[col * ld_src + kk] if col < n else 0.0
+        if width < nr:
+            memset(dst + width * k, 0, (nr - width) * k * sizeof(float))
 
 
 cdef void f32_gemm_pack_b_transposed(float* bp, const float* src, Py_ssize_t ld_src,

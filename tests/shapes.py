@@ -63,6 +63,9 @@ def gemm_cases(mr, nr, kb=K_BLOCK):
     # Every row count below MR: the leftover rows go to the 1-row and half-MR tiles.
     c += [GemmCase("subtile_m", m, nr, kb + 1) for m in range(1, max(mr, 2))]
     c += [GemmCase("subtile_n", mr, n, kb + 1) for n in (1, nr - 1)]
+    # A last panel of at most NR/2 columns runs on the narrow tiles: its edge, both sides.
+    c += [GemmCase("narrow_n", m, n, kb + 2) for m in (1, mr, 2 * mr + 1)
+          for n in (max(nr // 2, 1), nr // 2 + 1, nr + nr // 2)]
     c += [GemmCase("subtile_mn", max(mr - 1, 1), nr // 2 + 1, 3)]
     c += [GemmCase("m_gt", m, nr + 3, kb + 2) for m in (mr + 1, 3 * mr + 1)]
     c += [GemmCase("strided_a", mr + 1, nr + 1, k, lda=k + 5) for k in (kb, 2 * kb + 1)]

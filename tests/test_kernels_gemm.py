@@ -87,13 +87,22 @@ def test_gemm_validation(gemm_isa):
 
 
 def test_packing_follows_the_variant(gemm_isa):
-    """Packed sizes are whole NR panels of the selected variant, zero padded past N."""
+    """Packed sizes are whole NR panels of the selected variant, zero padded past N.  A
+    last panel of at most NR/2 columns is narrow: K rows of NR/2 floats, then zeros."""
     _, mr, nr = gemm_isa
     assert K.gemm_packed_size(3, nr + 1) == 2 * nr * 3
-    bp = np.full(K.gemm_packed_size(3, nr + 1), np.nan, np.float32)
-    K.gemm_pack_b(np.arange(3 * (nr + 1), dtype=np.float32).reshape(3, nr + 1), bp)
-    second_panel = bp[nr * 3:].reshape(3, nr)
-    assert (second_panel[:, 1:] == 0).all() and (second_panel[:, 0] == [nr, 2 * nr + 1, 3 * nr + 2]).all()
+    for n, width in [(nr + 1, nr // 2), (nr + nr // 2, nr // 2), (nr + nr // 2 + 1, nr)]:
+        b = np.arange(3 * n, dtype=np.float32).reshape(3, n)
+        bp = np.full(K.gemm_packed_size(3, n), np.nan, np.float32)
+        K.gemm_pack_b(b, bp)
+        assert (bp[:nr * 3].reshape(3, nr) == b[:, :nr]).all()
+        last = bp[nr * 3:nr * 3 + width * 3].reshape(3, width)
+        cols = n - nr
+        assert (last[:, :cols] == b[:, nr:]).all() and (last[:, cols:] == 0).all(), n
+        assert (bp[nr * 3 + width * 3:] == 0).all(), n
+        bt = np.full_like(bp, np.nan)
+        K.gemm_pack_b_transposed(np.ascontiguousarray(b.T), bt)
+        np.testing.assert_array_equal(bt, bp)
 
 
 def test_gemm_rejects_c_overlapping_a():
