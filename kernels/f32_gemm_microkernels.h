@@ -93,7 +93,9 @@ typedef struct {
  * the stack, which made the AVX2 variant slower than the SSE one (measured 4x).  The clamp
  * is a compare-and-select on integer masks (C has no vector ?:), replacing only where
  * acc < lo or acc > hi: both are false for NaN, so a NaN passes as through TF's Relu /
- * Relu6 (selecting where acc > lo would map it to lo); full tiles are stored straight to
+ * Relu6 (selecting where acc > lo would map it to lo), and is skipped when both bounds are
+ * infinite (linear layers, and those whose activation runs after the GEMM: the clamp is
+ * the identity there, NaN included); full tiles are stored straight to
  * C, partial ones (nc < NR) through a small buffer. */
 #define EC_F32_GEMM_BODY(VT, VI, VW, MR)                                                    \
     const float *ap[MR];                                                                    \
@@ -109,13 +111,16 @@ typedef struct {
     for (size_t i = 0; i < MR; i++) { acc0[i] = b0; acc1[i] = b1; }                         \
     EC_F32_GEMM_K_LOOP(VT, VW, MR)                                                          \
     const VT vlo = (VT){0} + lo, vhi = (VT){0} + hi;                                        \
+    const int clamp = lo > -__builtin_inff() || hi < __builtin_inff();                      \
     for (size_t i = 0; i < mr; i++) {                                                       \
-        VI below0 = acc0[i] < vlo, below1 = acc1[i] < vlo;                                  \
-        acc0[i] = (VT)(((VI)acc0[i] & ~below0) | ((VI)vlo & below0));                       \
-        acc1[i] = (VT)(((VI)acc1[i] & ~below1) | ((VI)vlo & below1));                       \
-        VI above0 = acc0[i] > vhi, above1 = acc1[i] > vhi;                                  \
-        acc0[i] = (VT)(((VI)acc0[i] & ~above0) | ((VI)vhi & above0));                       \
-        acc1[i] = (VT)(((VI)acc1[i] & ~above1) | ((VI)vhi & above1));                       \
+        if (clamp) {                                                                        \
+            VI below0 = acc0[i] < vlo, below1 = acc1[i] < vlo;                              \
+            acc0[i] = (VT)(((VI)acc0[i] & ~below0) | ((VI)vlo & below0));                   \
+            acc1[i] = (VT)(((VI)acc1[i] & ~below1) | ((VI)vlo & below1));                   \
+            VI above0 = acc0[i] > vhi, above1 = acc1[i] > vhi;                              \
+            acc0[i] = (VT)(((VI)acc0[i] & ~above0) | ((VI)vhi & above0));                   \
+            acc1[i] = (VT)(((VI)acc1[i] & ~above1) | ((VI)vhi & above1));                   \
+        }                                                                                   \
         EC_F32_GEMM_STORE_ROW(VT, VW)                                                       \
     }
 
@@ -189,11 +194,14 @@ typedef struct {
         for (size_t i = 0; i < MR; i++) acc0[i] = b0;                                       \
         EC_F32_GEMM_NARROW_K_LOOP(VT, VW, MR)                                               \
         const VT vlo = (VT){0} + lo, vhi = (VT){0} + hi;                                    \
+        const int clamp = lo > -__builtin_inff() || hi < __builtin_inff();                  \
         for (size_t i = 0; i < mr; i++) {                                                   \
-            VI below = acc0[i] < vlo;                                                       \
-            acc0[i] = (VT)(((VI)acc0[i] & ~below) | ((VI)vlo & below));                     \
-            VI above = acc0[i] > vhi;                                                       \
-            acc0[i] = (VT)(((VI)acc0[i] & ~above) | ((VI)vhi & above));                     \
+            if (clamp) {                                                                    \
+                VI below = acc0[i] < vlo;                                                   \
+                acc0[i] = (VT)(((VI)acc0[i] & ~below) | ((VI)vlo & below));                 \
+                VI above = acc0[i] > vhi;                                                   \
+                acc0[i] = (VT)(((VI)acc0[i] & ~above) | ((VI)vhi & above));                 \
+            }                                                                               \
             EC_F32_GEMM_NARROW_STORE_ROW(VT, VW)                                            \
         }                                                                                   \
     }
