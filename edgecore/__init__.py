@@ -17,8 +17,9 @@ import os as _os
 # futex wake per region: with sleeping only (OMP_WAIT_POLICY=PASSIVE) MobileNetV2-224 on
 # 2 threads took 10.6 ms against 8.9 on one.  libgomp's default spin (~300,000 iterations,
 # milliseconds) starves our own threads when another process holds a core (20-60 ms).
-# GOMP_SPINCOUNT=2000 (~20 us; libgomp counts ~100,000 per ms) measured 6.2 ms alone and
-# 14 ms beside a busy process on the 2-core runner.  An explicit GOMP_SPINCOUNT outranks
+# GOMP_SPINCOUNT=2000 (~20 us by libgomp's estimate of ~100,000 per ms; the real length
+# depends on the CPU's pause instruction) measured 6.2 ms alone and 14 ms beside a busy
+# process on the 2-core runner.  An explicit GOMP_SPINCOUNT outranks
 # the policy in libgomp; LLVM's libomp (clang, Termux) ignores it and, with PASSIVE, never
 # spins.  See README, Threads.
 if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
