@@ -61,14 +61,18 @@ typedef struct {
 } f32_gemm_config;
 
 /* The two parts every tile shares.  The k loop: one rank-1 update per k, a row of the
- * packed panel (two vectors) times each row's broadcast A element. */
+ * packed panel (two vectors) times each row's broadcast A element.  The broadcast is
+ * spelled `a - 0`, an identity the compiler folds away, leaving one broadcast load per
+ * row; `0 + a` is not an identity (0 + -0 = +0), so GCC kept a scalar add and a register
+ * broadcast per row and k, which share the AVX-512 FMA port: 16 FMAs took 12 cycles
+ * instead of 8 (measured 100 against OpenBLAS's 140 GFLOP/s on 512x1024x1024). */
 #define EC_F32_GEMM_K_LOOP(VT, VW, MR)                                                      \
     for (size_t k = 0; k < kc; k++) {                                                       \
         b0 = *(const VT *)bp;                                                               \
         b1 = *(const VT *)(bp + VW);                                                        \
         bp += 2 * VW;                                                                       \
         for (size_t i = 0; i < MR; i++) {                                                   \
-            VT av = (VT){0} + ap[i][k];                                                     \
+            VT av = ap[i][k] - (VT){0};                                                     \
             acc0[i] += av * b0;                                                             \
             acc1[i] += av * b1;                                                             \
         }                                                                                   \
@@ -170,7 +174,7 @@ typedef struct {
     for (size_t k = 0; k < kc; k++) {                                                       \
         b0 = *(const VT *)bp;                                                               \
         bp += VW;                                                                           \
-        for (size_t i = 0; i < MR; i++) acc0[i] += ((VT){0} + ap[i][k]) * b0;               \
+        for (size_t i = 0; i < MR; i++) acc0[i] += (ap[i][k] - (VT){0}) * b0;               \
     }
 
 #define EC_F32_GEMM_NARROW_STORE_ROW(VT, VW)                                                \
