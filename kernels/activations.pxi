@@ -118,11 +118,11 @@ cdef inline float act_scalar(float xf, const Activation* a) noexcept nogil:
     elif code == ACT_SIGMOID:
         return <float>_sigmoid(x)
     elif code == ACT_HARD_SIGMOID:
-        return <float>(_clip(x + 3.0, 0.0, 6.0) / 6.0)
+        return <float>(_clip(x + 3.0, 0.0, 6.0) * (1.0 / 6.0))  # as the vector lanes: no division
     elif code == ACT_HARD_SIGMOID_K2:
         return <float>_clip(0.2 * x + 0.5, 0.0, 1.0)
     elif code == ACT_HARD_SWISH:
-        return <float>(x * _clip(x + 3.0, 0.0, 6.0) / 6.0)
+        return <float>(x * _clip(x + 3.0, 0.0, 6.0) * (1.0 / 6.0))
     elif code == ACT_SWISH:
         return <float>(x * _sigmoid(x))
     elif code == ACT_GELU:
