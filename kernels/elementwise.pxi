@@ -240,6 +240,10 @@ cdef void binary_forward(float* y, const float* a, const float* b, int op, int r
         _binary_part(y, a, b, &g, total, part, t)
 
 
+cdef enum:
+    _AFFINE_GROUP_ROWS = 16   # narrow channel_affine: rows per vectorised run
+
+
 cdef void _affine_rows(float* y, const float* x, Py_ssize_t c, const float* scale,
                        const float* shift, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """Rows r0..r1 of y = x * scale (+ shift unless NULL) over (rows, c); scale_forward
@@ -253,6 +257,9 @@ cdef void _affine_rows(float* y, const float* x, Py_ssize_t c, const float* scal
         for r in range(r0, r1):
             y[r] = x[r] * s
         return
+    if c < _AFFINE_GROUP_ROWS and r1 - r0 >= 2 * _AFFINE_GROUP_ROWS:
+        _affine_rows_narrow(y, x, c, scale, shift, r0, r1)
+        return
     for r in range(r0, r1):
         yr = y + r * c
         xr = x + r * c
@@ -262,6 +269,31 @@ cdef void _affine_rows(float* y, const float* x, Py_ssize_t c, const float* scal
         else:
             for j in range(c):
                 yr[j] = xr[j] * scale[j] + shift[j]
+
+
+cdef void _affine_rows_narrow(float* y, const float* x, Py_ssize_t c, const float* scale,
+                              const float* shift, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """_affine_rows for c < _AFFINE_GROUP_ROWS (an RGB input's Rescaling/Normalization: c =
+    3): groups of _AFFINE_GROUP_ROWS rows are one run of 16c floats against scale and shift
+    repeated 16 times, a loop the compiler vectorises; the per-row loop of 3 ran at ~1 ns
+    an element (MobileNetV2's input, 0.13 ms).  Same multiply and add per element."""
+    cdef float pat_s[_AFFINE_GROUP_ROWS * _AFFINE_GROUP_ROWS]
+    cdef float pat_h[_AFFINE_GROUP_ROWS * _AFFINE_GROUP_ROWS]
+    cdef Py_ssize_t run = _AFFINE_GROUP_ROWS * c, i, j, g, g0, g1
+    for i in range(run):
+        pat_s[i] = scale[i % c]
+        pat_h[i] = shift[i % c] if shift != NULL else 0.0
+    g0 = (r0 + _AFFINE_GROUP_ROWS - 1) // _AFFINE_GROUP_ROWS
+    g1 = r1 // _AFFINE_GROUP_ROWS
+    _affine_rows(y, x, c, scale, shift, r0, g0 * _AFFINE_GROUP_ROWS)
+    for g in range(g0, g1):
+        if shift == NULL:
+            for j in range(run):
+                y[g * run + j] = x[g * run + j] * pat_s[j]
+        else:
+            for j in range(run):
+                y[g * run + j] = x[g * run + j] * pat_s[j] + pat_h[j]
+    _affine_rows(y, x, c, scale, shift, g1 * _AFFINE_GROUP_ROWS, r1)
 
 
 cdef void _affine_part(float* y, const float* x, Py_ssize_t rows, Py_ssize_t c,

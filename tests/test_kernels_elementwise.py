@@ -111,7 +111,8 @@ def test_scale():
         K.scale(x, np.empty(1000, np.float32), 1.0)
 
 
-@pytest.mark.parametrize("rows, c", [(1, 1), (63, 13), (9 * 7, 16), (5, 33)])
+@pytest.mark.parametrize("rows, c", [(1, 1), (63, 13), (9 * 7, 16), (5, 33), (50, 3),
+                                     (1001, 3), (40, 1), (31, 15)])
 def test_channel_affine(rows, c):
     rng = np.random.default_rng(rows * 100 + c)
     (x, scale, shift), copies = frozen(rng.standard_normal((rows, c)), rng.standard_normal(c),
@@ -124,6 +125,16 @@ def test_channel_affine(rows, c):
     z = x.copy()
     K.channel_affine(z, scale, shift, z)
     assert np.array_equal(z, y)
+    # Fewer than 16 channels run as 16-row groups against a repeated pattern, with the rows
+    # before and after a group one by one: every split of the rows gives the same bits.
+    previous = K._set_parallel_grain(1 << 30)
+    try:
+        for threads in (2, 3):
+            z = np.empty_like(y)
+            K.channel_affine(x, scale, shift, z, nthreads=threads)
+            assert np.array_equal(z, y), threads
+    finally:
+        K._set_parallel_grain(previous)
     with pytest.raises(K.KernelShapeError):
         K.channel_affine(x, scale[:-1] if c > 1 else np.ones(2, np.float32), shift, y)
     with pytest.raises(K.KernelShapeError):
