@@ -180,7 +180,9 @@ cdef void conv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_pack
 
     w_packed: per group, the (K, Cout_g) kernel packed by f32_gemm_pack_b, groups back to
     back; bias_packed likewise.  scratch: conv2d_scratch_floats(g, nthreads) floats.
-    Threads take whole blocks of output rows (dynamically), each building its im2col block
+    Threads take contiguous runs of whole blocks of output rows (static, as the GEMM's
+    tiles: the next layer finds its rows in the same thread's cache), each building its
+    im2col block
     in its own part of scratch; a pointwise convolution is one threaded GEMM.
     """
     cdef Py_ssize_t m = g.n * g.oh * g.ow, k = conv2d_k(g)
@@ -198,7 +200,7 @@ cdef void conv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_pack
             _conv2d_block_forward(y_nhwc, x_nhwc, w_packed, bias_packed, g, act, scratch,
                                   block, unit)
         return
-    for unit in prange(units, nogil=True, num_threads=t, schedule="dynamic"):
+    for unit in prange(units, nogil=True, num_threads=t, schedule="static"):
         _conv2d_block_forward(y_nhwc, x_nhwc, w_packed, bias_packed, g, act,
                               scratch + ec_thread_id() * block * k, block, unit)
 

@@ -12,8 +12,12 @@
 # Blocking: rows are processed in blocks of `_gemm_block_rows(K)` so one block of A stays
 # in L2 while every panel of B passes over it; the activation epilogue (for the ones the
 # micro-kernel cannot clamp) runs on the block while it is still in cache.
-# Threads (nthreads > 1) take 2-D tiles of C, dynamically: row blocks, and when those are
-# too few per thread, groups of panels (_gemm_tiles).  Each C element is the same k loop
+# Threads (nthreads > 1) take 2-D tiles of C: row blocks, and when those are
+# too few per thread, groups of panels (_gemm_tiles); the forward hands them out
+# statically, each thread one contiguous run, so consecutive layers find most of their
+# rows in the cache of the thread that wrote them (dynamic hand-out moved half of C between
+# cores on every call: 392x40x240 ran no faster on 2 threads than on 1, 1.35x static).
+# Each C element is the same k loop
 # in the same micro-kernel wherever its tile starts, so every thread count gives the same
 # bits; packing and transposition split by panels and by destination rows.
 #
@@ -174,15 +178,17 @@ cdef void f32_gemm_pack_bias(float* biasp, const float* bias_n, Py_ssize_t n) no
 
 cdef struct GemmTiles:
     # The output cut into tiles of `rows` rows (a multiple of MR) by `panels` panels:
-    # row_tiles x col_tiles of them, handed out to threads one at a time (dynamic).
+    # row_tiles x col_tiles of them, each thread taking a contiguous run (forward) or one
+    # at a time (the accumulating GEMM).
     Py_ssize_t rows, row_tiles, panels, col_tiles
 
 
 cdef inline GemmTiles _gemm_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                   int nthreads) noexcept nogil:
     """Tiles for nthreads threads: row blocks of _gemm_block_rows(k) while there are at
-    least 4 tiles per thread (dynamic scheduling then evens out the ragged last ones);
-    otherwise the panels are cut into column groups first (B is then read once per row
+    least 4 tiles per thread (so a ragged last tile costs little);
+    smaller row blocks (whole MR tiles) while there are two per thread; otherwise (a
+    handful of rows) the panels are cut into column groups first (B is then read once per row
     block and A, small when m is, once per group), and rows only after that.  The tile
     shape never changes a result: every element is the same k loop in the same
     micro-kernel wherever its tile starts."""
@@ -192,6 +198,15 @@ cdef inline GemmTiles _gemm_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     t.rows = _gemm_block_rows(k)
     t.row_tiles = (m + t.rows - 1) // t.rows
     t.col_tiles = 1
+    if t.row_tiles < want and m >= 2 * nthreads * mr:
+        # Rows enough for two MR tiles per thread: split rows only, into at most `want`
+        # tiles.  Column groups write parts of the same rows of C, and where a row's part
+        # ends inside a cache line two threads write that line (false sharing): 3136x16x72
+        # measured 81 us on one thread and 131 on two with column groups, 196x40x240 30
+        # and 45.
+        per = (m + want - 1) // want
+        t.rows = (per + mr - 1) // mr * mr
+        t.row_tiles = (m + t.rows - 1) // t.rows
     if t.row_tiles < want:
         t.col_tiles = min(panels, (want + t.row_tiles - 1) // t.row_tiles)
         if t.row_tiles * t.col_tiles < want and t.rows > mr:
@@ -258,7 +273,7 @@ cdef void f32_gemm_forward(float* c_mn, Py_ssize_t ldc, const float* a_mk, Py_ss
                            const float* bp, const float* biasp, Py_ssize_t m, Py_ssize_t n,
                            Py_ssize_t k, const Activation* act, int nthreads) noexcept nogil:
     """c[m, :n] = act(a[m, :k] @ B + bias); overwrites c.  biasp may be NULL.  Threads
-    take 2-D tiles of c (_gemm_tiles), dynamically; bit for bit the serial result."""
+    take contiguous runs of 2-D tiles of c (_gemm_tiles); bit for bit the serial result."""
     cdef Py_ssize_t block = _gemm_block_rows(k)
     cdef Py_ssize_t blk, m0, tile
     cdef float lo = -INFINITY, hi = INFINITY
@@ -278,7 +293,7 @@ cdef void f32_gemm_forward(float* c_mn, Py_ssize_t ldc, const float* a_mk, Py_ss
     if tl.row_tiles * tl.col_tiles < t:
         t = <int>(tl.row_tiles * tl.col_tiles)
     for tile in prange(tl.row_tiles * tl.col_tiles, nogil=True, num_threads=t,
-                       schedule="dynamic"):
+                       schedule="static"):
         _gemm_tile(c_mn, ldc, a_mk, lda, bp, biasp, m, n, k, act, lo, hi, &tl, tile)
 
 
