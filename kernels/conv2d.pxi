@@ -182,8 +182,7 @@ cdef void conv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_pack
     back; bias_packed likewise.  scratch: conv2d_scratch_floats(g, nthreads) floats.
     Threads take contiguous runs of whole blocks of output rows (static, as the GEMM's
     tiles: the next layer finds its rows in the same thread's cache), each building its
-    im2col block
-    in its own part of scratch; a pointwise convolution is one threaded GEMM.
+    im2col block in its own part of scratch; a pointwise convolution is one threaded GEMM.
     """
     cdef Py_ssize_t m = g.n * g.oh * g.ow, k = conv2d_k(g)
     cdef Py_ssize_t block, units, unit
