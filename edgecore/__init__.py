@@ -12,19 +12,18 @@ edgecore.formats.h5native); the numerics are Cython kernels compiled at install 
 import os as _os
 
 # How idle OpenMP threads wait, unless the user chose (the runtime reads this when it
-# loads, with _kernels): they spin briefly, then sleep.  A forward pass enters ~100
-# parallel regions a few microseconds apart, and a thread asleep in the kernel costs a
-# futex wake per region: with sleeping only (OMP_WAIT_POLICY=PASSIVE) MobileNetV2-224 on
-# 2 threads took 10.6 ms against 8.9 on one.  libgomp's default spin (~300,000 iterations,
-# milliseconds) starves our own threads when another process holds a core (20-60 ms).
-# GOMP_SPINCOUNT=2000 (~20 us by libgomp's estimate of ~100,000 per ms; the real length
-# depends on the CPU's pause instruction) measured 6.2 ms alone and 14 ms beside a busy
-# process on the 2-core runner.  An explicit GOMP_SPINCOUNT outranks
-# the policy in libgomp; LLVM's libomp (clang, Termux) ignores it and, with PASSIVE, never
+# loads, with _kernels): they spin for a while, then sleep.  A forward pass enters ~100
+# parallel regions microseconds apart, and a thread asleep in the kernel costs a wake-up
+# per region.  Measured on the 2-core runner (a KVM guest), MobileNetV2 0.35-96 on 2
+# threads: sleeping at once (OMP_WAIT_POLICY=PASSIVE) or after GOMP_SPINCOUNT=2000 took
+# ~3 ms against 0.6 ms on one thread; 30000 (~0.3 ms by libgomp's estimate of ~100,000
+# iterations per ms) took 0.61 ms.  libgomp's default (300,000) starves our own threads
+# longer when another process holds a core.  An explicit GOMP_SPINCOUNT outranks the
+# policy in libgomp; LLVM's libomp (clang, Termux) ignores it and, with PASSIVE, never
 # spins.  See README, Threads.
 if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    _os.environ["GOMP_SPINCOUNT"] = "2000"
+    _os.environ["GOMP_SPINCOUNT"] = "30000"
 
 try:
     from . import _kernels  # noqa: F401  (compiled at install time)
