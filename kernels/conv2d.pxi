@@ -28,6 +28,7 @@ from libc.string cimport memcpy, memset
 
 cdef enum:
     _IM2COL_MEMCPY = 32     # im2col: runs shorter than this many floats copied by a loop
+    _IM2COL_MAX_FLOATS = 262144   # im2col: at most this many floats a block (1 MiB)
 
 
 cdef struct ConvGeom:
@@ -54,6 +55,21 @@ cdef inline Py_ssize_t _conv2d_block(const ConvGeom* g, int nthreads) noexcept n
     wherever the block starts, so this changes no result)."""
     cdef Py_ssize_t k = conv2d_k(g), m = g.n * g.oh * g.ow, mr = _gemm.mr
     cdef Py_ssize_t block = _gemm_block_rows(k), want
+    cdef Py_ssize_t blocks
+    # With K blocking the GEMM wants 128 rows whatever K; an im2col block of 128 rows at
+    # K = 4608 would be 2.4 MB a thread, so the block is capped at _IM2COL_MAX_FLOATS
+    # (1 MiB: 56 rows there, against 8 before K blocking; every block streams all of B,
+    # 9.4 MB on ResNet50's conv5), and the rows are then shared evenly between the
+    # blocks (49 rows: one block of 49, not 24 + 24 + 1).
+    want = (_IM2COL_MAX_FLOATS // (k if k > 0 else 1)) // mr * mr
+    if want < mr:
+        want = mr
+    if want < block:
+        block = want
+    blocks = (m + block - 1) // block
+    want = ((m + blocks - 1) // blocks + mr - 1) // mr * mr
+    if want < block:
+        block = want
     if nthreads > 1:
         want = ((m + 4 * nthreads - 1) // (4 * nthreads) + mr - 1) // mr * mr
         if want < block:

@@ -73,6 +73,13 @@ def gemm_cases(mr, nr, kb=K_BLOCK):
     # K = 1000 makes the row block ~32 rows (gemm.pxi: ~128 KiB of A per block), so M
     # spans several blocks with a partial last one.
     c += [GemmCase("m_blocks", 101, nr + 7, 1000)]
+    # K past the blocking threshold (gemm.pxi: _GEMM_KC_SPLIT = 512, slices of 256): the
+    # slices accumulate onto C, the clamp runs after the last; a ragged last slice.
+    c += [GemmCase("k_blocked", m, n, 777) for m, n in ((1, nr // 2), (mr, nr + 3), (2 * mr + 1, 2 * nr))]
+    for act, params in [("relu", {"max_value": 6.0}), ("relu", {"alpha": 0.1, "threshold": 0.5}),
+                        ("swish", {})]:
+        tag = act + "".join(f"_{k}{v}" for k, v in params.items())
+        c += [GemmCase("k_blocked_act_" + tag, 2 * mr + 3, nr + 5, 600, act=act, act_params=params)]
     # Fused clamp (relu, relu6) and the separate epilogue (others), contiguous and strided.
     for act, params in [("relu", {}), ("relu", {"max_value": 6.0}),
                         ("relu", {"alpha": 0.1, "threshold": 0.5}), ("leaky_relu", {"alpha": 0.2}),

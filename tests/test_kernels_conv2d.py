@@ -117,3 +117,22 @@ def test_conv2d_short_pads_raise_instead_of_crashing(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _SHORT_PADS], cwd=tmp_path, capture_output=True,
                           timeout=60)
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr.decode()[-300:]}"
+
+
+BIG_K = [shapes._case(1, (9, 8), 70, 37, (3, 3, 1, 1, 1, 1, "same")),    # K = 630: blocked
+         shapes._case(1, (5, 5), 600, 40, (1, 1, 1, 1, 1, 1, "valid"))]  # pointwise, K = 600
+
+
+@pytest.mark.parametrize("act, params", [("linear", {}), ("relu", {"max_value": 6.0}),
+                                         ("swish", {})], ids=["linear", "relu6", "swish"])
+@pytest.mark.parametrize("case", BIG_K, ids=lambda c: c.id)
+def test_conv2d_with_k_blocked_gemm(gemm_isa, case, act, params):
+    """K past the GEMM's blocking threshold: slices accumulate onto the output, the clamp
+    and epilogue run after the last (tests/test_kernels_gemm.py checks the bits across
+    tiles and threads)."""
+    (x, w, bias), _ = _inputs(case, 8)
+    y = run_conv(case, x, w, bias, act, **params)
+    geom = dict(case.geometry, groups=case.groups)
+    ref = ref_conv2d(x, w, bias, act=act, **geom, **params)
+    mag = ref_conv2d(x, w, bias, magnitude=True, **geom) * LIPSCHITZ[act]
+    assert_close(y, ref, mag, what=f"conv2d {act} {case.id}")

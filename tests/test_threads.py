@@ -293,18 +293,18 @@ def test_build_info():
 def test_scratch_for_more_threads_is_planned_and_budgeted():
     """Per-thread im2col blocks are in the arena the plan reports and the budget counts: a
     budget that holds the 1-thread plan refuses the same batch at 4 threads, before
-    anything runs, where the extra blocks raise the arena's peak (resnet_small, batch 8;
-    elsewhere they fit in gaps, or blocks shrink for small images)."""
+    anything runs, where the extra blocks raise the arena's peak (resnet_small, batch 16;
+    elsewhere they fit in gaps, or blocks shrink for small batches)."""
     path = FIXTURES / "resnet_small.k3.h5"
-    plans = {t: ec.load(path, num_threads=t).memory_plan(batch_size=8, print_fn=False)
+    plans = {t: ec.load(path, num_threads=t).memory_plan(batch_size=16, print_fn=False)
              for t in (1, 4)}
     assert plans[4].scratch_bytes > plans[1].scratch_bytes
     assert plans[4].arena_bytes > plans[1].arena_bytes
     assert "4 thread(s)" in plans[4].format() and "1 thread(s)" in plans[1].format()
     budget = (plans[1].total_bytes + plans[4].total_bytes) // 2
     model = ec.load(path, num_threads=1, memory_budget=budget)
-    x = np.zeros((8,) + model.input_shape[1:], np.float32)
-    model.predict(x, batch_size=8)
+    x = np.zeros((16,) + model.input_shape[1:], np.float32)
+    model.predict(x, batch_size=16)
     model.num_threads = 4
     with pytest.raises(ec.MemoryBudgetError):
-        model.predict(x, batch_size=8)
+        model.predict(x, batch_size=16)
