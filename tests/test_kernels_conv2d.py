@@ -60,7 +60,11 @@ ACT_CASES = [("relu", {}), ("relu", {"max_value": 6.0}), ("swish", {}), ("elu", 
 @pytest.mark.parametrize("case", [CASES[3 * 6 + 2], CASES[0]], ids=lambda c: c.id)
 def test_conv2d_fused_activation(gemm_isa, case, act, params):
     """Pointwise (GEMM only) and im2col paths, clamp-fused and epilogue activations."""
-    (x, w, bias), _ = _inputs(case, 5)
+    _check_activation(case, act, params, seed=5)
+
+
+def _check_activation(case, act, params, seed):
+    (x, w, bias), _ = _inputs(case, seed)
     y = run_conv(case, x, w, bias, act, **params)
     geom = dict(case.geometry, groups=case.groups)
     ref = ref_conv2d(x, w, bias, act=act, **geom, **params)
@@ -130,9 +134,4 @@ def test_conv2d_with_k_blocked_gemm(gemm_isa, case, act, params):
     """K past the GEMM's blocking threshold: slices accumulate onto the output, the clamp
     and epilogue run after the last (tests/test_kernels_gemm.py checks the bits across
     tiles and threads)."""
-    (x, w, bias), _ = _inputs(case, 8)
-    y = run_conv(case, x, w, bias, act, **params)
-    geom = dict(case.geometry, groups=case.groups)
-    ref = ref_conv2d(x, w, bias, act=act, **geom, **params)
-    mag = ref_conv2d(x, w, bias, magnitude=True, **geom) * LIPSCHITZ[act]
-    assert_close(y, ref, mag, what=f"conv2d {act} {case.id}")
+    _check_activation(case, act, params, seed=8)
