@@ -92,12 +92,24 @@ cdef inline int _conv2d_threads(const ConvGeom* g, int nthreads) noexcept nogil:
     return most if most < t else t
 
 
+cdef inline bint _conv2d_whole(const ConvGeom* g, int nthreads) noexcept nogil:
+    """With threads, a layer of large K (the GEMM's K blocking) whose whole im2col matrix
+    fits one block (_IM2COL_MAX_FLOATS) builds it once, rows split over the threads, then runs one threaded GEMM, whose tiles
+    stream B once a thread.  Blocks a thread instead made each of them stream all of B:
+    ResNet50's conv5 (49 rows, K = 4608, 9.4 MB of B) took 8-row blocks at 2 threads."""
+    return (nthreads > 1 and g.groups == 1 and conv2d_k(g) > _GEMM_KC_SPLIT
+            and g.n * g.oh * g.ow * conv2d_k(g) <= _IM2COL_MAX_FLOATS)
+
+
 cdef inline Py_ssize_t conv2d_scratch_floats(const ConvGeom* g, int nthreads) noexcept nogil:
     """Arena scratch one conv2d_forward call needs with nthreads threads: one im2col
-    block for each thread it may use (0 for pointwise).  Sized by the block count alone,
-    not by the small-work rule, so no tuning of that rule can outgrow it."""
+    block for each thread it may use, or the whole im2col matrix (_conv2d_whole), or 0 for
+    pointwise.  Sized by the block count alone, not by the small-work rule, so no tuning
+    of that rule can outgrow it."""
     if conv2d_is_pointwise(g):
         return 0
+    if _conv2d_whole(g, nthreads):
+        return g.n * g.oh * g.ow * conv2d_k(g)
     return _conv2d_max_threads(g, nthreads) * _conv2d_block(g, nthreads) * conv2d_k(g)
 
 
@@ -208,6 +220,11 @@ cdef void conv2d_forward(float* y_nhwc, const float* x_nhwc, const float* w_pack
                          nthreads)
         return
     t = _conv2d_threads(g, nthreads)
+    if t > 1 and _conv2d_whole(g, nthreads):
+        conv2d_im2col_rows_par(scratch, x_nhwc, g, 0, m, 0, nthreads)
+        f32_gemm_forward(y_nhwc, g.co, scratch, k, w_packed, bias_packed, m, g.co, k, act,
+                         nthreads)
+        return
     block = _conv2d_block(g, nthreads)
     units = g.groups * ((m + block - 1) // block)
     if t <= 1:

@@ -200,7 +200,8 @@ cdef inline GemmTiles _gemm_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                   int nthreads) noexcept nogil:
     """Tiles for nthreads threads: row blocks of _gemm_block_rows(k) while there are at
     least 4 tiles per thread (so a ragged last tile costs little);
-    smaller row blocks (whole MR tiles) while there are two per thread; otherwise (a
+    else equal row tiles, as few per thread as the block allows, while there are two MR
+    tiles per thread; otherwise (a
     handful of rows) the panels are cut into column groups first (B is then read once per row
     block and A, small when m is, once per group), and rows only after that.  The tile
     shape never changes a result: every element is the same k loop in the same
@@ -212,13 +213,15 @@ cdef inline GemmTiles _gemm_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     t.row_tiles = (m + t.rows - 1) // t.rows
     t.col_tiles = 1
     if t.row_tiles < want and m >= 2 * nthreads * mr:
-        # Rows enough for two MR tiles per thread: split rows only, into at most `want`
-        # tiles.  Column groups write parts of the same rows of C, and where a row's part
-        # ends inside a cache line two threads write that line (false sharing): 3136x16x72
-        # measured 81 us on one thread and 131 on two with column groups, 196x40x240 30
-        # and 45.
-        per = (m + want - 1) // want
-        t.rows = (per + mr - 1) // mr * mr
+        # Rows enough for two MR tiles per thread: split rows only, the same number of
+        # equal tiles for each thread, as few as the row block allows (each tile streams
+        # all of B: with K = 4608, 9.4 MB).  Column groups write parts of the same rows of
+        # C, and where a row's part ends inside a cache line two threads write that line
+        # (false sharing): 3136x16x72 measured 81 us on one thread and 131 on two with
+        # column groups, 196x40x240 30 and 45.
+        per = (m + nthreads - 1) // nthreads                    # rows a thread
+        per = (per + t.rows - 1) // t.rows                      # tiles a thread
+        t.rows = ((m + nthreads * per - 1) // (nthreads * per) + mr - 1) // mr * mr
         t.row_tiles = (m + t.rows - 1) // t.rows
     if t.row_tiles < want:
         t.col_tiles = min(panels, (want + t.row_tiles - 1) // t.row_tiles)

@@ -144,7 +144,9 @@ def test_transpose_and_transposed_packing(rows, cols):
 # --- Conv2D -----------------------------------------------------------------------------
 
 CONV_CASES = [c for i, c in enumerate(shapes.conv_cases()) if i % 9 == 0] + \
-    shapes.grouped_conv_cases()[:4]
+    shapes.grouped_conv_cases()[:4] + \
+    [shapes._case(1, (7, 6), 64, 40, (3, 3, 1, 1, 1, 1, "same")),   # K = 576: whole im2col,
+     shapes._case(2, (9, 9), 70, 33, (3, 3, 2, 2, 1, 1, "valid"))]  # threaded K-blocked GEMM
 
 
 def _conv_inputs(case, seed):
@@ -186,6 +188,13 @@ def test_conv2d_scratch_grows_with_threads_only_as_far_as_blocks_go():
     # One output row: one block (of MR rows with threads), one thread's scratch.
     tiny = (1, 1, 3, 3), (1, 3, 3, 4)
     assert K.conv2d_scratch_size(*tiny, nthreads=4) == K.gemm_isa()[1] * 9
+    # K past the GEMM's blocking (3x3 over 64 channels, K = 576), 5x5 output: with threads
+    # the whole im2col matrix (25 rows) is built once and the GEMM threaded (conv2d.pxi,
+    # _conv2d_whole); one thread, one block of 25 rows rounded to MR.
+    big_k = (1, 5, 5, 64), (3, 3, 64, 8)
+    mr = K.gemm_isa()[1]
+    assert K.conv2d_scratch_size(*big_k, pads=(1, 1, 1, 1), nthreads=4) == 25 * 576
+    assert K.conv2d_scratch_size(*big_k, pads=(1, 1, 1, 1), nthreads=1) == (25 + mr - 1) // mr * mr * 576
     assert K.conv2d_scratch_size((1, 8, 8, 16), (1, 1, 16, 8), nthreads=4) == 0  # pointwise
 
 
