@@ -20,9 +20,9 @@
  * config row below.
  *
  * Accumulate variant (training: weight gradients summed over row blocks), same contract
- * without bias and clamp: C[mr x nc] += A . Bpanel, f32_gemm_acc_<MR>x<NR>__<isa>.  It is
- * a separate function rather than a flag on the forward one so the inference path keeps
- * its exact code (no extra branch or register pressure there).
+ * without bias and clamp: C[mr x nc] += A . Bpanel (f32_gemm_acc_*).  It is a separate
+ * function rather than a flag on the forward one so the inference path keeps its exact
+ * code (no extra branch or register pressure there).
  */
 #ifndef EDGECORE_F32_GEMM_MICROKERNELS_H
 #define EDGECORE_F32_GEMM_MICROKERNELS_H
@@ -61,37 +61,47 @@ typedef struct {
 } f32_gemm_config;
 
 /* The two parts every tile shares.  The k loop: one rank-1 update per k, a row of the
- * packed panel (two vectors) times each row's broadcast A element.  The broadcast is
- * spelled `a - 0`, an identity the compiler folds away, leaving one broadcast load per
- * row; `0 + a` is not an identity (0 + -0 = +0), so GCC kept a scalar add and a register
- * broadcast per row and k, which share the AVX-512 FMA port: 16 FMAs took 12 cycles
- * instead of 8 (measured 100 against OpenBLAS's 140 GFLOP/s on 512x1024x1024). */
-#define EC_F32_GEMM_K_LOOP(VT, VW, MR)                                                      \
+ * packed panel (NV vectors: 2 for the wide tiles, 1 for the narrow ones, see below) times
+ * each row's broadcast A element.  NV is a constant, so `if (NV > 1)` costs nothing.  The
+ * broadcast is spelled `a - 0`, an identity the compiler folds away, leaving one broadcast
+ * load per row; `0 + a` is not an identity (0 + -0 = +0), so GCC kept a scalar add and a
+ * register broadcast per row and k, which share the AVX-512 FMA port: 16 FMAs took 12
+ * cycles instead of 8 (measured 100 against OpenBLAS's 140 GFLOP/s on 512x1024x1024). */
+#define EC_F32_GEMM_K_LOOP(VT, VW, MR, NV)                                                  \
     for (size_t k = 0; k < kc; k++) {                                                       \
         b0 = *(const VT *)bp;                                                               \
-        b1 = *(const VT *)(bp + VW);                                                        \
-        bp += 2 * VW;                                                                       \
+        if (NV > 1) b1 = *(const VT *)(bp + VW);                                            \
+        bp += NV * VW;                                                                      \
         for (size_t i = 0; i < MR; i++) {                                                   \
             VT av = ap[i][k] - (VT){0};                                                     \
             acc0[i] += av * b0;                                                             \
-            acc1[i] += av * b1;                                                             \
+            if (NV > 1) acc1[i] += av * b1;                                                 \
         }                                                                                   \
     }
 
 /* Store row i of the tile: straight to C when full, through a small buffer when nc < NR. */
-#define EC_F32_GEMM_STORE_ROW(VT, VW)                                                       \
+#define EC_F32_GEMM_STORE_ROW(VT, VW, NV)                                                   \
         float *crow = c + i * ldc;                                                          \
-        if (nc == 2 * VW) {                                                                 \
+        if (nc == NV * VW) {                                                                \
             *(VT *)crow = acc0[i];                                                          \
-            *(VT *)(crow + VW) = acc1[i];                                                   \
+            if (NV > 1) *(VT *)(crow + VW) = acc1[i];                                       \
         } else {                                                                            \
             float tile[2 * VW];                                                             \
             *(VT *)tile = acc0[i];                                                          \
-            *(VT *)(tile + VW) = acc1[i];                                                   \
+            if (NV > 1) *(VT *)(tile + VW) = acc1[i];                                       \
             for (size_t j = 0; j < nc; j++) crow[j] = tile[j];                              \
         }
 
-/* The tile body, shared by every ISA: two vectors of VW floats per row (NR = 2*VW), MR rows.
+/* acc = clamp(acc, vlo, vhi), replacing only where acc < lo or acc > hi. */
+#define EC_F32_GEMM_CLAMP(VT, VI, acc)                                                      \
+    do {                                                                                    \
+        VI below_ = acc < vlo;                                                              \
+        acc = (VT)(((VI)acc & ~below_) | ((VI)vlo & below_));                               \
+        VI above_ = acc > vhi;                                                              \
+        acc = (VT)(((VI)acc & ~above_) | ((VI)vhi & above_));                               \
+    } while (0)
+
+/* The tile body, shared by every ISA: NV vectors of VW floats per row, MR rows.
  * Loads and stores go through `may_alias, aligned(4)` vector types rather than memcpy:
  * under target("avx2") GCC 12 split each 32-byte memcpy into two 16-byte halves through
  * the stack, which made the AVX2 variant slower than the SSE one (measured 4x).  The clamp
@@ -99,48 +109,43 @@ typedef struct {
  * acc < lo or acc > hi: both are false for NaN, so a NaN passes as through TF's Relu /
  * Relu6 (selecting where acc > lo would map it to lo), and is skipped when both bounds are
  * infinite (linear layers, and those whose activation runs after the GEMM: the clamp is
- * the identity there, NaN included); full tiles are stored straight to
- * C, partial ones (nc < NR) through a small buffer. */
-#define EC_F32_GEMM_BODY(VT, VI, VW, MR)                                                    \
+ * the identity there, NaN included); full tiles are stored straight to C, partial ones
+ * (nc < NR) through a small buffer. */
+#define EC_F32_GEMM_BODY(VT, VI, VW, MR, NV)                                                \
     const float *ap[MR];                                                                    \
-    VT acc0[MR], acc1[MR], b0, b1;                                                          \
+    VT acc0[MR], acc1[MR], b0, b1 = (VT){0};                                                \
     for (size_t i = 0; i < MR; i++) ap[i] = a + (i < mr ? i : mr - 1) * lda;                \
     if (bias) {                                                                             \
         b0 = *(const VT *)bias;                                                             \
-        b1 = *(const VT *)(bias + VW);                                                      \
+        if (NV > 1) b1 = *(const VT *)(bias + VW);                                          \
     } else {                                                                                \
         b0 = (VT){0};                                                                       \
-        b1 = b0;                                                                            \
     }                                                                                       \
     for (size_t i = 0; i < MR; i++) { acc0[i] = b0; acc1[i] = b1; }                         \
-    EC_F32_GEMM_K_LOOP(VT, VW, MR)                                                          \
+    EC_F32_GEMM_K_LOOP(VT, VW, MR, NV)                                                      \
     const VT vlo = (VT){0} + lo, vhi = (VT){0} + hi;                                        \
     const int clamp = lo > -__builtin_inff() || hi < __builtin_inff();                      \
     for (size_t i = 0; i < mr; i++) {                                                       \
         if (clamp) {                                                                        \
-            VI below0 = acc0[i] < vlo, below1 = acc1[i] < vlo;                              \
-            acc0[i] = (VT)(((VI)acc0[i] & ~below0) | ((VI)vlo & below0));                   \
-            acc1[i] = (VT)(((VI)acc1[i] & ~below1) | ((VI)vlo & below1));                   \
-            VI above0 = acc0[i] > vhi, above1 = acc1[i] > vhi;                              \
-            acc0[i] = (VT)(((VI)acc0[i] & ~above0) | ((VI)vhi & above0));                   \
-            acc1[i] = (VT)(((VI)acc1[i] & ~above1) | ((VI)vhi & above1));                   \
+            EC_F32_GEMM_CLAMP(VT, VI, acc0[i]);                                             \
+            if (NV > 1) EC_F32_GEMM_CLAMP(VT, VI, acc1[i]);                                 \
         }                                                                                   \
-        EC_F32_GEMM_STORE_ROW(VT, VW)                                                       \
+        EC_F32_GEMM_STORE_ROW(VT, VW, NV)                                                   \
     }
 
 /* The accumulate tile: the accumulators start from C (rows >= mr alias row mr-1, as A
  * does, and are never stored; a partial tile is loaded through a zero-padded buffer so
  * nothing past column nc is read), then the same k loop, then a plain store. */
-#define EC_F32_GEMM_ACC_BODY(VT, VW, MR)                                                    \
+#define EC_F32_GEMM_ACC_BODY(VT, VW, MR, NV)                                                \
     const float *ap[MR];                                                                    \
-    VT acc0[MR], acc1[MR], b0, b1;                                                          \
+    VT acc0[MR], acc1[MR], b0, b1 = (VT){0};                                                \
     for (size_t i = 0; i < MR; i++) {                                                       \
         size_t r = i < mr ? i : mr - 1;                                                     \
         const float *crow = c + r * ldc;                                                    \
         ap[i] = a + r * lda;                                                                \
-        if (nc == 2 * VW) {                                                                 \
+        if (nc == NV * VW) {                                                                \
             acc0[i] = *(const VT *)crow;                                                    \
-            acc1[i] = *(const VT *)(crow + VW);                                             \
+            acc1[i] = NV > 1 ? *(const VT *)(crow + VW) : b1;                               \
         } else {                                                                            \
             float tile[2 * VW] = {0};                                                       \
             for (size_t j = 0; j < nc; j++) tile[j] = crow[j];                              \
@@ -148,104 +153,42 @@ typedef struct {
             acc1[i] = *(const VT *)(tile + VW);                                             \
         }                                                                                   \
     }                                                                                       \
-    EC_F32_GEMM_K_LOOP(VT, VW, MR)                                                          \
+    EC_F32_GEMM_K_LOOP(VT, VW, MR, NV)                                                      \
     for (size_t i = 0; i < mr; i++) {                                                       \
-        EC_F32_GEMM_STORE_ROW(VT, VW)                                                       \
+        EC_F32_GEMM_STORE_ROW(VT, VW, NV)                                                   \
     }
 
-#define EC_DEFINE_F32_GEMM_ACC(NAME, ATTR, VT, VW, MR)                                      \
+#define EC_DEFINE_F32_GEMM_ACC(NAME, ATTR, VT, VW, MR, NV)                                  \
     ATTR static void NAME(size_t mr, size_t nc, size_t kc, const float *a, size_t lda,      \
                           const float *bp, float *c, size_t ldc) {                          \
-        EC_F32_GEMM_ACC_BODY(VT, VW, MR)                                                    \
+        EC_F32_GEMM_ACC_BODY(VT, VW, MR, NV)                                                \
     }
 
-#define EC_DEFINE_F32_GEMM(NAME, ATTR, VT, VI, VW, MR)                                      \
+#define EC_DEFINE_F32_GEMM(NAME, ATTR, VT, VI, VW, MR, NV)                                  \
     ATTR static void NAME(size_t mr, size_t nc, size_t kc, const float *a, size_t lda,      \
                           const float *bp, const float *bias, float *c, size_t ldc,         \
                           float lo, float hi) {                                             \
-        EC_F32_GEMM_BODY(VT, VI, VW, MR)                                                    \
+        EC_F32_GEMM_BODY(VT, VI, VW, MR, NV)                                                \
     }
 
-/* Narrow tiles: one vector per row (NR/2 columns) for a last panel of at most NR/2
- * columns, which f32_gemm_pack_b stores as kc rows of NR/2 floats (see gemm.pxi).  A
+/* Narrow tiles (NV = 1): one vector per row (NR/2 columns) for a last panel of at most
+ * NR/2 columns, which f32_gemm_pack_b stores as kc rows of NR/2 floats (see gemm.pxi).  A
  * 16-channel layer on the AVX-512 tile (NR = 32) otherwise did twice its multiply-adds.
  * Same per-element k loop as the wide tiles, so the same bits. */
-#define EC_F32_GEMM_NARROW_K_LOOP(VT, VW, MR)                                               \
-    for (size_t k = 0; k < kc; k++) {                                                       \
-        b0 = *(const VT *)bp;                                                               \
-        bp += VW;                                                                           \
-        for (size_t i = 0; i < MR; i++) acc0[i] += (ap[i][k] - (VT){0}) * b0;               \
-    }
-
-#define EC_F32_GEMM_NARROW_STORE_ROW(VT, VW)                                                \
-        float *crow = c + i * ldc;                                                          \
-        if (nc == VW) {                                                                     \
-            *(VT *)crow = acc0[i];                                                          \
-        } else {                                                                            \
-            float tile[VW];                                                                 \
-            *(VT *)tile = acc0[i];                                                          \
-            for (size_t j = 0; j < nc; j++) crow[j] = tile[j];                              \
-        }
-
-#define EC_DEFINE_F32_GEMM_NARROW(NAME, ATTR, VT, VI, VW, MR)                               \
-    ATTR static void NAME(size_t mr, size_t nc, size_t kc, const float *a, size_t lda,      \
-                          const float *bp, const float *bias, float *c, size_t ldc,         \
-                          float lo, float hi) {                                             \
-        const float *ap[MR];                                                                \
-        VT acc0[MR], b0;                                                                    \
-        for (size_t i = 0; i < MR; i++) ap[i] = a + (i < mr ? i : mr - 1) * lda;            \
-        b0 = bias ? *(const VT *)bias : (VT){0};                                            \
-        for (size_t i = 0; i < MR; i++) acc0[i] = b0;                                       \
-        EC_F32_GEMM_NARROW_K_LOOP(VT, VW, MR)                                               \
-        const VT vlo = (VT){0} + lo, vhi = (VT){0} + hi;                                    \
-        const int clamp = lo > -__builtin_inff() || hi < __builtin_inff();                  \
-        for (size_t i = 0; i < mr; i++) {                                                   \
-            if (clamp) {                                                                    \
-                VI below = acc0[i] < vlo;                                                   \
-                acc0[i] = (VT)(((VI)acc0[i] & ~below) | ((VI)vlo & below));                 \
-                VI above = acc0[i] > vhi;                                                   \
-                acc0[i] = (VT)(((VI)acc0[i] & ~above) | ((VI)vhi & above));                 \
-            }                                                                               \
-            EC_F32_GEMM_NARROW_STORE_ROW(VT, VW)                                            \
-        }                                                                                   \
-    }
-
-#define EC_DEFINE_F32_GEMM_ACC_NARROW(NAME, ATTR, VT, VW, MR)                               \
-    ATTR static void NAME(size_t mr, size_t nc, size_t kc, const float *a, size_t lda,      \
-                          const float *bp, float *c, size_t ldc) {                          \
-        const float *ap[MR];                                                                \
-        VT acc0[MR], b0;                                                                    \
-        for (size_t i = 0; i < MR; i++) {                                                   \
-            size_t r = i < mr ? i : mr - 1;                                                 \
-            const float *crow = c + r * ldc;                                                \
-            ap[i] = a + r * lda;                                                            \
-            if (nc == VW) {                                                                 \
-                acc0[i] = *(const VT *)crow;                                                \
-            } else {                                                                        \
-                float tile[VW] = {0};                                                       \
-                for (size_t j = 0; j < nc; j++) tile[j] = crow[j];                          \
-                acc0[i] = *(const VT *)tile;                                                \
-            }                                                                               \
-        }                                                                                   \
-        EC_F32_GEMM_NARROW_K_LOOP(VT, VW, MR)                                               \
-        for (size_t i = 0; i < mr; i++) {                                                   \
-            EC_F32_GEMM_NARROW_STORE_ROW(VT, VW)                                            \
-        }                                                                                   \
-    }
 
 /* Every variant's family: the wide MR, half-MR and 1-row tiles and the narrow MR and 1-row
  * ones, forward and accumulate. */
 #define EC_DEFINE_F32_GEMM_FAMILY(ISA, ATTR, VT, VI, VW, MR, MRH)                           \
-    EC_DEFINE_F32_GEMM(f32_gemm_wide_mr__##ISA, ATTR, VT, VI, VW, MR)                       \
-    EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_wide_mr__##ISA, ATTR, VT, VW, MR)                   \
-    EC_DEFINE_F32_GEMM(f32_gemm_wide_half__##ISA, ATTR, VT, VI, VW, MRH)                    \
-    EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_wide_half__##ISA, ATTR, VT, VW, MRH)                \
-    EC_DEFINE_F32_GEMM(f32_gemm_wide_1__##ISA, ATTR, VT, VI, VW, 1)                         \
-    EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_wide_1__##ISA, ATTR, VT, VW, 1)                     \
-    EC_DEFINE_F32_GEMM_NARROW(f32_gemm_narrow_mr__##ISA, ATTR, VT, VI, VW, MR)              \
-    EC_DEFINE_F32_GEMM_ACC_NARROW(f32_gemm_acc_narrow_mr__##ISA, ATTR, VT, VW, MR)          \
-    EC_DEFINE_F32_GEMM_NARROW(f32_gemm_narrow_1__##ISA, ATTR, VT, VI, VW, 1)                \
-    EC_DEFINE_F32_GEMM_ACC_NARROW(f32_gemm_acc_narrow_1__##ISA, ATTR, VT, VW, 1)
+    EC_DEFINE_F32_GEMM(f32_gemm_wide_mr__##ISA, ATTR, VT, VI, VW, MR, 2)                    \
+    EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_wide_mr__##ISA, ATTR, VT, VW, MR, 2)                \
+    EC_DEFINE_F32_GEMM(f32_gemm_wide_half__##ISA, ATTR, VT, VI, VW, MRH, 2)                 \
+    EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_wide_half__##ISA, ATTR, VT, VW, MRH, 2)             \
+    EC_DEFINE_F32_GEMM(f32_gemm_wide_1__##ISA, ATTR, VT, VI, VW, 1, 2)                      \
+    EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_wide_1__##ISA, ATTR, VT, VW, 1, 2)                  \
+    EC_DEFINE_F32_GEMM(f32_gemm_narrow_mr__##ISA, ATTR, VT, VI, VW, MR, 1)                  \
+    EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_narrow_mr__##ISA, ATTR, VT, VW, MR, 1)              \
+    EC_DEFINE_F32_GEMM(f32_gemm_narrow_1__##ISA, ATTR, VT, VI, VW, 1, 1)                    \
+    EC_DEFINE_F32_GEMM_ACC(f32_gemm_acc_narrow_1__##ISA, ATTR, VT, VW, 1, 1)
 
 #define EC_F32_GEMM_CONFIG(NAME, ISA, MR, NR, MRH)                                          \
     {NAME, MR, NR, f32_gemm_wide_mr__##ISA, f32_gemm_acc_wide_mr__##ISA,                    \
