@@ -9,9 +9,9 @@ interleaved in one process: the table in README.md.
 Every runtime gets the same float32 batch-1 input and its output is checked against
 edgecore's before anything is timed.  Each round runs every runtime in turn, in a rotating
 order, a short burst each (its first call untimed: the previous runtime's spinning worker
-threads would be charged to it), so the machine's noise (it is shared) falls on all alike; the numbers
-reported are medians over the rounds, and the ratio is edgecore's median over the best
-reference's (below 1.0: edgecore is faster).
+threads would be charged to it), so the machine's noise (it is shared) falls on all
+alike; the numbers reported are medians over the rounds, and the ratio is edgecore's median
+over the best reference's (below 1.0: edgecore is faster).
 """
 import argparse
 import importlib.util

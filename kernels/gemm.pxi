@@ -4,10 +4,11 @@
 # its K rows of NR floats contiguously, zero padded past N.  A last panel of at most NR/2
 # columns is "narrow": its K rows are NR/2 floats each (the second half of its space is
 # zeros), and the narrow micro-kernels read it: a 16-channel layer on the 32-wide AVX-512
-# tile would otherwise do twice its multiply-adds.  Every panel still starts at p*NR*K.  The micro-kernel then streams
-# one panel linearly while an MR-row tile of A stays in registers.  NR belongs to the
-# micro-kernel chosen once per process (see f32_gemm_microkernels.h), so weights are packed
-# after that choice and a plan records the NR it was packed for.
+# tile would otherwise do twice its multiply-adds.  Every panel still starts at p*NR*K.
+# The micro-kernel then streams one panel linearly while an MR-row tile of A stays in
+# registers.  NR belongs to the micro-kernel chosen once per process (see
+# f32_gemm_microkernels.h), so weights are packed after that choice and a plan records the
+# NR it was packed for.
 #
 # Blocking: rows are processed in blocks of `_gemm_block_rows(K)` so one block of A stays
 # in L2 while every panel of B passes over it; the activation epilogue (for the ones the
@@ -17,9 +18,9 @@
 # statically, each thread one contiguous run, so consecutive layers find most of their
 # rows in the cache of the thread that wrote them (dynamic hand-out moved half of C between
 # cores on every call: 392x40x240 ran no faster on 2 threads than on 1, 1.35x static).
-# Each C element is the same k loop
-# in the same micro-kernel wherever its tile starts, so every thread count gives the same
-# bits; packing and transposition split by panels and by destination rows.
+# Each C element is the same k loop in the same micro-kernel wherever its tile starts, so
+# every thread count gives the same bits; packing and transposition split by panels and by
+# destination rows.
 #
 # Training adds (beside the forward): f32_gemm_forward_acc (C += A @ B, the weight gradient
 # summed over row blocks), f32_gemm_pack_b_transposed (pack B = src^T, for dx = dy @ w^T
@@ -199,11 +200,11 @@ cdef struct GemmTiles:
 cdef inline GemmTiles _gemm_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                   int nthreads) noexcept nogil:
     """Tiles for nthreads threads: row blocks of _gemm_block_rows(k) while there are at
-    least 4 tiles per thread (so a ragged last tile costs little);
-    else equal row tiles, as few per thread as the block allows, while there are two MR
-    tiles per thread; otherwise (a
-    handful of rows) the panels are cut into column groups first (B is then read once per row
-    block and A, small when m is, once per group), and rows only after that.  The tile
+    least 4 tiles per thread (so a ragged last tile costs little); else equal row tiles,
+    as few per thread as the block allows, while there are two MR tiles per thread;
+    otherwise (a handful of rows) the panels are cut into column groups first (B is then
+    read once per row block and A, small when m is, once per group), and rows only after
+    that.  The tile
     shape never changes a result: every element is the same k loop in the same
     micro-kernel wherever its tile starts."""
     cdef GemmTiles t
